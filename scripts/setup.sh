@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs every system package Sigma Studio needs, from Debian's archive.
+# Non-interactive and idempotent: a second run installs nothing new.
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build ccache pkg-config
+  libtorch-dev                 # LibTorch 1.13 (CPU)
+  libopenblas0-openmp          # REQUIRED: the default reference BLAS makes matmul ~100x slower
+  libopencv-dev                # ControlNet preprocessors, the shape-world generator and checker
+  libimgui-dev libglfw3-dev    # the desktop app (Dear ImGui 1.86 with its GLFW/OpenGL3 backends)
+  libstb-dev                   # image I/O
+  libicu-dev                   # Unicode classes + NFC for the CLIP tokenizer
+  doctest-dev nlohmann-json3-dev
+  fonts-dejavu-core            # the GUI's font
+  xvfb xauth xdotool imagemagick  # GUI tests and screenshots
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "setup: all ${#packages[@]} packages already installed"
+fi
+
+# OpenBLAS must be the libblas.so.3 that LibTorch loads (installing it switches the
+# alternative, but a machine may have pinned the reference BLAS by hand).
+if command -v update-alternatives >/dev/null; then
+  blas=$(update-alternatives --list libblas.so.3-x86_64-linux-gnu 2>/dev/null | grep openblas | head -1 || true)
+  [ -n "$blas" ] && $SUDO update-alternatives --set libblas.so.3-x86_64-linux-gnu "$blas" >/dev/null
+  lapack=$(update-alternatives --list liblapack.so.3-x86_64-linux-gnu 2>/dev/null | grep openblas | head -1 || true)
+  [ -n "$lapack" ] && $SUDO update-alternatives --set liblapack.so.3-x86_64-linux-gnu "$lapack" >/dev/null
+fi
+echo "setup: done"

@@ -1,0 +1,27 @@
+// The test binary's entry point: threads as on the CLI, and the GPU skip rule.
+#define DOCTEST_CONFIG_IMPLEMENT
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <iostream>
+
+#include "models/runtime.h"
+#include "models/torch_compat.h"
+
+int main(int argc, char** argv) {
+  sigma::models::init_runtime();
+  // `--require-cuda`: the GPU suites. Exit 77 (CTest: skipped) with a visible reason on a
+  // machine without a CUDA device instead of silently passing.
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--require-cuda") == 0) {
+      if (!sigma::compat::cuda_available()) {
+        std::cout << "SKIPPED gpu tests: this LibTorch has no CUDA device (CPU-only build or machine); "
+                     "run scripts/gpu-test.sh on an NVIDIA GPU machine\n";
+        return 77;
+      }
+    }
+  }
+  doctest::Context context;
+  context.applyCommandLine(argc, argv);
+  return context.run();
+}

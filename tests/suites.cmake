@@ -1,0 +1,2 @@
+# Every doctest suite of sigma_tests, with its CTest label.
+sigma_add_suite(unit.safetensors unit)

@@ -1,0 +1,77 @@
+// Shared helpers of the test suite: where the fixtures are, the device/dtype the
+// conformance suites run on, relative error, and the per-case report lines.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <unistd.h>
+
+namespace sigma::test {
+
+// ../shared/fixtures beside the checkout, or $SIGMA_FIXTURES.
+inline std::string fixtures() {
+  if (const char* env = std::getenv("SIGMA_FIXTURES"); env && *env) return env;
+  return SIGMA_DEFAULT_FIXTURES;
+}
+inline std::string sd15() { return fixtures() + "/sd15-tiny"; }
+inline std::string source_dir() { return SIGMA_SOURCE_DIR; }
+
+// Conformance suites run on $SIGMA_TEST_DEVICE (cpu|cuda) in $SIGMA_TEST_DTYPE (fp32|fp16|bf16).
+inline torch::Device test_device() {
+  const char* env = std::getenv("SIGMA_TEST_DEVICE");
+  return (env && std::string(env) == "cuda") ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+}
+inline torch::ScalarType test_dtype() {
+  const char* env = std::getenv("SIGMA_TEST_DTYPE");
+  const std::string s = env ? env : "fp32";
+  if (s == "fp16") return torch::kFloat16;
+  if (s == "bf16") return torch::kBFloat16;
+  return torch::kFloat32;
+}
+// The fixture README's float32 tolerances; half precision carries ~1e-3 rounding per op.
+inline double tolerance(double fp32_tol) {
+  return test_dtype() == torch::kFloat32 ? fp32_tol : std::max(fp32_tol, 1e-2);
+}
+
+// ‖ours − ref‖ / ‖ref‖, computed in float64 on the CPU.
+inline double rel_error(const torch::Tensor& ours, const torch::Tensor& ref) {
+  auto a = ours.detach().to(torch::kCPU, torch::kFloat64);
+  auto b = ref.detach().to(torch::kCPU, torch::kFloat64);
+  if (a.sizes() != b.sizes()) return INFINITY;
+  return (a - b).norm().item<double>() / std::max(b.norm().item<double>(), 1e-30);
+}
+
+// One line per case and a closing "<name>: N/M cases within tolerance" line.
+struct CaseReport {
+  std::string name;
+  int passed = 0, total = 0;
+  explicit CaseReport(std::string n) : name(std::move(n)) {}
+  bool add(const std::string& label, double err, double tol) {
+    const bool ok = err <= tol;
+    ++total;
+    passed += ok;
+    std::printf("  %-58s rel err %.3e  (tol %.0e)  %s\n", label.c_str(), err, tol, ok ? "ok" : "FAIL");
+    return ok;
+  }
+  bool add_exact(const std::string& label, bool ok, const std::string& detail = "") {
+    ++total;
+    passed += ok;
+    std::printf("  %-58s %s%s\n", label.c_str(), ok ? "exact" : "MISMATCH ", detail.c_str());
+    return ok;
+  }
+  void close() const { std::printf("%s: %d/%d cases within tolerance\n", name.c_str(), passed, total); }
+};
+
+// A scratch folder under the build tree, emptied at first use.
+inline std::filesystem::path scratch(const std::string& name) {
+  auto p = std::filesystem::temp_directory_path() / ("sigma-tests-" + std::to_string(::getpid())) / name;
+  std::filesystem::remove_all(p);
+  std::filesystem::create_directories(p);
+  return p;
+}
+
+}  // namespace sigma::test
