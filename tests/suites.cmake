@@ -1,2 +1,4 @@
 # Every doctest suite of sigma_tests, with its CTest label.
 sigma_add_suite(unit.safetensors unit)
+sigma_add_suite(unit.checkpoint unit)
+sigma_add_suite(conformance.components conformance)

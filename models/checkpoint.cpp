@@ -1,0 +1,258 @@
+#include "models/checkpoint.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+
+#include "models/keymaps.h"
+
+namespace fs = std::filesystem;
+
+namespace sigma::models {
+
+std::string to_string(Layout l) { return l == Layout::SingleFile ? "single file (original LDM layout)" : "diffusers folder"; }
+std::string to_string(Family f) { return f == Family::SD1 ? "Stable Diffusion 1.x" : "Stable Diffusion 2.x"; }
+
+nlohmann::json read_json_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw ModelLoadError(path + ": cannot read");
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const std::exception& e) {
+    throw ModelLoadError(path + ": not valid JSON (" + e.what() + ")");
+  }
+}
+
+namespace {
+
+constexpr const char* kUnetPrefix = "model.diffusion_model.";
+constexpr const char* kVaePrefix = "first_stage_model.";
+constexpr const char* kClipPrefix = "cond_stage_model.transformer.";
+constexpr const char* kOpenClipPrefix = "cond_stage_model.model.";
+
+// Names that say what a file is when it is not a full checkpoint, so the error can say what to do.
+void reject_other_kinds(const SafeTensors& f) {
+  auto any = [&](const std::string& prefix) {
+    return std::any_of(f.tensors().begin(), f.tensors().end(),
+                       [&](const TensorInfo& t) { return t.name.compare(0, prefix.size(), prefix) == 0; });
+  };
+  const std::string p = f.path();
+  if (any("control_model.") || f.contains("input_hint_block.0.weight"))
+    throw ModelLoadError(p + ": this is a ControlNet, not a base model; pass it with --control-net and give a base model with --model");
+  if (any("lora_unet_") || any("lora_te_"))
+    throw ModelLoadError(p + ": this is a LoRA, not a base model; give a base model with --model");
+  if (any("conditioner.embedders."))
+    throw ModelLoadError(p + ": this is an SDXL checkpoint; Sigma Studio runs Stable Diffusion 1.x and 2.x checkpoints");
+  if (f.contains("decoder.conv_in.weight") && f.contains("encoder.conv_in.weight"))
+    throw ModelLoadError(p + ": this is a standalone VAE; pass it with --vae and give a base model with --model");
+  if (f.contains("conv_in.weight") && f.contains("time_embedding.linear_1.weight"))
+    throw ModelLoadError(p + ": this is a bare diffusers UNet file; pass the whole diffusers folder (the one with model_index.json)");
+  std::string sample;
+  for (size_t i = 0; i < f.tensors().size() && i < 5; ++i) sample += (i ? ", " : "") + f.tensors()[i].name;
+  throw ModelLoadError(p + ": not a Stable Diffusion checkpoint: no 'model.diffusion_model.*' UNet keys (first keys: " +
+                       (sample.empty() ? "none" : sample) + ")");
+}
+
+// OpenCLIP (SD 2.x) text encoder names -> Hugging Face CLIP names; q/k/v come stacked in in_proj.
+TensorIndex clip_from_openclip(const TensorIndex& oc, std::vector<std::string>& ignored) {
+  TensorIndex out;
+  auto put = [&](const std::string& name, const TensorRef& ref) { out["text_model." + name] = ref; };
+  for (const auto& [k, ref] : oc) {
+    if (k == "token_embedding.weight") put("embeddings.token_embedding.weight", ref);
+    else if (k == "positional_embedding") put("embeddings.position_embedding.weight", ref);
+    else if (k.rfind("ln_final.", 0) == 0) put("final_layer_norm." + k.substr(9), ref);
+    else if (k.rfind("transformer.resblocks.", 0) == 0) {
+      const auto rest = k.substr(22);
+      const auto dot = rest.find('.');
+      const std::string layer = "encoder.layers." + rest.substr(0, dot) + ".";
+      const std::string p = rest.substr(dot + 1);
+      if (p == "attn.in_proj_weight" || p == "attn.in_proj_bias") {
+        auto full = ref.load(torch::kFloat32);  // split once in memory: q, k, v
+        auto parts = full.chunk(3, 0);
+        const char* names[] = {"q_proj", "k_proj", "v_proj"};
+        for (int i = 0; i < 3; ++i) {
+          TensorRef part;
+          part.value = parts[i].contiguous();
+          part.shape = part.value.sizes().vec();
+          put(layer + "self_attn." + names[i] + (p == "attn.in_proj_weight" ? ".weight" : ".bias"), part);
+        }
+      } else {
+        static const std::vector<std::pair<std::string, std::string>> map = {
+            {"attn.out_proj.", "self_attn.out_proj."}, {"ln_1.", "layer_norm1."}, {"ln_2.", "layer_norm2."},
+            {"mlp.c_fc.", "mlp.fc1."}, {"mlp.c_proj.", "mlp.fc2."}};
+        bool done = false;
+        for (const auto& [from, to] : map)
+          if (p.rfind(from, 0) == 0) {
+            put(layer + to + p.substr(from.size()), ref);
+            done = true;
+          }
+        if (!done) put("unknown." + k, ref);
+      }
+    } else {
+      ignored.push_back(k);  // text_projection, logit_scale: the image-text head, unused for conditioning
+    }
+  }
+  return out;
+}
+
+// Drops the text-encoder layer a family never runs: SD 2.x reads the penultimate block of
+// OpenCLIP, and its single files carry the last one too (diffusers folders already omit it).
+void drop_unused_clip_layers(Checkpoint& ck) {
+  if (ck.family != Family::SD2 || ck.layout != Layout::SingleFile) return;
+  const int64_t last = ck.clip_config.layers - 1;
+  const std::string prefix = "text_model.encoder.layers." + std::to_string(last) + ".";
+  for (auto it = ck.text_encoder.begin(); it != ck.text_encoder.end();) {
+    if (it->first.compare(0, prefix.size(), prefix) == 0) {
+      ck.text_encoder_ignored.push_back(it->first);
+      it = ck.text_encoder.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  ck.clip_config.layers = last;  // what runs; clip skip 1 on SD 2.x means this (penultimate) layer
+}
+
+Checkpoint open_single_file(const std::string& path) {
+  auto f = SafeTensors::open(path);
+  Checkpoint ck;
+  ck.path = path;
+  ck.layout = Layout::SingleFile;
+  ck.unet = index_file(f, kUnetPrefix);
+  if (ck.unet.empty()) reject_other_kinds(*f);
+  ck.vae = index_file(f, kVaePrefix);
+  ck.text_encoder = index_file(f, kClipPrefix);
+  if (!ck.text_encoder.empty()) {
+    ck.family = Family::SD1;
+  } else if (auto oc = index_file(f, kOpenClipPrefix); !oc.empty()) {
+    ck.family = Family::SD2;
+    ck.text_encoder = clip_from_openclip(oc, ck.text_encoder_ignored);
+    ck.prediction = "v";  // SD 2.x single files are the 768-v models unless told otherwise (--prediction eps)
+  } else {
+    throw ModelLoadError(path + ": the checkpoint has a UNet but no text encoder ('cond_stage_model.*' keys)");
+  }
+  if (ck.vae.empty()) throw ModelLoadError(path + ": the checkpoint has no VAE ('first_stage_model.*' keys); pass one with --vae");
+  for (const auto& t : f->tensors()) {
+    const auto& n = t.name;
+    if (n.rfind(kUnetPrefix, 0) == 0 || n.rfind(kVaePrefix, 0) == 0 || n.rfind("cond_stage_model.", 0) == 0) continue;
+    static const std::vector<std::string> schedule_buffers = {
+        "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod",
+        "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod",
+        "posterior_variance", "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2",
+        "logvar", "model_ema.decay", "model_ema.num_updates"};
+    if (std::find(schedule_buffers.begin(), schedule_buffers.end(), n) != schedule_buffers.end() ||
+        n.rfind("model_ema.", 0) == 0)
+      ck.ignored.push_back(n);
+    else
+      ck.unused.push_back(n);
+  }
+  if (f->contains("alphas_cumprod")) {
+    auto a = f->load("alphas_cumprod", torch::kFloat64).contiguous();
+    ck.alphas_cumprod.assign(a.data_ptr<double>(), a.data_ptr<double>() + a.numel());
+  }
+  return ck;
+}
+
+std::string need_file(const fs::path& dir, const std::vector<std::string>& names, const std::string& what) {
+  for (const auto& n : names)
+    if (fs::exists(dir / n)) return (dir / n).string();
+  throw ModelLoadError(dir.string() + ": no " + what + " weights (" + names.front() +
+                       "); only safetensors are supported: convert .bin files with diffusers' save_pretrained(safe_serialization=True)");
+}
+
+Checkpoint open_diffusers(const fs::path& dir) {
+  Checkpoint ck;
+  ck.path = dir.string();
+  ck.layout = Layout::Diffusers;
+  for (const char* sub : {"unet", "vae", "text_encoder"})
+    if (!fs::is_directory(dir / sub))
+      throw ModelLoadError(dir.string() + ": diffusers folder without '" + sub + "/'; is this a complete Stable Diffusion pipeline?");
+  if (fs::is_directory(dir / "text_encoder_2"))
+    throw ModelLoadError(dir.string() + ": this is an SDXL pipeline; Sigma Studio runs Stable Diffusion 1.x and 2.x");
+  const std::vector<std::string> st = {"diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"};
+  auto unet_file = SafeTensors::open(need_file(dir / "unet", st, "UNet"));
+  auto vae_file = SafeTensors::open(need_file(dir / "vae", st, "VAE"));
+  auto te_file = SafeTensors::open(need_file(dir / "text_encoder", {"model.safetensors", "model.fp16.safetensors"}, "text encoder"));
+  ck.unet = unet_from_diffusers(index_file(unet_file));
+  ck.vae = vae_from_diffusers(index_file(vae_file));
+  ck.text_encoder = index_file(te_file);
+  for (const char* extra : {"text_model.embeddings.position_ids"})
+    if (ck.text_encoder.erase(extra)) ck.text_encoder_ignored.push_back(extra);
+
+  const auto te_cfg_path = dir / "text_encoder" / "config.json";
+  const auto te_cfg = fs::exists(te_cfg_path) ? read_json_file(te_cfg_path.string()) : nlohmann::json::object();
+  ck.family = te_cfg.value("hidden_act", "quick_gelu") == "gelu" ? Family::SD2 : Family::SD1;
+  const auto sched_path = dir / "scheduler" / "scheduler_config.json";
+  if (fs::exists(sched_path)) {
+    const auto s = read_json_file(sched_path.string());
+    const std::string pt = s.value("prediction_type", "epsilon");
+    ck.prediction = pt == "v_prediction" ? "v" : "eps";
+  }
+  if (fs::is_directory(dir / "tokenizer")) ck.tokenizer_dir = (dir / "tokenizer").string();
+  ck.clip_config = infer_clip_config(ck.text_encoder, ck.family, dir.string() + " text encoder");
+  if (te_cfg.contains("num_attention_heads")) ck.clip_config.heads = te_cfg["num_attention_heads"].get<int64_t>();
+  if (te_cfg.contains("layer_norm_eps")) ck.clip_config.layer_norm_eps = te_cfg["layer_norm_eps"].get<double>();
+  return ck;
+}
+
+}  // namespace
+
+Checkpoint open_checkpoint(const std::string& path) {
+  if (!fs::exists(path)) throw ModelLoadError(path + ": no such file or folder");
+  Checkpoint ck;
+  if (fs::is_directory(path)) {
+    if (fs::exists(fs::path(path) / "config.json") && !fs::exists(fs::path(path) / "model_index.json"))
+      throw ModelLoadError(path + ": this folder holds a single diffusers model (config.json), not a pipeline; "
+                                  "for a ControlNet pass it with --control-net");
+    ck = open_diffusers(path);
+  } else {
+    const auto ext = fs::path(path).extension().string();
+    if (ext == ".ckpt" || ext == ".pt" || ext == ".pth" || ext == ".bin")
+      throw ModelLoadError(path + ": pickle checkpoints (" + ext + ") can run code when loaded and are not supported; "
+                                  "convert it to .safetensors (e.g. with the safetensors package) and pass that");
+    ck = open_single_file(path);
+    ck.clip_config = infer_clip_config(ck.text_encoder, ck.family, path + " text encoder");
+    if (ck.text_encoder.erase("text_model.embeddings.position_ids"))
+      ck.text_encoder_ignored.push_back("text_model.embeddings.position_ids");
+  }
+  ck.unet_config = infer_unet_config(ck.unet, ck.family, path + " UNet");
+  ck.vae_config = infer_vae_config(ck.vae, path + " VAE");
+  if (ck.layout == Layout::Diffusers) {
+    const auto vcfg = fs::path(path) / "vae" / "config.json";
+    if (fs::exists(vcfg)) ck.vae_config.scaling_factor = read_json_file(vcfg.string()).value("scaling_factor", 0.18215);
+    const auto ucfg = fs::path(path) / "unet" / "config.json";
+    if (fs::exists(ucfg)) {
+      // diffusers' `attention_head_dim` is, for SD 1.x/2.x, the number of heads per level.
+      const auto u = read_json_file(ucfg.string());
+      if (u.contains("attention_head_dim")) {
+        const auto& h = u["attention_head_dim"];
+        const int64_t heads0 = h.is_array() ? h[0].get<int64_t>() : h.get<int64_t>();
+        if (h.is_array()) {
+          ck.unet_config.num_heads = -1;
+          ck.unet_config.head_dim = ck.unet_config.model_channels * ck.unet_config.channel_mult[0] / heads0;
+        } else {
+          ck.unet_config.num_heads = heads0;
+          ck.unet_config.head_dim = -1;
+        }
+      }
+    }
+  }
+  drop_unused_clip_layers(ck);
+  ck.default_clip_skip = 1;
+  return ck;
+}
+
+TensorIndex open_vae_file(const std::string& path) {
+  auto f = SafeTensors::open(path);
+  TensorIndex idx = index_file(f, has_prefix(index_file(f), kVaePrefix) ? kVaePrefix : "");
+  if (looks_like_diffusers_vae(idx)) idx = vae_from_diffusers(idx);
+  if (!idx.count("decoder.conv_in.weight"))
+    throw ModelLoadError(path + ": not a VAE (no 'decoder.conv_in.weight' or 'first_stage_model.decoder.*' keys)");
+  for (auto it = idx.begin(); it != idx.end();)
+    it = (it->first.rfind("encoder.", 0) == 0 || it->first.rfind("decoder.", 0) == 0 ||
+          it->first.rfind("quant_conv.", 0) == 0 || it->first.rfind("post_quant_conv.", 0) == 0)
+             ? std::next(it)
+             : idx.erase(it);  // e.g. the LPIPS loss weights some VAE releases carry
+  return idx;
+}
+
+}  // namespace sigma::models

@@ -1,0 +1,58 @@
+// Opening a Stable Diffusion checkpoint in any supported layout: detects the layout
+// and the model family from the tensors, maps every weight to its component under
+// the canonical names, and infers each network's configuration from tensor shapes
+// (a config file, where the layout has one, only fills in what shapes cannot tell).
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "models/clip_text.h"
+#include "models/unet.h"
+#include "models/vae.h"
+#include "models/weights.h"
+
+namespace sigma::models {
+
+enum class Layout { SingleFile, Diffusers };
+enum class Family { SD1, SD2 };
+std::string to_string(Layout l);
+std::string to_string(Family f);
+
+struct Checkpoint {
+  std::string path;
+  Layout layout = Layout::SingleFile;
+  Family family = Family::SD1;
+  TensorIndex unet, vae, text_encoder;  // canonical names: LDM (UNet, VAE), Hugging Face (CLIP)
+  std::vector<std::string> text_encoder_ignored;  // known, deliberately unused (position_ids, unused last layer)
+  std::vector<std::string> unused;      // keys that belong to no component we run
+  std::vector<std::string> ignored;     // known extras (noise schedule buffers, EMA copies)
+  std::vector<double> alphas_cumprod;   // the training schedule when the file carries it
+  std::string prediction = "eps";       // "eps" or "v"
+  std::string tokenizer_dir;            // diffusers tokenizer/ folder, else empty
+  UNetConfig unet_config;
+  VaeConfig vae_config;
+  ClipTextConfig clip_config;
+  int64_t default_clip_skip = 1;        // SD 2.x reads the penultimate layer
+};
+
+// Throws ModelLoadError (or SafetensorsError) naming the path and the fix.
+Checkpoint open_checkpoint(const std::string& path);
+
+// A standalone VAE file (LDM `encoder.*`/`decoder.*`, optionally under first_stage_model.,
+// or diffusers names) for --vae.
+TensorIndex open_vae_file(const std::string& path);
+
+// Configuration from tensor shapes (canonical names). Family decides what shapes cannot:
+// SD 1.x uses 8 attention heads, SD 2.x heads of width 64.
+UNetConfig infer_unet_config(const TensorIndex& unet, Family family, const std::string& what);
+VaeConfig infer_vae_config(const TensorIndex& vae, const std::string& what);
+ClipTextConfig infer_clip_config(const TensorIndex& clip, Family family, const std::string& what);
+
+// Small helpers shared by the loaders.
+bool has_prefix(const TensorIndex& index, const std::string& prefix);
+nlohmann::json read_json_file(const std::string& path);
+
+}  // namespace sigma::models

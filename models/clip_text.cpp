@@ -1,0 +1,97 @@
+#include "models/clip_text.h"
+
+#include <sstream>
+#include <stdexcept>
+
+#include "models/torch_compat.h"
+
+namespace sigma::models {
+namespace nn = torch::nn;
+
+std::string ClipTextConfig::describe() const {
+  std::ostringstream s;
+  s << "width " << width << ", " << layers << " layers, " << heads << " heads, MLP " << mlp << ", "
+    << (quick_gelu ? "quick_gelu" : "gelu") << ", " << max_positions << " positions, vocab " << vocab_size;
+  return s.str();
+}
+
+ClipAttentionImpl::ClipAttentionImpl(int64_t width, int64_t heads_) : heads(heads_) {
+  q_proj = register_module("q_proj", nn::Linear(width, width));
+  k_proj = register_module("k_proj", nn::Linear(width, width));
+  v_proj = register_module("v_proj", nn::Linear(width, width));
+  out_proj = register_module("out_proj", nn::Linear(width, width));
+}
+
+torch::Tensor ClipAttentionImpl::forward(const torch::Tensor& x) {
+  const int64_t B = x.size(0), L = x.size(1);
+  auto split = [&](const torch::Tensor& t) { return t.view({B, L, heads, -1}).transpose(1, 2); };
+  auto out = compat::attention(split(q_proj->forward(x)), split(k_proj->forward(x)), split(v_proj->forward(x)),
+                               /*causal=*/true);
+  return out_proj->forward(out.transpose(1, 2).reshape({B, L, -1}));
+}
+
+ClipMlpImpl::ClipMlpImpl(int64_t width, int64_t hidden, bool qg) : quick_gelu(qg) {
+  fc1 = register_module("fc1", nn::Linear(width, hidden));
+  fc2 = register_module("fc2", nn::Linear(hidden, width));
+}
+
+torch::Tensor ClipMlpImpl::forward(const torch::Tensor& x) {
+  auto h = fc1->forward(x);
+  h = quick_gelu ? h * torch::sigmoid(1.702 * h) : torch::gelu(h);
+  return fc2->forward(h);
+}
+
+static nn::LayerNorm layer_norm(const ClipTextConfig& c) {
+  return nn::LayerNorm(nn::LayerNormOptions({c.width}).eps(c.layer_norm_eps));
+}
+
+ClipLayerImpl::ClipLayerImpl(const ClipTextConfig& c) {
+  self_attn = register_module("self_attn", ClipAttention(c.width, c.heads));
+  layer_norm1 = register_module("layer_norm1", layer_norm(c));
+  mlp = register_module("mlp", ClipMlp(c.width, c.mlp, c.quick_gelu));
+  layer_norm2 = register_module("layer_norm2", layer_norm(c));
+}
+
+torch::Tensor ClipLayerImpl::forward(torch::Tensor x) {
+  x = x + self_attn->forward(layer_norm1->forward(x));
+  return x + mlp->forward(layer_norm2->forward(x));
+}
+
+ClipEmbeddingsImpl::ClipEmbeddingsImpl(const ClipTextConfig& c) {
+  token_embedding = register_module("token_embedding", nn::Embedding(c.vocab_size, c.width));
+  position_embedding = register_module("position_embedding", nn::Embedding(c.max_positions, c.width));
+}
+
+ClipEncoderImpl::ClipEncoderImpl(const ClipTextConfig& c) {
+  layers = register_module("layers", nn::ModuleList());
+  for (int64_t i = 0; i < c.layers; ++i) layers->push_back(ClipLayer(c));
+}
+
+ClipTransformerImpl::ClipTransformerImpl(const ClipTextConfig& c) {
+  embeddings = register_module("embeddings", ClipEmbeddings(c));
+  encoder = register_module("encoder", ClipEncoder(c));
+  final_layer_norm = register_module("final_layer_norm", layer_norm(c));
+}
+
+ClipTextModelImpl::ClipTextModelImpl(ClipTextConfig c) : config(std::move(c)) {
+  text_model = register_module("text_model", ClipTransformer(config));
+}
+
+torch::Tensor ClipTextModelImpl::forward(const torch::Tensor& ids, int64_t clip_skip, bool final_norm) {
+  if (clip_skip < 1 || clip_skip > config.layers)
+    throw std::invalid_argument("clip skip must be between 1 and " + std::to_string(config.layers) + ", got " +
+                                std::to_string(clip_skip));
+  if (ids.size(1) > config.max_positions)
+    throw std::invalid_argument("token sequence of " + std::to_string(ids.size(1)) + " exceeds the text encoder's " +
+                                std::to_string(config.max_positions) + " positions");
+  auto& emb = text_model->embeddings;
+  const auto device = emb->token_embedding->weight.device();
+  auto positions = torch::arange(ids.size(1), torch::TensorOptions().dtype(torch::kLong).device(device));
+  auto x = emb->token_embedding->forward(ids.to(device)) + emb->position_embedding->forward(positions).unsqueeze(0);
+  const int64_t run = config.layers - clip_skip + 1;  // layers to run
+  auto& layers = text_model->encoder->layers;
+  for (int64_t i = 0; i < run; ++i) x = layers[static_cast<size_t>(i)]->as<ClipLayer>()->forward(x);
+  return final_norm ? text_model->final_layer_norm->forward(x) : x;
+}
+
+}  // namespace sigma::models

@@ -1,0 +1,75 @@
+// The CLIP text transformer (Hugging Face CLIPTextModel names: `text_model.encoder.
+// layers.N.self_attn.q_proj`), causal, pre-LayerNorm. SD 1.x uses OpenAI's CLIP-L
+// (quick_gelu); SD 2.x's OpenCLIP weights are renamed to these names on load (gelu).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+
+namespace sigma::models {
+
+struct ClipTextConfig {
+  int64_t vocab_size = 49408, max_positions = 77, width = 768, layers = 12, heads = 12, mlp = 3072;
+  bool quick_gelu = true;  // OpenAI CLIP; false: exact gelu (OpenCLIP)
+  double layer_norm_eps = 1e-5;
+  std::string describe() const;
+};
+
+struct ClipAttentionImpl : torch::nn::Module {
+  ClipAttentionImpl(int64_t width, int64_t heads);
+  torch::Tensor forward(const torch::Tensor& x);  // causal self-attention, [B,L,C] -> [B,L,C]
+  int64_t heads;
+  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, out_proj{nullptr};
+};
+TORCH_MODULE(ClipAttention);
+
+struct ClipMlpImpl : torch::nn::Module {
+  ClipMlpImpl(int64_t width, int64_t hidden, bool quick_gelu);
+  torch::Tensor forward(const torch::Tensor& x);
+  bool quick_gelu;
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+};
+TORCH_MODULE(ClipMlp);
+
+struct ClipLayerImpl : torch::nn::Module {
+  explicit ClipLayerImpl(const ClipTextConfig& c);
+  torch::Tensor forward(torch::Tensor x);
+  ClipAttention self_attn{nullptr};
+  torch::nn::LayerNorm layer_norm1{nullptr}, layer_norm2{nullptr};
+  ClipMlp mlp{nullptr};
+};
+TORCH_MODULE(ClipLayer);
+
+struct ClipEmbeddingsImpl : torch::nn::Module {
+  explicit ClipEmbeddingsImpl(const ClipTextConfig& c);
+  torch::nn::Embedding token_embedding{nullptr}, position_embedding{nullptr};
+};
+TORCH_MODULE(ClipEmbeddings);
+
+struct ClipEncoderImpl : torch::nn::Module {
+  explicit ClipEncoderImpl(const ClipTextConfig& c);
+  torch::nn::ModuleList layers{nullptr};
+};
+TORCH_MODULE(ClipEncoder);
+
+struct ClipTransformerImpl : torch::nn::Module {
+  explicit ClipTransformerImpl(const ClipTextConfig& c);
+  ClipEmbeddings embeddings{nullptr};
+  ClipEncoder encoder{nullptr};
+  torch::nn::LayerNorm final_layer_norm{nullptr};
+};
+TORCH_MODULE(ClipTransformer);
+
+struct ClipTextModelImpl : torch::nn::Module {
+  explicit ClipTextModelImpl(ClipTextConfig config);
+  // ids [B,L] -> hidden states [B,L,width] of layer (layers − clip_skip + 1), i.e. clip_skip 1
+  // is the last layer, 2 the penultimate ("clip skip 2"); final_norm applies final_layer_norm
+  // to that state, as SD 1.x/2.x do.
+  torch::Tensor forward(const torch::Tensor& ids, int64_t clip_skip = 1, bool final_norm = true);
+  ClipTextConfig config;
+  ClipTransformer text_model{nullptr};
+};
+TORCH_MODULE(ClipTextModel);
+
+}  // namespace sigma::models

@@ -1,0 +1,36 @@
+#include "models/loader.h"
+
+namespace sigma::models {
+
+UNet load_unet(const Checkpoint& ck, const LoadOptions& opt) {
+  UNet unet(ck.unet_config);
+  load_module(*unet, ck.unet, "UNet of " + ck.path, opt.dtype, opt.device);
+  unet->eval();
+  return unet;
+}
+
+AutoencoderKL load_vae(const Checkpoint& ck, const LoadOptions& opt) {
+  AutoencoderKL vae(ck.vae_config);
+  load_module(*vae, ck.vae, "VAE of " + ck.path, opt.dtype, opt.device);
+  vae->eval();
+  return vae;
+}
+
+AutoencoderKL load_vae_file(const std::string& path, double scaling_factor, const LoadOptions& opt) {
+  auto index = open_vae_file(path);
+  auto config = infer_vae_config(index, path);
+  config.scaling_factor = scaling_factor;
+  AutoencoderKL vae(config);
+  load_module(*vae, index, "VAE " + path, opt.dtype, opt.device);
+  vae->eval();
+  return vae;
+}
+
+ClipTextModel load_text_encoder(const Checkpoint& ck, const LoadOptions& opt) {
+  ClipTextModel clip(ck.clip_config);
+  load_module(*clip, ck.text_encoder, "text encoder of " + ck.path, opt.dtype, opt.device);
+  clip->eval();
+  return clip;
+}
+
+}  // namespace sigma::models
