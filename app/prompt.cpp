@@ -1,0 +1,289 @@
+// A1111's parse_prompt_attention and tokenize_line, step for step (see prompt.h).
+// The parser walks the prompt with the same alternatives, in the same order, as A1111's
+// re_attention regex; the characters that regex treats specially are all ASCII, so it
+// scans UTF-8 bytes and decodes code points only where Python's Unicode classes
+// (\s, \d, \b) decide. Weights are doubles multiplied in A1111's order, so merging
+// "equal" neighbours gives the same runs as Python does.
+#include "app/prompt.h"
+
+#include <unicode/uchar.h>
+#include <unicode/utf8.h>
+
+#include <algorithm>
+#include <charconv>
+#include <stdexcept>
+#include <string_view>
+
+namespace sigma::app {
+namespace {
+
+// The code point at byte i (-1 if ill-formed); `len` receives its byte length.
+UChar32 code_point_at(const std::string& s, size_t i, size_t* len) {
+  int32_t j = static_cast<int32_t>(i);
+  UChar32 c;
+  U8_NEXT(s.data(), j, static_cast<int32_t>(s.size()), c);
+  *len = static_cast<size_t>(j) - i;
+  return c;
+}
+
+// The start of the code point that ends just before byte i.
+size_t previous_start(const std::string& s, size_t i) {
+  do --i;
+  while (i > 0 && (static_cast<unsigned char>(s[i]) & 0xC0) == 0x80);
+  return i;
+}
+
+// Python's str.isspace(): bidirectional class WS, B or S, or category Zs (\x1c..\x1f included).
+bool py_space(UChar32 c) {
+  if (c < 0) return false;
+  const UCharDirection d = u_charDirection(c);
+  return d == U_WHITE_SPACE_NEUTRAL || d == U_BLOCK_SEPARATOR || d == U_SEGMENT_SEPARATOR ||
+         u_charType(c) == U_SPACE_SEPARATOR;
+}
+
+// Python's \w: letters, anything with a numeric value, and "_".
+bool py_word(UChar32 c) {
+  if (c < 0) return false;
+  return c == '_' || (U_GET_GC_MASK(c) & U_GC_L_MASK) ||
+         u_getIntPropertyValue(c, UCHAR_NUMERIC_TYPE) != U_NT_NONE;
+}
+
+// Python's \d: a decimal digit (category Nd); its value, or -1.
+int py_digit(UChar32 c) { return (c >= 0 && u_charType(c) == U_DECIMAL_DIGIT_NUMBER) ? u_charDigitValue(c) : -1; }
+
+bool is_syntax(char ch) {
+  return ch == '\\' || ch == '(' || ch == ')' || ch == '[' || ch == ']' || ch == ':';
+}
+
+// re.split(r"\s*\bBREAK\b\s*", text): the pieces between BREAK words.
+std::vector<std::string> split_break(const std::string& text) {
+  static const std::string kBreak = "BREAK";
+  std::vector<std::string> parts;
+  size_t piece_start = 0, search = 0, len = 0;
+  for (size_t p; (p = text.find(kBreak, search)) != std::string::npos;) {
+    const size_t after = p + kBreak.size();
+    const bool word_before = p > 0 && py_word(code_point_at(text, previous_start(text, p), &len));
+    const bool word_after = after < text.size() && py_word(code_point_at(text, after, &len));
+    if (word_before || word_after) {
+      search = p + 1;
+      continue;
+    }
+    size_t begin = p;  // \s* before: back over whitespace, not into the previous match
+    while (begin > piece_start) {
+      const size_t prev = previous_start(text, begin);
+      if (!py_space(code_point_at(text, prev, &len))) break;
+      begin = prev;
+    }
+    size_t end = after;  // \s* after
+    while (end < text.size()) {
+      const UChar32 c = code_point_at(text, end, &len);
+      if (!py_space(c)) break;
+      end += len;
+    }
+    parts.push_back(text.substr(piece_start, begin - piece_start));
+    piece_start = search = end;
+  }
+  parts.push_back(text.substr(piece_start));
+  return parts;
+}
+
+// At a ':', the alternative :\s*([+-]?[.\d]+)\s*\) of re_attention. On a match, returns
+// true with `end` after the ')' and `number` holding the group in ASCII digits.
+bool match_weight(const std::string& s, size_t i, size_t* end, std::string* number) {
+  size_t p = i + 1, len = 0;
+  auto skip_space = [&] {
+    while (p < s.size() && py_space(code_point_at(s, p, &len))) p += len;
+  };
+  skip_space();
+  number->clear();
+  if (p < s.size() && (s[p] == '+' || s[p] == '-')) number->push_back(s[p++]);
+  const size_t sign = number->size();
+  while (p < s.size()) {
+    const UChar32 c = code_point_at(s, p, &len);
+    if (c == '.') {
+      number->push_back('.');
+    } else if (const int d = py_digit(c); d >= 0) {
+      number->push_back(static_cast<char>('0' + d));
+    } else {
+      break;
+    }
+    p += len;
+  }
+  if (number->size() == sign) return false;
+  skip_space();
+  if (p >= s.size() || s[p] != ')') return false;
+  *end = p + 1;
+  return true;
+}
+
+// Python's float() on "[+-]?[.\d]+": throws where Python raises ValueError ("1.2.3", ".").
+double parse_weight(const std::string& number, const std::string& prompt) {
+  const bool negative = !number.empty() && number[0] == '-';
+  const size_t start = (!number.empty() && (number[0] == '+' || number[0] == '-')) ? 1 : 0;
+  double value = 0;
+  const char* first = number.data() + start;
+  const char* last = number.data() + number.size();
+  const auto [ptr, ec] = std::from_chars(first, last, value, std::chars_format::fixed);
+  if (ec != std::errc() || ptr != last)
+    throw std::invalid_argument("prompt \"" + prompt + "\": the attention weight '" + number +
+                                "' is not a number; write it like (text:1.2)");
+  return negative ? -value : value;
+}
+
+// A chunk's tokens wrapped to 77: [start] tokens [end] filled with end tokens, then, as
+// A1111 does for SD 2.x, everything after the first end token replaced by the pad id.
+void append_chunk(PromptChunks& out, const models::ClipTokenizer& tok, const std::vector<int>& tokens,
+                  const std::vector<float>& mults) {
+  std::array<int, kChunkLength> ids;
+  std::array<float, kChunkLength> weights;
+  ids.fill(tok.eos());
+  weights.fill(1.0f);
+  ids[0] = tok.bos();
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    ids[i + 1] = tokens[i];
+    weights[i + 1] = mults[i];
+  }
+  if (tok.pad() != tok.eos()) {
+    size_t first_end = 0;
+    while (ids[first_end] != tok.eos()) ++first_end;  // ids[76] is always the end token
+    for (size_t i = first_end + 1; i < ids.size(); ++i) ids[i] = tok.pad();
+  }
+  out.ids.push_back(ids);
+  out.weights.push_back(weights);
+  out.used.push_back(static_cast<int>(tokens.size()));
+}
+
+}  // namespace
+
+std::vector<WeightedText> parse_prompt_attention(const std::string& prompt) {
+  constexpr double kRound = 1.1, kSquare = 1 / 1.1;
+  std::vector<WeightedText> res;
+  std::vector<size_t> round, square;
+  auto multiply_range = [&](size_t start, double multiplier) {
+    for (size_t p = start; p < res.size(); ++p) res[p].weight *= multiplier;
+  };
+  auto add_text = [&](const std::string& text) {
+    const auto parts = split_break(text);
+    for (size_t i = 0; i < parts.size(); ++i) {
+      if (i > 0) res.push_back({"BREAK", -1});
+      res.push_back({parts[i], 1.0});
+    }
+  };
+
+  std::string number;
+  for (size_t i = 0, end = 0; i < prompt.size();) {
+    const char ch = prompt[i];
+    if (ch == '\\') {  // \( \) \[ \] \\ give the character; a lone backslash gives nothing
+      const bool escape = i + 1 < prompt.size() && std::string_view("()[]\\").find(prompt[i + 1]) != std::string_view::npos;
+      res.push_back({escape ? std::string(1, prompt[i + 1]) : std::string(), 1.0});
+      i += escape ? 2 : 1;
+    } else if (ch == '(') {
+      round.push_back(res.size());
+      ++i;
+    } else if (ch == '[') {
+      square.push_back(res.size());
+      ++i;
+    } else if (ch == ':' && match_weight(prompt, i, &end, &number)) {
+      if (!round.empty()) {
+        const size_t start = round.back();
+        round.pop_back();
+        multiply_range(start, parse_weight(number, prompt));
+      } else {
+        add_text(prompt.substr(i, end - i));
+      }
+      i = end;
+    } else if (ch == ')' && !round.empty()) {
+      const size_t start = round.back();
+      round.pop_back();
+      multiply_range(start, kRound);
+      ++i;
+    } else if (ch == ']' && !square.empty()) {
+      const size_t start = square.back();
+      square.pop_back();
+      multiply_range(start, kSquare);
+      ++i;
+    } else if (is_syntax(ch)) {  // an unmatched ')' or ']', or a ':' that starts no weight
+      add_text(std::string(1, ch));
+      ++i;
+    } else {
+      size_t j = i;
+      while (j < prompt.size() && !is_syntax(prompt[j])) ++j;
+      add_text(prompt.substr(i, j - i));
+      i = j;
+    }
+  }
+  for (size_t pos : round) multiply_range(pos, kRound);
+  for (size_t pos : square) multiply_range(pos, kSquare);
+  if (res.empty()) res.push_back({"", 1.0});
+
+  for (size_t i = 0; i + 1 < res.size();) {  // merge runs of identical weights
+    if (res[i].weight == res[i + 1].weight) {
+      res[i].text += res[i + 1].text;
+      res.erase(res.begin() + static_cast<std::ptrdiff_t>(i) + 1);
+    } else {
+      ++i;
+    }
+  }
+  return res;
+}
+
+PromptChunks tokenize_prompt(const models::ClipTokenizer& tok, const std::string& prompt, bool emphasis) {
+  constexpr int kCommaBacktrack = 20;  // A1111's default comma_padding_backtrack
+  const std::vector<WeightedText> parsed =
+      emphasis ? parse_prompt_attention(prompt) : std::vector<WeightedText>{{prompt, 1.0}};
+  const int comma = tok.token_id(",</w>");
+
+  PromptChunks out;
+  std::vector<int> tokens;
+  std::vector<float> mults;
+  int last_comma = -1;
+  auto next_chunk = [&](bool is_last) {
+    out.token_count += is_last ? static_cast<int>(tokens.size()) : kChunkTokens;
+    append_chunk(out, tok, tokens, mults);
+    tokens.clear();
+    mults.clear();
+    last_comma = -1;
+  };
+
+  for (const auto& [text, weight] : parsed) {
+    if (text == "BREAK" && weight == -1) {
+      next_chunk(false);
+      continue;
+    }
+    for (int id : tok.encode(text)) {
+      const int n = static_cast<int>(tokens.size());
+      if (id == comma) {
+        last_comma = n;
+      } else if (n == kChunkTokens && last_comma != -1 && n - last_comma <= kCommaBacktrack) {
+        // The chunk is full and a comma is near its end: the words after that comma move
+        // to the next chunk so a phrase is not cut in two.
+        const auto cut = static_cast<std::ptrdiff_t>(last_comma + 1);
+        std::vector<int> moved_tokens(tokens.begin() + cut, tokens.end());
+        std::vector<float> moved_mults(mults.begin() + cut, mults.end());
+        tokens.resize(static_cast<size_t>(cut));
+        mults.resize(static_cast<size_t>(cut));
+        next_chunk(false);
+        tokens = std::move(moved_tokens);
+        mults = std::move(moved_mults);
+      }
+      if (static_cast<int>(tokens.size()) == kChunkTokens) next_chunk(false);
+      tokens.push_back(id);
+      mults.push_back(static_cast<float>(weight));
+    }
+  }
+  if (!tokens.empty() || out.ids.empty()) next_chunk(true);
+  return out;
+}
+
+void pad_to_chunks(PromptChunks& chunks, size_t n, const models::ClipTokenizer& tok) {
+  while (chunks.ids.size() < n) append_chunk(chunks, tok, {}, {});
+}
+
+std::vector<int> chunk_token_counts(const PromptChunks& chunks) { return chunks.used; }
+
+int target_token_count(int token_count) {
+  const int chunks = (std::max(token_count, 1) + kChunkTokens - 1) / kChunkTokens;
+  return chunks * kChunkTokens;
+}
+
+}  // namespace sigma::app
