@@ -2,3 +2,6 @@
 sigma_add_suite(unit.safetensors unit)
 sigma_add_suite(unit.checkpoint unit)
 sigma_add_suite(conformance.components conformance)
+sigma_add_suite(conformance.tokenizer conformance)
+sigma_add_suite(unit.tokenizer unit)
+sigma_add_suite(unit.prompt unit)
