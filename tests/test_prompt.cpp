@@ -96,6 +96,9 @@ TEST_SUITE("unit.prompt") {
     check_parse("\\[x\\) (y)", {{"[x) ", 1.0}, {"y", 1.1}});
     check_parse("a\\b", {{"ab", 1.0}});  // a backslash before anything else disappears, as in A1111
     check_parse("a) b] c:", {{"a) b] c:", 1.0}});
+    // Brackets still open at the end close there: round ones first, then square ones.
+    check_parse("[unbalanced", {{"unbalanced", 1.0 * (1 / 1.1)}});
+    check_parse("(a [b", {{"a ", 1.1}, {"b", 1.0 * 1.1 * (1 / 1.1)}});
     check_parse("{curly} braces", {{"{curly} braces", 1.0}});
   }
 
