@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <array>
 #include <climits>
 #include <cstdint>
@@ -28,15 +29,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string where_fix(const std::string& path) {
-  auto dir = fs::path(path).parent_path().string();
-  if (dir.empty()) dir = ".";
-  return "put the tokenizer files (vocab.json, merges.txt) of the model's family in " + dir +
-         " or pass --tokenizer DIR";
-}
-
+// One message: the file, what is wrong with it, and the fix.
 [[noreturn]] void fail(const std::string& path, const std::string& what) {
-  throw TokenizerError("tokenizer: " + path + ": " + what + "; " + where_fix(path));
+  const auto dir = fs::path(path).has_parent_path() ? fs::path(path).parent_path().string() : std::string(".");
+  throw TokenizerError("tokenizer: " + path + ": " + what + "; put the tokenizer files (vocab.json, merges.txt) of " +
+                       "the model's family in " + dir + " or pass --tokenizer DIR");
 }
 
 std::string read_text(const std::string& path) {
@@ -72,12 +69,6 @@ std::array<UChar32, 256> byte_to_code_point() {
 // The classes of CLIP's pre-tokenization pattern (\s, \p{L}, \p{N}, the rest).
 enum class CharClass { space, letter, number, other };
 CharClass classify(UChar32 c) {
-  if (c < 0x80) {
-    if (c == ' ' || (c >= '\t' && c <= '\r')) return CharClass::space;
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return CharClass::letter;
-    if (c >= '0' && c <= '9') return CharClass::number;
-    return CharClass::other;
-  }
   if (u_isUWhiteSpace(c)) return CharClass::space;
   const uint32_t mask = U_GET_GC_MASK(c);
   if (mask & U_GC_L_MASK) return CharClass::letter;
@@ -97,11 +88,8 @@ void append_lower(UChar32 c, std::vector<UChar32>& out) {
   U16_APPEND_UNSAFE(src, n, c);
   UChar dst[8];
   UErrorCode err = U_ZERO_ERROR;
-  const int32_t m = u_strToLower(dst, 8, src, n, "", &err);
-  if (U_FAILURE(err)) {
-    out.push_back(u_tolower(c));
-    return;
-  }
+  const int32_t m = u_strToLower(dst, 8, src, n, "", &err);  // at most 3 code points (Unicode's SpecialCasing)
+  if (U_FAILURE(err)) { out.push_back(u_tolower(c)); return; }
   for (int32_t i = 0; i < m;) {
     UChar32 l;
     U16_NEXT(dst, i, m, l);
@@ -113,9 +101,7 @@ void append_lower(UChar32 c, std::vector<UChar32>& out) {
 std::vector<UChar32> normalize(const std::string& text) {
   std::vector<UChar32> cps;
   cps.reserve(text.size());
-  bool ascii = true;
-  for (unsigned char ch : text) ascii = ascii && ch < 0x80;
-  if (ascii) {
+  if (std::all_of(text.begin(), text.end(), [](char ch) { return static_cast<unsigned char>(ch) < 0x80; })) {
     for (unsigned char ch : text) append_lower(ch, cps);
     return cps;
   }
@@ -326,18 +312,14 @@ ClipTokenizer ClipTokenizer::from_dir(const std::string& dir) {
   int pad_id = -1;  // no config: CLIP's defaults, padding with the end token
   std::error_code ec;
   if (fs::exists(config_path, ec)) {
-    nlohmann::json config;
-    try {
-      config = nlohmann::json::parse(read_text(config_path));
-    } catch (const nlohmann::json::exception& e) {
-      fail(config_path, std::string("not valid JSON (") + e.what() + ")");
-    }
+    const auto config = nlohmann::json::parse(read_text(config_path), nullptr, /*allow_exceptions=*/false);
+    if (config.is_discarded()) fail(config_path, "not valid JSON");
     // A token is written either as a string or as {"content": "...", ...} (AddedToken).
     auto token_text = [&](const char* key, std::string& dst) {
-      if (!config.is_object() || !config.contains(key) || config[key].is_null()) return;
-      const auto& v = config[key];
+      if (!config.is_object() || !config.contains(key) || config.at(key).is_null()) return;
+      const auto& v = config.at(key);
       if (v.is_string()) dst = v.get<std::string>();
-      else if (v.is_object() && v.contains("content") && v["content"].is_string()) dst = v["content"].get<std::string>();
+      else if (v.is_object() && v.contains("content") && v.at("content").is_string()) dst = v.at("content").get<std::string>();
       else fail(config_path, std::string("'") + key + "' is neither a string nor {\"content\": ...}");
     };
     token_text("bos_token", impl->bos_text);
