@@ -96,69 +96,82 @@ Scene sample_scene(Rng& rng, const ShapeWorldOptions& options) {
   }
 }
 
-// Point (dx, dy) relative to the object's centre, inside its shape? Shapes stand upright
-// (the triangle and star point up) and every outline touches the circumcircle.
-bool inside_polygon(const std::vector<std::array<double, 2>>& poly, double x, double y) {
-  bool in = false;  // crossing number
-  for (size_t i = 0, j = poly.size() - 1; i < poly.size(); j = i++) {
-    const auto& a = poly[i];
-    const auto& b = poly[j];
-    if ((a[1] > y) != (b[1] > y) && x < (b[0] - a[0]) * (y - a[1]) / (b[1] - a[1]) + a[0]) in = !in;
-  }
-  return in;
-}
+// An object's outline around its centre, upright (the triangle and star point up), with
+// every shape touching its circumcircle of radius r.
+struct Outline {
+  Shape shape;
+  double r2, hole2, half_side, arm_half_width, arm_length;
+  double solid2;                               // squared radius of the largest centred disc inside
+  std::vector<std::array<double, 2>> polygon;  // triangle and star
 
-std::vector<std::array<double, 2>> outline(Shape shape, double r) {
-  std::vector<std::array<double, 2>> poly;
-  if (shape == Shape::triangle) {
-    for (int k = 0; k < 3; ++k) {
-      const double a = -kPi / 2 + k * 2 * kPi / 3;
-      poly.push_back({r * std::cos(a), r * std::sin(a)});
-    }
-  } else if (shape == Shape::star) {
-    for (int k = 0; k < 10; ++k) {
-      const double a = -kPi / 2 + k * kPi / 5, rr = k % 2 == 0 ? r : r * kStarInner;
-      poly.push_back({rr * std::cos(a), rr * std::sin(a)});
+  Outline(Shape s, double r)
+      : shape(s),
+        r2(r * r),
+        hole2(r * r * kRingInner * kRingInner),
+        half_side(r / std::sqrt(2.0)),
+        arm_half_width(r * kCrossHalfWidth),
+        arm_length(std::sqrt(r * r - arm_half_width * arm_half_width)) {
+    // circle r, square r/sqrt(2), cross sqrt(2) w (its inner corners), triangle r/2,
+    // star: its inner vertices at kStarInner r; a ring has no solid centre.
+    const double solid = s == Shape::circle ? r : s == Shape::square ? half_side
+                         : s == Shape::cross ? std::sqrt(2.0) * arm_half_width
+                         : s == Shape::triangle ? r / 2 : s == Shape::star ? r * kStarInner : 0;
+    solid2 = solid * solid;
+    const int corners = s == Shape::triangle ? 3 : s == Shape::star ? 10 : 0;
+    for (int k = 0; k < corners; ++k) {
+      const double a = -kPi / 2 + k * 2 * kPi / corners, rr = s == Shape::star && k % 2 ? r * kStarInner : r;
+      polygon.push_back({rr * std::cos(a), rr * std::sin(a)});
     }
   }
-  return poly;
-}
 
-bool inside(Shape shape, double r, const std::vector<std::array<double, 2>>& poly, double dx, double dy) {
-  const double d2 = dx * dx + dy * dy;
-  switch (shape) {
-    case Shape::circle: return d2 <= r * r;
-    case Shape::ring: return d2 <= r * r && d2 > r * r * kRingInner * kRingInner;
-    case Shape::square: {
-      const double a = r / std::sqrt(2.0);
-      return std::abs(dx) <= a && std::abs(dy) <= a;
+  // Point (dx, dy) relative to the centre inside the shape?
+  bool contains(double dx, double dy) const {
+    const double d2 = dx * dx + dy * dy;
+    switch (shape) {
+      case Shape::circle: return d2 <= r2;
+      case Shape::ring: return d2 <= r2 && d2 > hole2;
+      case Shape::square: return std::abs(dx) <= half_side && std::abs(dy) <= half_side;
+      case Shape::cross:
+        return (std::abs(dx) <= arm_length && std::abs(dy) <= arm_half_width) ||
+               (std::abs(dx) <= arm_half_width && std::abs(dy) <= arm_length);
+      case Shape::triangle:
+      case Shape::star: break;
     }
-    case Shape::cross: {
-      const double w = r * kCrossHalfWidth, l = std::sqrt(r * r - w * w);
-      return (std::abs(dx) <= l && std::abs(dy) <= w) || (std::abs(dx) <= w && std::abs(dy) <= l);
+    bool in = false;  // crossing number
+    for (size_t i = 0, j = polygon.size() - 1; i < polygon.size(); j = i++) {
+      const auto& a = polygon[i];
+      const auto& b = polygon[j];
+      if ((a[1] > dy) != (b[1] > dy) && dx < (b[0] - a[0]) * (dy - a[1]) / (b[1] - a[1]) + a[0]) in = !in;
     }
-    case Shape::triangle:
-    case Shape::star: return inside_polygon(poly, dx, dy);
+    return in;
   }
-  return false;
-}
+};
 
 // Calls f(x, y, covered samples 1..16) for every pixel the object touches. Pixel (x, y)
 // spans [x, x+1) x [y, y+1); samples sit at the centres of its 4x4 sub-cells.
 template <typename F>
 void for_coverage(const SceneObject& o, F&& f) {
   if (!(o.radius > 0)) throw std::invalid_argument("shape world: rendering needs object geometry (radius > 0)");
-  const auto poly = outline(o.shape, o.radius);
+  const Outline shape(o.shape, o.radius);
   const int x0 = std::max(0, static_cast<int>(std::floor(o.cx - o.radius)) - 1);
   const int x1 = std::min(kShapeWorldSize - 1, static_cast<int>(std::ceil(o.cx + o.radius)) + 1);
   const int y0 = std::max(0, static_cast<int>(std::floor(o.cy - o.radius)) - 1);
   const int y1 = std::min(kShapeWorldSize - 1, static_cast<int>(std::ceil(o.cy + o.radius)) + 1);
   for (int y = y0; y <= y1; ++y)
     for (int x = x0; x <= x1; ++x) {
-      int covered = 0;
-      for (int sy = 0; sy < kSuper; ++sy)
-        for (int sx = 0; sx < kSuper; ++sx)
-          covered += inside(o.shape, o.radius, poly, x + (sx + 0.5) / kSuper - o.cx, y + (sy + 0.5) / kSuper - o.cy);
+      // A pixel wholly outside the circumcircle holds no sample of the shape, one wholly
+      // inside the solid centre disc holds all (exact shortcuts, not approximations).
+      const double nx = std::clamp(o.cx, double(x), x + 1.0) - o.cx, ny = std::clamp(o.cy, double(y), y + 1.0) - o.cy;
+      if (nx * nx + ny * ny > shape.r2) continue;
+      const double fx = std::max(std::abs(x - o.cx), std::abs(x + 1 - o.cx));
+      const double fy = std::max(std::abs(y - o.cy), std::abs(y + 1 - o.cy));
+      int covered = kSuper * kSuper;
+      if (fx * fx + fy * fy >= shape.solid2) {
+        covered = 0;
+        for (int sy = 0; sy < kSuper; ++sy)
+          for (int sx = 0; sx < kSuper; ++sx)
+            covered += shape.contains(x + (sx + 0.5) / kSuper - o.cx, y + (sy + 0.5) / kSuper - o.cy);
+      }
       if (covered > 0) f(x, y, covered);
     }
 }
