@@ -117,6 +117,7 @@ Checkpoint open_single_file(const std::string& path) {
   Checkpoint ck;
   ck.path = path;
   ck.layout = Layout::SingleFile;
+  ck.metadata = f->metadata();
   ck.unet = index_file(f, kUnetPrefix);
   if (ck.unet.empty()) reject_other_kinds(*f);
   ck.vae = index_file(f, kVaePrefix);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -32,6 +33,7 @@ struct Checkpoint {
   std::vector<double> alphas_cumprod;   // the training schedule when the file carries it
   std::string prediction = "eps";       // "eps" or "v"
   std::string tokenizer_dir;            // diffusers tokenizer/ folder, else empty
+  std::map<std::string, std::string> metadata;  // the single file's __metadata__ (e.g. sigma.* keys of our own models)
   UNetConfig unet_config;
   VaeConfig vae_config;
   ClipTextConfig clip_config;

@@ -11,7 +11,8 @@ packages=(
   libimgui-dev libglfw3-dev    # the desktop app (Dear ImGui 1.86 with its GLFW/OpenGL3 backends)
   libstb-dev                   # image I/O
   libicu-dev                   # Unicode classes + NFC for the CLIP tokenizer
-  doctest-dev nlohmann-json3-dev
+  doctest-dev nlohmann-json3-dev libcli11-dev  # tests, JSON, command-line parsing
+  libssl-dev zlib1g-dev        # SHA-256 model hashes, PNG metadata CRCs
   fonts-dejavu-core            # the GUI's font
   xvfb xauth xdotool imagemagick  # GUI tests and screenshots
 )

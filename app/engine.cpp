@@ -1,0 +1,217 @@
+#include "app/engine.h"
+
+#include <openssl/evp.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "models/torch_compat.h"
+
+namespace fs = std::filesystem;
+
+namespace sigma::app {
+
+std::string assets_dir() {
+  if (const char* env = std::getenv("SIGMA_ASSETS"); env && *env) return env;
+  // Installed layout: <prefix>/bin/sigma and <prefix>/share/sigma-studio/assets.
+  std::error_code ec;
+  const auto exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const auto installed = exe.parent_path().parent_path() / "share" / "sigma-studio" / "assets";
+    if (fs::is_directory(installed)) return installed.string();
+  }
+  return SIGMA_SOURCE_ASSETS;
+}
+
+std::string default_model_path() { return (fs::path(assets_dir()) / "models" / "sigma-shapes.safetensors").string(); }
+
+torch::Device parse_device(const std::string& name) {
+  if (name == "cuda") {
+    if (!compat::cuda_available())
+      throw std::invalid_argument("--device cuda: no CUDA device is available to this build (Debian's LibTorch is CPU-only); use --device cpu");
+    return torch::Device(torch::kCUDA);
+  }
+  if (name == "cpu") return torch::Device(torch::kCPU);
+  throw std::invalid_argument("--device must be cpu or cuda, got '" + name + "'");
+}
+
+ModelSpec model_spec(const Request& r) {
+  ModelSpec s;
+  s.model = r.model.empty() ? default_model_path() : r.model;
+  s.tokenizer = r.tokenizer;
+  s.vae = r.vae;
+  s.prediction = r.prediction;
+  s.device = r.device == "auto" ? (compat::cuda_available() ? "cuda" : "cpu") : r.device;
+  const bool gpu = s.device == "cuda";
+  const std::string dt = r.dtype == "auto" ? (gpu ? "fp16" : "fp32") : r.dtype;
+  if (dt == "fp16" && !gpu)
+    throw std::invalid_argument("--dtype fp16 needs --device cuda: LibTorch has no float16 kernels for the CPU; use fp32 (or bf16)");
+  s.dtype = dt == "fp16" ? torch::kFloat16 : dt == "bf16" ? torch::kBFloat16 : torch::kFloat32;
+  return s;
+}
+
+namespace {
+
+// vocab.json + merges.txt: the given folder, the diffusers tokenizer/, or a tokenizer/ beside the file.
+models::ClipTokenizer find_tokenizer(const ModelSpec& spec, const models::Checkpoint& ck) {
+  std::vector<std::string> tried;
+  auto try_dir = [&](const fs::path& dir) -> std::optional<models::ClipTokenizer> {
+    tried.push_back(dir.string());
+    if (fs::exists(dir / "vocab.json") && fs::exists(dir / "merges.txt")) return models::ClipTokenizer::from_dir(dir.string());
+    return std::nullopt;
+  };
+  if (!spec.tokenizer.empty()) {
+    if (auto t = try_dir(spec.tokenizer)) return *t;
+    throw models::ModelLoadError("--tokenizer " + spec.tokenizer + ": no vocab.json and merges.txt in this folder");
+  }
+  if (!ck.tokenizer_dir.empty())
+    if (auto t = try_dir(ck.tokenizer_dir)) return *t;
+  const fs::path file(ck.path);
+  for (const auto& dir : {file.parent_path() / (file.stem().string() + ".tokenizer"), file.parent_path() / "tokenizer"})
+    if (auto t = try_dir(dir)) return *t;
+  std::string where;
+  for (const auto& t : tried) where += "\n  " + t;
+  throw models::ModelLoadError(
+      ck.path + ": a single-file checkpoint carries no tokenizer. Put the CLIP tokenizer files of its family (vocab.json and "
+      "merges.txt, e.g. the tokenizer/ folder of any " + models::to_string(ck.family) +
+      " diffusers model) in one of these folders, or pass --tokenizer DIR. Looked in:" + where);
+}
+
+samplers::ModelSampling make_sampling(const models::Checkpoint& ck, const std::string& prediction_override) {
+  const auto& meta = ck.metadata;
+  const std::string prediction = !prediction_override.empty() ? prediction_override
+                                 : meta.count("sigma.prediction") ? meta.at("sigma.prediction")
+                                                                  : ck.prediction;
+  if (prediction == "flow") {
+    const double shift = meta.count("sigma.flow_shift") ? std::stod(meta.at("sigma.flow_shift")) : 1.0;
+    return samplers::ModelSampling::flow(shift);
+  }
+  const auto p = samplers::parse_prediction(prediction);
+  if (!ck.alphas_cumprod.empty()) return samplers::ModelSampling::from_alphas_cumprod(p, ck.alphas_cumprod);
+  return samplers::ModelSampling::discrete(p);
+}
+
+// Stable Diffusion 1.x/2.x latent -> RGB, least squares over decoded images (as ComfyUI's
+// previewers use); models may carry their own in metadata ("sigma.latent_rgb": 12 numbers).
+torch::Tensor latent_rgb_factors(const models::Checkpoint& ck, int64_t channels) {
+  std::vector<float> f = {0.3512f, 0.2297f, 0.3227f, 0.3250f, 0.4974f, 0.2350f,
+                          -0.2829f, 0.1762f, 0.2721f, -0.2120f, -0.2616f, -0.7177f};
+  if (auto it = ck.metadata.find("sigma.latent_rgb"); it != ck.metadata.end()) {
+    const auto j = nlohmann::json::parse(it->second);
+    f = j.get<std::vector<float>>();
+  }
+  if (static_cast<int64_t>(f.size()) != channels * 3) return torch::zeros({channels, 3});
+  return torch::tensor(f).reshape({channels, 3});
+}
+
+}  // namespace
+
+std::shared_ptr<Engine> Engine::load(const ModelSpec& spec) {
+  std::shared_ptr<Engine> e(new Engine());
+  e->spec_ = spec;
+  e->device_ = parse_device(spec.device);
+  e->checkpoint_ = models::open_checkpoint(spec.model);
+  const auto& ck = e->checkpoint_;
+  e->tokenizer_ = find_tokenizer(spec, ck);
+  e->sampling_ = make_sampling(ck, spec.prediction);
+  e->schedule_options_.steps_offset = 1;
+  e->schedule_options_.set_alpha_to_one = false;
+  const auto sched_cfg = std::filesystem::path(ck.path) / "scheduler" / "scheduler_config.json";
+  if (ck.layout == models::Layout::Diffusers && std::filesystem::exists(sched_cfg)) {
+    const auto j = models::read_json_file(sched_cfg.string());
+    e->schedule_options_.steps_offset = j.value("steps_offset", 1);
+    e->schedule_options_.set_alpha_to_one = j.value("set_alpha_to_one", false);
+  }
+  const models::LoadOptions opt{e->device_, spec.dtype};
+  e->clip_ = models::load_text_encoder(ck, opt);
+  e->unet_ = models::load_unet(ck, opt);
+  e->vae_ = spec.vae.empty() ? models::load_vae(ck, opt) : models::load_vae_file(spec.vae, ck.vae_config.scaling_factor, opt);
+  e->native_size_ = ck.metadata.count("sigma.native_size") ? std::stoll(ck.metadata.at("sigma.native_size"))
+                    : ck.family == models::Family::SD2 && ck.prediction == "v" ? 768
+                                                                              : 512;
+  e->latent_rgb_ = latent_rgb_factors(ck, e->vae_->config.z_channels);
+  return e;
+}
+
+std::string Engine::name() const {
+  const fs::path p(checkpoint_.path);
+  return (p.has_filename() ? p : p.parent_path()).stem().string();
+}
+
+std::string Engine::hash() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (hash_.empty()) {
+    fs::path file(checkpoint_.path);
+    if (fs::is_directory(file)) file = file / "unet" / "diffusion_pytorch_model.safetensors";
+    hash_ = file_sha256(file.string()).substr(0, 10);
+  }
+  return hash_;
+}
+
+controlnet::ControlNet Engine::controlnet(const std::string& path) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (auto it = controlnets_.find(path); it != controlnets_.end()) return it->second;
+  auto ck = controlnet::open_controlnet(path, checkpoint_.family);
+  const auto& u = unet_->config;
+  const auto& c = ck.config.unet;
+  if (c.model_channels != u.model_channels || c.channel_mult != u.channel_mult || c.context_dim != u.context_dim ||
+      c.num_res_blocks != u.num_res_blocks)
+    throw models::ModelLoadError(path + ": this ControlNet does not fit the base model " + checkpoint_.path +
+                                 " (ControlNet: " + c.describe() + "; base UNet: " + u.describe() +
+                                 "); use a ControlNet made for " + models::to_string(checkpoint_.family));
+  auto net = controlnet::load_controlnet(ck, device_, spec_.dtype);
+  controlnets_.emplace(path, net);
+  return net;
+}
+
+std::string file_sha256(const std::string& path) {
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  if (ec) throw std::runtime_error(path + ": cannot read to hash");
+  const auto mtime = fs::last_write_time(path).time_since_epoch().count();
+  const char* home = std::getenv("HOME");
+  const char* xdg = std::getenv("XDG_CACHE_HOME");
+  const fs::path cache_dir = xdg && *xdg ? fs::path(xdg) / "sigma-studio" : fs::path(home ? home : "/tmp") / ".cache" / "sigma-studio";
+  const fs::path cache_file = cache_dir / "hashes.json";
+  const std::string key = fs::absolute(path).string() + "|" + std::to_string(size) + "|" + std::to_string(mtime);
+  nlohmann::json cache = nlohmann::json::object();
+  try {
+    if (fs::exists(cache_file)) cache = nlohmann::json::parse(std::ifstream(cache_file));
+  } catch (const std::exception&) {
+    cache = nlohmann::json::object();  // a damaged cache is only a cache
+  }
+  if (cache.contains(key) && cache[key].is_string()) return cache[key].get<std::string>();
+
+  std::ifstream in(path, std::ios::binary);
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+  std::vector<char> buf(1 << 20);
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    EVP_DigestUpdate(ctx, buf.data(), static_cast<size_t>(in.gcount()));
+  }
+  unsigned char digest[32];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx, digest, &len);
+  EVP_MD_CTX_free(ctx);
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned i = 0; i < len; ++i) {
+    out.push_back(hex[digest[i] >> 4]);
+    out.push_back(hex[digest[i] & 15]);
+  }
+  try {
+    fs::create_directories(cache_dir);
+    cache[key] = out;
+    const auto tmp = cache_file.string() + ".tmp-" + std::to_string(::getpid());
+    std::ofstream(tmp) << cache.dump(1);
+    fs::rename(tmp, cache_file);
+  } catch (const std::exception&) {
+    // A read-only home only costs re-hashing next time.
+  }
+  return out;
+}
+
+}  // namespace sigma::app

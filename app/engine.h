@@ -1,0 +1,89 @@
+// A loaded model: the checkpoint's networks on a device, its tokenizer, and how its
+// outputs become a denoiser. Loaded once, then only read (whisper.cpp's context/state
+// split): every generation keeps its own state, so one Engine serves many requests.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "app/request.h"
+#include "controlnet/controlnet.h"
+#include "models/checkpoint.h"
+#include "models/clip_tokenizer.h"
+#include "models/loader.h"
+#include "samplers/model_sampling.h"
+#include "samplers/schedules.h"
+
+namespace sigma::app {
+
+// What identifies a loaded model: two requests with equal specs share one Engine.
+struct ModelSpec {
+  std::string model, tokenizer, vae, prediction;
+  std::string device = "cpu";
+  torch::ScalarType dtype = torch::kFloat32;
+  bool operator==(const ModelSpec&) const = default;
+};
+
+// The request's model fields resolved: default model, device "auto", dtype "auto".
+ModelSpec model_spec(const Request& r);
+torch::Device parse_device(const std::string& name);
+
+// assets/ of the source tree or beside the installed binary ($SIGMA_ASSETS overrides).
+std::string assets_dir();
+std::string default_model_path();
+
+class Engine {
+ public:
+  // Throws models::ModelLoadError / std::invalid_argument with the file and the fix.
+  static std::shared_ptr<Engine> load(const ModelSpec& spec);
+
+  const ModelSpec& spec() const { return spec_; }
+  const models::Checkpoint& checkpoint() const { return checkpoint_; }
+  const models::ClipTokenizer& tokenizer() const { return *tokenizer_; }
+  const samplers::ModelSampling& sampling() const { return *sampling_; }
+  // diffusers-style spacings follow the model's scheduler config (SD: steps_offset 1, set_alpha_to_one off).
+  const samplers::ScheduleOptions& schedule_options() const { return schedule_options_; }
+  torch::Device device() const { return device_; }
+  torch::ScalarType dtype() const { return spec_.dtype; }
+  int64_t native_size() const { return native_size_; }
+  double scaling_factor() const { return vae_->config.scaling_factor; }
+  int64_t latent_channels() const { return vae_->config.z_channels; }
+  int64_t downscale() const { return vae_->config.downscale(); }
+  std::string name() const;             // file or folder name without extension
+  std::string hash() const;             // AUTOMATIC1111's short hash: first 10 hex of SHA-256 (cached)
+  const torch::Tensor& latent_rgb() const { return latent_rgb_; }  // [C,3] factors for previews
+
+  // The networks. Loaded modules are never modified after load (eval, no grad).
+  models::ClipTextModel& clip() { return clip_; }
+  models::UNet& unet() { return unet_; }
+  models::AutoencoderKL& vae() { return vae_; }
+  // A ControlNet for this model, loaded on first use and kept; throws if it does not fit.
+  controlnet::ControlNet controlnet(const std::string& path);
+
+ private:
+  Engine() = default;
+  ModelSpec spec_;
+  torch::Device device_ = torch::kCPU;
+  models::Checkpoint checkpoint_;
+  std::optional<models::ClipTokenizer> tokenizer_;
+  std::optional<samplers::ModelSampling> sampling_;
+  samplers::ScheduleOptions schedule_options_;
+  models::ClipTextModel clip_{nullptr};
+  models::UNet unet_{nullptr};
+  models::AutoencoderKL vae_{nullptr};
+  int64_t native_size_ = 512;
+  torch::Tensor latent_rgb_;
+  mutable std::mutex mutex_;
+  mutable std::string hash_;
+  std::map<std::string, controlnet::ControlNet> controlnets_;
+};
+
+// SHA-256 of a file, hex; cached by path, size and modification time under the user's cache folder.
+std::string file_sha256(const std::string& path);
+
+}  // namespace sigma::app

@@ -1,0 +1,267 @@
+#include "app/pipeline.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <chrono>
+#include <random>
+
+#include "app/conditioning.h"
+#include "app/image_io.h"
+#include "samplers/guidance.h"
+#include "samplers/noise.h"
+#include "samplers/registry.h"
+#include "samplers/schedules.h"
+#ifdef SIGMA_WITH_OPENCV
+#include "controlnet/preprocess.h"
+#endif
+
+namespace sigma::app {
+namespace F = torch::nn::functional;
+
+namespace {
+
+// Image files at the generation size. Without OpenCV (the GPU machine's build) only
+// images that already have that size are accepted.
+Image fitted_image(const std::string& path, int64_t w, int64_t h, const std::string& mode, int channels = 3) {
+  auto img = load_image(path, channels);
+  if (img.width == w && img.height == h) return img;
+#ifdef SIGMA_WITH_OPENCV
+  return controlnet::resize_to(img, static_cast<int>(w), static_cast<int>(h), controlnet::parse_resize_mode(mode));
+#else
+  throw ImageError(path + ": is " + std::to_string(img.width) + "x" + std::to_string(img.height) + ", not " +
+                   std::to_string(w) + "x" + std::to_string(h) + "; this build has no OpenCV to resize it");
+#endif
+}
+
+Image control_hint(const ControlUnit& u, int64_t w, int64_t h) {
+#ifdef SIGMA_WITH_OPENCV
+  auto img = load_image(u.image, 3);
+  return controlnet::prepare_hint(img, u.preprocessor, static_cast<int>(w), static_cast<int>(h),
+                                  controlnet::parse_resize_mode(u.resize), u.params);
+#else
+  if (u.preprocessor != "none")
+    throw std::invalid_argument("ControlNet preprocessor '" + u.preprocessor + "' needs OpenCV, which this build lacks");
+  return fitted_image(u.image, w, h, u.resize);
+#endif
+}
+
+// One CPU generator for the batch (ComfyUI: one draw of the batch shape), or one per
+// image seeded seed + i (AUTOMATIC1111's batches with CPU noise).
+std::vector<at::Generator> seed_generators(int64_t seed, int64_t batch, const std::string& seed_mode) {
+  std::vector<at::Generator> gens;
+  for (int64_t i = 0; i < (seed_mode == "per-image" ? batch : 1); ++i)
+    gens.push_back(at::detail::createCPUGenerator(static_cast<uint64_t>(seed + i)));
+  return gens;
+}
+
+torch::Tensor draw(std::vector<at::Generator>& gens, std::vector<int64_t> shape) {
+  if (gens.size() > 1) shape[0] = 1;
+  std::vector<torch::Tensor> parts;
+  for (auto& g : gens) parts.push_back(torch::randn(shape, g, torch::TensorOptions().dtype(torch::kFloat32)));
+  return parts.size() == 1 ? parts[0] : torch::cat(parts);
+}
+
+// The noise a stochastic solver draws after the initial noise: the same generator(s) go on,
+// as in ComfyUI (one stream per batch) and AUTOMATIC1111 (one stream per image).
+samplers::NoiseSource stream_noise(std::vector<at::Generator> gens, std::vector<int64_t> shape, torch::Device device,
+                                   torch::ScalarType dtype) {
+  return [gens, shape, device, dtype](double, double) mutable { return draw(gens, shape).to(device, dtype); };
+}
+
+struct ActiveControl {
+  controlnet::ControlNet net{nullptr};
+  torch::Tensor hint;     // [1,3,H,W] in [0,1]
+  double strength;
+  double sigma_start, sigma_end;  // acts for sigma_end < σ ≤ sigma_start
+};
+
+}  // namespace
+
+torch::Tensor image_to_tensor(const Image& img) {
+  auto t = torch::from_blob(const_cast<uint8_t*>(img.pixels.data()), {img.height, img.width, img.channels}, torch::kUInt8);
+  return t.permute({2, 0, 1}).unsqueeze(0).to(torch::kFloat32) / 255.0;
+}
+
+std::vector<Image> tensor_to_images(const torch::Tensor& x) {
+  auto u8 = ((x.detach().to(torch::kCPU, torch::kFloat32).clamp(-1, 1) + 1) * 127.5).round().to(torch::kUInt8);
+  u8 = u8.permute({0, 2, 3, 1}).contiguous();
+  std::vector<Image> out;
+  for (int64_t b = 0; b < u8.size(0); ++b) {
+    Image img(static_cast<int>(u8.size(2)), static_cast<int>(u8.size(1)), static_cast<int>(u8.size(3)));
+    std::memcpy(img.pixels.data(), u8[b].data_ptr<uint8_t>(), img.pixels.size());
+    out.push_back(std::move(img));
+  }
+  return out;
+}
+
+torch::Tensor seeded_noise(const std::vector<int64_t>& shape, int64_t seed, const std::string& seed_mode) {
+  auto gens = seed_generators(seed, shape[0], seed_mode);
+  return draw(gens, shape);
+}
+
+Request resolve_request(const Request& in, const Engine& engine) {
+  Request r = in;
+  if (r.width == 0) r.width = engine.native_size();
+  if (r.height == 0) r.height = engine.native_size();
+  validate(r);
+  if (r.width % engine.downscale() || r.height % engine.downscale())
+    throw std::invalid_argument("--width/--height must be multiples of " + std::to_string(engine.downscale()));
+  if (r.seed < 0) r.seed = static_cast<int64_t>(std::random_device{}() & 0xFFFFFFFFu);
+  samplers::find_sampler(r.sampler);  // unknown names fail here, before any work
+  return r;
+}
+
+std::vector<double> request_sigmas(const Request& r, const Engine& engine) {
+  const auto& opt = engine.schedule_options();
+  if (r.init_image.empty()) return samplers::make_sigmas(r.scheduler, engine.sampling(), static_cast<int>(r.steps), opt);
+  // img2img runs the last `steps` of a schedule of steps/strength (ComfyUI's denoise rule).
+  const int total = static_cast<int>(static_cast<double>(r.steps) / r.strength);
+  auto full = samplers::make_sigmas(r.scheduler, engine.sampling(), std::max<int>(total, static_cast<int>(r.steps)), opt);
+  return std::vector<double>(full.end() - (r.steps + 1), full.end());
+}
+
+torch::Tensor decode_latents(Engine& engine, const torch::Tensor& latents) {
+  return ((engine.vae()->decode(latents / engine.scaling_factor()) + 1) / 2).clamp(0, 1);
+}
+
+Image preview_image(const Engine& engine, const torch::Tensor& latents) {
+  auto f = engine.latent_rgb().to(latents.device(), torch::kFloat32);
+  auto rgb = torch::einsum("bchw,cr->brhw", {latents.narrow(0, 0, 1).to(torch::kFloat32), f});
+  return tensor_to_images(rgb.clamp(-1, 1))[0];
+}
+
+GenerateResult generate(Engine& engine, const Request& request, const GenerateHooks& hooks) {
+  c10::InferenceMode guard;
+  GenerateResult result;
+  const Request r = resolve_request(request, engine);
+  result.request = r;
+  const auto device = engine.device();
+  const auto dtype = engine.dtype();
+  const auto& ms = engine.sampling();
+  const auto sigmas = request_sigmas(r, engine);
+  const int64_t B = r.batch_size, f = engine.downscale();
+  const std::vector<int64_t> shape = {B, engine.latent_channels(), r.height / f, r.width / f};
+
+  // Conditioning, repeated for the batch; [uncond; cond] for the CFG pass.
+  auto text = encode_prompts(engine, r.prompt, r.negative, r.clip_skip, r.emphasis);
+  auto cond = text.cond.expand({B, -1, -1}).contiguous();
+  auto pair = torch::cat({text.uncond.expand({B, -1, -1}), cond}).contiguous();
+
+  // img2img / inpainting inputs.
+  torch::Tensor init_latent, mask;
+  if (!r.init_image.empty()) {
+    auto img = image_to_tensor(fitted_image(r.init_image, r.width, r.height, "stretch")).to(device, dtype) * 2 - 1;
+    init_latent = (engine.vae()->encode_moments(img).first * engine.scaling_factor()).expand(shape).contiguous();
+  }
+  if (!r.mask.empty()) {
+    auto m = image_to_tensor(fitted_image(r.mask, r.width, r.height, "stretch", 1));
+    if (r.mask_blur > 0) {
+      const int64_t k = 2 * r.mask_blur + 1;  // Gaussian with σ = blur/2, as ComfyUI's mask blur
+      auto x = torch::arange(k, torch::kFloat32) - static_cast<double>(r.mask_blur);
+      auto g = torch::exp(-x * x / (2.0 * std::pow(std::max<double>(r.mask_blur, 1) / 2.0, 2)));
+      g = g / g.sum();
+      m = F::conv2d(F::pad(m, F::PadFuncOptions({r.mask_blur, r.mask_blur, 0, 0}).mode(torch::kReplicate)), g.view({1, 1, 1, k}));
+      m = F::conv2d(F::pad(m, F::PadFuncOptions({0, 0, r.mask_blur, r.mask_blur}).mode(torch::kReplicate)), g.view({1, 1, k, 1}));
+    }
+    mask = F::interpolate(m, F::InterpolateFuncOptions().size(std::vector<int64_t>{shape[2], shape[3]}).mode(torch::kBilinear).align_corners(false))
+               .to(device, dtype);
+  }
+
+  // ControlNets: their hints and the σ window each acts in.
+  std::vector<ActiveControl> controls;
+  const int64_t steps = static_cast<int64_t>(sigmas.size()) - 1;
+  for (const auto& u : r.controlnets) {
+    ActiveControl c;
+    c.net = engine.controlnet(u.model);
+    c.hint = image_to_tensor(control_hint(u, r.width, r.height)).to(device, dtype);
+    c.strength = u.strength;
+    c.sigma_start = sigmas[static_cast<size_t>(std::llround(u.start * steps))];
+    c.sigma_end = sigmas[static_cast<size_t>(std::llround(u.end * steps))];
+    controls.push_back(c);
+  }
+
+  samplers::Network network = [&](const samplers::NetworkCall& call) {
+    const auto& ctx = call.with_uncond ? pair : cond;
+    models::ControlResiduals residuals;
+    for (auto& c : controls) {
+      if (!(call.sigma <= c.sigma_start && call.sigma > c.sigma_end)) continue;
+      auto hint = c.hint.expand({call.x_in.size(0), -1, -1, -1});
+      auto res = c.net->forward(call.x_in, call.c_noise, ctx, hint);
+      if (residuals.empty()) {
+        residuals.down.resize(res.down.size());
+        for (size_t i = 0; i < res.down.size(); ++i) residuals.down[i] = res.down[i] * c.strength;
+        residuals.mid = res.mid * c.strength;
+      } else {
+        for (size_t i = 0; i < res.down.size(); ++i) residuals.down[i] = residuals.down[i] + res.down[i] * c.strength;
+        residuals.mid = residuals.mid + res.mid * c.strength;
+      }
+    }
+    return engine.unet()->forward(call.x_in, call.c_noise, ctx, residuals.empty() ? nullptr : &residuals);
+  };
+  samplers::Guidance guidance;
+  guidance.scale = r.cfg;
+  guidance.rescale = r.cfg_rescale;
+  guidance.sigma_lo = r.cfg_sigma_low;
+  guidance.sigma_hi = r.cfg_sigma_high > 0 ? r.cfg_sigma_high : INFINITY;
+  const samplers::Denoiser guided = samplers::make_denoiser(ms, network, guidance);
+
+  const auto& solver = samplers::find_sampler(r.sampler);
+  for (int64_t k = 0; k < r.batch_count; ++k) {
+    const int64_t seed = r.seed + k * B;
+    auto gens = seed_generators(seed, B, r.seed_mode);
+    auto noise = (hooks.initial_noise.defined() ? hooks.initial_noise.to(torch::kFloat32) : draw(gens, shape)).to(device, dtype);
+    auto x = init_latent.defined() ? ms.noise_scaling(sigmas.front(), noise, init_latent, false)
+                                   : ms.noise_scaling(sigmas.front(), noise, torch::zeros_like(noise), true);
+
+    samplers::Denoiser denoiser = guided;
+    if (mask.defined()) {
+      // Inpainting by latent blending (ComfyUI's KSamplerX0Inpaint): outside the mask the
+      // state is the original latent noised to σ, and D returns the original latent there.
+      denoiser = [&, noise](const torch::Tensor& x_in, double sigma) {
+        auto known = ms.noise_scaling(sigma, noise, init_latent, false);
+        auto blended = x_in * mask + known * (1 - mask);
+        return guided(blended, sigma) * mask + init_latent * (1 - mask);
+      };
+    }
+    samplers::SamplerOptions options;
+    ms.configure(options);
+    if (r.eta >= 0) options.eta = r.eta;
+    else options.eta = solver.default_eta;
+    options.noise = stream_noise(gens, shape, device, dtype);
+    options.on_step = [&](const samplers::StepInfo& info) {
+      if (hooks.on_progress) {
+        Progress p{info.step + 1, info.total, static_cast<int>(k), static_cast<int>(r.batch_count), info.sigma, &info.denoised};
+        hooks.on_progress(p);
+      }
+      return !(hooks.cancelled && hooks.cancelled());
+    };
+    auto run = samplers::sample(solver, denoiser, x, sigmas, options);
+    if (run.cancelled) {
+      result.cancelled = true;
+      return result;
+    }
+    x = run.x;
+    x = ms.inverse_noise_scaling(sigmas.back(), x);
+    if (mask.defined()) x = x * mask + init_latent * (1 - mask);
+    result.latents = x;
+    auto images = tensor_to_images(decode_latents(engine, x) * 2 - 1);
+    for (int64_t i = 0; i < B; ++i) {
+      GeneratedImage g;
+      g.image = std::move(images[static_cast<size_t>(i)]);
+      g.record.seed = r.seed_mode == "per-image" ? seed + i : seed;
+      g.record.width = r.width;
+      g.record.height = r.height;
+      g.record.model_name = engine.name();
+      g.record.model_hash = engine.hash();
+      g.record.sigmas = sigmas;
+      g.record.batch_size = static_cast<int>(B);
+      g.record.batch_position = static_cast<int>(i);
+      g.parameters = format_parameters(r, g.record);
+      if (hooks.on_image) hooks.on_image(g);
+      result.images.push_back(std::move(g));
+    }
+  }
+  return result;
+}
+
+}  // namespace sigma::app

@@ -1,0 +1,192 @@
+#include "app/request.h"
+
+#include <functional>
+#include <map>
+#include <stdexcept>
+
+namespace sigma::app {
+namespace {
+
+using json = nlohmann::json;
+
+// One table drives reading, writing and alias handling, so a new field is one line.
+struct Field {
+  const char* key;
+  std::vector<const char*> aliases;
+  std::function<json(const Request&)> get;
+  std::function<void(Request&, const json&)> set;
+};
+
+template <class T>
+T as(const json& v, const std::string& key) {
+  try {
+    return v.get<T>();
+  } catch (const std::exception&) {
+    throw std::invalid_argument("job field '" + key + "': expected " +
+                                (std::is_same_v<T, std::string> ? std::string("a string")
+                                 : std::is_same_v<T, bool>      ? std::string("true or false")
+                                                                : std::string("a number")) +
+                                ", got " + v.dump());
+  }
+}
+
+#define SIGMA_FIELD(KEY, MEMBER, TYPE, ...)                                       \
+  Field {                                                                          \
+    KEY, {__VA_ARGS__}, [](const Request& r) { return json(r.MEMBER); },          \
+        [](Request& r, const json& v) { r.MEMBER = as<TYPE>(v, KEY); }             \
+  }
+
+ControlUnit unit_from_json(const json& j) {
+  if (!j.is_object()) throw std::invalid_argument("job field 'control-net': each entry must be an object");
+  ControlUnit u;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string k = it.key();
+    const auto& v = it.value();
+    if (k == "model" || k == "control-net") u.model = as<std::string>(v, "control-net.model");
+    else if (k == "image" || k == "control-image") u.image = as<std::string>(v, "control-net.image");
+    else if (k == "preprocessor") u.preprocessor = as<std::string>(v, "control-net.preprocessor");
+    else if (k == "strength" || k == "control-strength") u.strength = as<double>(v, "control-net.strength");
+    else if (k == "start" || k == "control-start") u.start = as<double>(v, "control-net.start");
+    else if (k == "end" || k == "control-end") u.end = as<double>(v, "control-net.end");
+    else if (k == "resize" || k == "control-resize") u.resize = as<std::string>(v, "control-net.resize");
+    else if (k == "params" || k == "control-param") {
+      if (!v.is_object()) throw std::invalid_argument("job field 'control-net.params': expected an object of numbers");
+      for (auto p = v.begin(); p != v.end(); ++p) u.params[p.key()] = as<double>(p.value(), "control-net.params." + p.key());
+    } else throw std::invalid_argument("job field 'control-net': unknown key '" + k + "' (known: model, image, preprocessor, strength, start, end, resize, params)");
+  }
+  return u;
+}
+
+json unit_to_json(const ControlUnit& u) {
+  return {{"model", u.model}, {"image", u.image}, {"preprocessor", u.preprocessor}, {"strength", u.strength},
+          {"start", u.start}, {"end", u.end},     {"resize", u.resize},             {"params", u.params}};
+}
+
+const std::vector<Field>& fields() {
+  static const std::vector<Field> f = {
+      SIGMA_FIELD("model", model, std::string),
+      SIGMA_FIELD("tokenizer", tokenizer, std::string),
+      SIGMA_FIELD("vae", vae, std::string),
+      SIGMA_FIELD("prediction", prediction, std::string),
+      SIGMA_FIELD("prompt", prompt, std::string),
+      SIGMA_FIELD("negative", negative, std::string, "negative-prompt"),
+      SIGMA_FIELD("emphasis", emphasis, std::string),
+      SIGMA_FIELD("clip-skip", clip_skip, int64_t),
+      SIGMA_FIELD("width", width, int64_t),
+      SIGMA_FIELD("height", height, int64_t),
+      SIGMA_FIELD("steps", steps, int64_t),
+      SIGMA_FIELD("cfg", cfg, double, "cfg-scale"),
+      SIGMA_FIELD("cfg-rescale", cfg_rescale, double),
+      SIGMA_FIELD("cfg-sigma-low", cfg_sigma_low, double),
+      SIGMA_FIELD("cfg-sigma-high", cfg_sigma_high, double),
+      SIGMA_FIELD("sampler", sampler, std::string, "sampling-method"),
+      SIGMA_FIELD("scheduler", scheduler, std::string, "schedule"),
+      SIGMA_FIELD("eta", eta, double),
+      SIGMA_FIELD("seed", seed, int64_t),
+      SIGMA_FIELD("seed-mode", seed_mode, std::string),
+      SIGMA_FIELD("batch-size", batch_size, int64_t),
+      SIGMA_FIELD("batch-count", batch_count, int64_t),
+      SIGMA_FIELD("init-img", init_image, std::string, "init-image"),
+      SIGMA_FIELD("strength", strength, double),
+      SIGMA_FIELD("mask", mask, std::string),
+      SIGMA_FIELD("mask-blur", mask_blur, int64_t),
+      SIGMA_FIELD("output", output, std::string),
+      SIGMA_FIELD("device", device, std::string),
+      SIGMA_FIELD("dtype", dtype, std::string),
+      Field{"control-net",
+            {},
+            [](const Request& r) {
+              json a = json::array();
+              for (const auto& u : r.controlnets) a.push_back(unit_to_json(u));
+              return a;
+            },
+            [](Request& r, const json& v) {
+              r.controlnets.clear();
+              if (!v.is_array()) throw std::invalid_argument("job field 'control-net': expected a list of objects");
+              for (const auto& u : v) r.controlnets.push_back(unit_from_json(u));
+            }},
+  };
+  return f;
+}
+
+// "batch_size", "cfg_scale" -> "batch-size", "cfg-scale"
+std::string dashed(std::string k) {
+  for (auto& c : k)
+    if (c == '_') c = '-';
+  return k;
+}
+
+const Field* find_field(const std::string& key) {
+  const std::string k = dashed(key);
+  for (const auto& f : fields()) {
+    if (k == f.key) return &f;
+    for (const char* a : f.aliases)
+      if (k == a) return &f;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+nlohmann::json to_json(const Request& r) {
+  json j = json::object();
+  for (const auto& f : fields()) j[f.key] = f.get(r);
+  return j;
+}
+
+void merge_json(Request& r, const nlohmann::json& j) {
+  if (!j.is_object()) throw std::invalid_argument("a job must be a JSON object, got " + j.dump());
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const Field* f = find_field(it.key());
+    if (!f) {
+      std::string known;
+      for (const auto& field : fields()) known += (known.empty() ? "" : ", ") + std::string(field.key);
+      throw std::invalid_argument("unknown job field '" + it.key() + "' (known: " + known + ")");
+    }
+    f->set(r, it.value());
+  }
+}
+
+Request request_from_json(const nlohmann::json& j) {
+  Request r;
+  merge_json(r, j);
+  return r;
+}
+
+void validate(const Request& r) {
+  auto fail = [](const std::string& msg) { throw std::invalid_argument(msg); };
+  for (auto [flag, v] : {std::pair{"--width", r.width}, std::pair{"--height", r.height}}) {
+    if (v < 0 || v % 8 != 0)
+      fail(std::string(flag) + " " + std::to_string(v) + " is not a multiple of 8 (the VAE works on 8x8 pixel blocks); try " +
+           std::to_string(std::max<int64_t>(8, (v + 4) / 8 * 8)));
+    if (v > 4096) fail(std::string(flag) + " " + std::to_string(v) + " is larger than the 4096-pixel limit");
+  }
+  if (r.steps < 1 || r.steps > 1000) fail("--steps must be between 1 and 1000, got " + std::to_string(r.steps));
+  if (r.cfg < 0) fail("--cfg must be 0 or more");
+  if (r.cfg_rescale < 0 || r.cfg_rescale > 1) fail("--cfg-rescale must be between 0 and 1");
+  if (r.batch_size < 1 || r.batch_size > 64) fail("--batch-size must be between 1 and 64");
+  if (r.batch_count < 1) fail("--batch-count must be 1 or more");
+  if (r.clip_skip < 1) fail("--clip-skip must be 1 (last layer) or more");
+  if (r.strength <= 0 || r.strength > 1) fail("--strength must be in (0, 1]");
+  if (r.seed < -1) fail("--seed must be -1 (random) or a non-negative number");
+  if (r.seed_mode != "batch" && r.seed_mode != "per-image") fail("--seed-mode must be 'batch' or 'per-image', got '" + r.seed_mode + "'");
+  if (r.emphasis != "original" && r.emphasis != "no-norm" && r.emphasis != "none")
+    fail("--emphasis must be original, no-norm or none, got '" + r.emphasis + "'");
+  if (!r.prediction.empty() && r.prediction != "eps" && r.prediction != "v")
+    fail("--prediction must be eps or v, got '" + r.prediction + "'");
+  if (r.device != "auto" && r.device != "cpu" && r.device != "cuda") fail("--device must be auto, cpu or cuda, got '" + r.device + "'");
+  if (r.dtype != "auto" && r.dtype != "fp32" && r.dtype != "fp16" && r.dtype != "bf16")
+    fail("--dtype must be auto, fp32, fp16 or bf16, got '" + r.dtype + "'");
+  if (!r.mask.empty() && r.init_image.empty()) fail("--mask needs --init-img (the image to inpaint)");
+  for (size_t i = 0; i < r.controlnets.size(); ++i) {
+    const auto& u = r.controlnets[i];
+    const std::string which = "ControlNet " + std::to_string(i + 1) + ": ";
+    if (u.model.empty()) fail(which + "--control-net PATH is missing");
+    if (u.image.empty()) fail(which + "--control-image PATH is missing");
+    if (u.start < 0 || u.end > 1 || u.start >= u.end) fail(which + "--control-start/--control-end must satisfy 0 <= start < end <= 1");
+    if (u.resize != "crop" && u.resize != "fit" && u.resize != "stretch")
+      fail(which + "--control-resize must be crop, fit or stretch");
+  }
+}
+
+}  // namespace sigma::app

@@ -1,0 +1,71 @@
+// One generation, fully described: what the CLI flags set, what a job-file line
+// holds, what the GUI edits, and what PNG metadata records. Defaults live here and
+// nowhere else (DESIGN.md habit 6). No LibTorch in this header: the GUI includes it.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace sigma::app {
+
+struct ControlUnit {
+  std::string model;                // ControlNet file or diffusers folder
+  std::string image;                // condition image (before preprocessing)
+  std::string preprocessor = "none";
+  double strength = 1.0;            // residual multiplier ("control weight")
+  double start = 0.0, end = 1.0;    // fraction of the sampling run (by step) where it acts
+  std::string resize = "crop";      // crop | fit | stretch to the generation size
+  std::map<std::string, double> params;  // preprocessor parameters (canny: low, high)
+  bool operator==(const ControlUnit&) const = default;
+};
+
+struct Request {
+  // model
+  std::string model;                // empty: the bundled default model
+  std::string tokenizer;            // empty: the checkpoint's own, or beside it
+  std::string vae;                  // empty: the checkpoint's VAE
+  std::string prediction;           // empty: from the checkpoint; "eps" | "v" override
+  // text
+  std::string prompt;
+  std::string negative;
+  std::string emphasis = "original";  // original (A1111) | no-norm | none (brackets are plain text)
+  int64_t clip_skip = 1;
+  // canvas and sampling
+  int64_t width = 0, height = 0;    // 0: the model's native size
+  int64_t steps = 20;
+  double cfg = 7.0;
+  double cfg_rescale = 0.0;         // φ of Lin et al. 2023
+  double cfg_sigma_low = 0.0, cfg_sigma_high = 0.0;  // guidance interval in σ; high 0 = everywhere
+  std::string sampler = "dpmpp_2m";
+  std::string scheduler = "karras";
+  double eta = -1;                  // < 0: the solver's default
+  int64_t seed = -1;                // -1: random, recorded in the output
+  std::string seed_mode = "batch";  // batch: one draw of the batch shape (ComfyUI); per-image: seed + i (A1111)
+  int64_t batch_size = 1, batch_count = 1;
+  // image-to-image and inpainting
+  std::string init_image;
+  double strength = 0.75;           // denoising strength for img2img
+  std::string mask;                 // white = repaint
+  int64_t mask_blur = 4;
+  std::vector<ControlUnit> controlnets;
+  // where it goes and how it runs
+  std::string output;               // file or folder; empty: outputs/
+  std::string device = "auto";      // auto | cpu | cuda
+  std::string dtype = "auto";       // auto | fp32 | fp16 | bf16
+  bool operator==(const Request&) const = default;
+};
+
+// JSON with the CLI's long flag names as keys ("batch-size", "control-net": [...]).
+nlohmann::json to_json(const Request& r);
+// Unknown keys and wrong types are errors that name the key; aliases (cfg-scale,
+// sampling-method, negative-prompt, snake_case forms) are accepted.
+Request request_from_json(const nlohmann::json& j);
+void merge_json(Request& r, const nlohmann::json& j);  // overrides only the keys present
+
+// Checks that need no model: sizes, ranges, names. Throws std::invalid_argument naming the flag.
+void validate(const Request& r);
+
+}  // namespace sigma::app
