@@ -77,16 +77,32 @@ std::string inflate_all(const std::string& in, const std::string& what) {
 
 void write_png_func(void* ctx, void* data, int size) { static_cast<std::string*>(ctx)->append(static_cast<char*>(data), size); }
 
+// PNG dimensions straight from the IHDR chunk: stb refuses very large images before it
+// reports their size, and the user should hear "too large", not "unreadable".
+bool png_size(const std::string& path, int64_t& w, int64_t& h) {
+  std::ifstream in(path, std::ios::binary);
+  std::string head(24, '\0');
+  if (!in.read(head.data(), 24) || head.compare(0, 8, std::string("\x89PNG\r\n\x1a\n", 8)) != 0) return false;
+  w = get_u32(head, 16);
+  h = get_u32(head, 20);
+  return true;
+}
+
 }  // namespace
 
 Image load_image(const std::string& path, int channels) {
   if (!fs::exists(path)) throw ImageError(path + ": no such image file");
+  auto too_large = [&](int64_t w, int64_t h) {
+    return ImageError(path + ": " + std::to_string(w) + "x" + std::to_string(h) + " is larger than the " +
+                      std::to_string(kMaxImageSide) + "x" + std::to_string(kMaxImageSide) + " limit; scale it down first");
+  };
+  int64_t pw = 0, ph = 0;
+  if (png_size(path, pw, ph) && (pw > kMaxImageSide || ph > kMaxImageSide)) throw too_large(pw, ph);
   int w = 0, h = 0, n = 0;
   if (!stbi_info(path.c_str(), &w, &h, &n))
     throw ImageError(path + ": not a readable image (" + std::string(stbi_failure_reason()) + "); use PNG, JPEG or BMP");
   if (w > kMaxImageSide || h > kMaxImageSide || int64_t(w) * h > kMaxImagePixels)
-    throw ImageError(path + ": " + std::to_string(w) + "x" + std::to_string(h) + " is larger than the " +
-                     std::to_string(kMaxImageSide) + "x" + std::to_string(kMaxImageSide) + " limit; scale it down first");
+    throw too_large(w, h);
   unsigned char* data = stbi_load(path.c_str(), &w, &h, &n, channels);
   if (!data) throw ImageError(path + ": cannot decode (" + std::string(stbi_failure_reason()) + ")");
   Image img(w, h, channels);

@@ -257,6 +257,13 @@ GenerateResult generate(Engine& engine, const Request& request, const GenerateHo
       g.record.batch_size = static_cast<int>(B);
       g.record.batch_position = static_cast<int>(i);
       g.parameters = format_parameters(r, g.record);
+      // One image's own request: its batch (ComfyUI noise is one draw per batch), or just
+      // itself when each image has its own seed.
+      g.reproduce = r;
+      g.reproduce.output.clear();
+      g.reproduce.batch_count = 1;
+      g.reproduce.seed = g.record.seed;
+      if (r.seed_mode == "per-image") g.reproduce.batch_size = 1;
       if (hooks.on_image) hooks.on_image(g);
       result.images.push_back(std::move(g));
     }

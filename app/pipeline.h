@@ -28,6 +28,7 @@ struct GeneratedImage {
   Image image;
   ImageRecord record;
   std::string parameters;                   // A1111 text of this image
+  Request reproduce;                        // the request that makes exactly this image again
 };
 
 struct GenerateHooks {

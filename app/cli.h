@@ -1,0 +1,23 @@
+// The `sigma` command line: each subcommand registers itself on the CLI11 app and runs
+// from its callback, leaving its exit status in CliState.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <atomic>
+#include <string>
+
+namespace sigma::app {
+
+struct CliState {
+  int exit_code = 0;
+};
+
+// Set by SIGINT: the run stops after the current step and writes nothing partial.
+extern std::atomic<bool> g_interrupted;
+inline constexpr int kExitInterrupted = 130;
+
+void register_generate(CLI::App& app, CliState& state);   // generate, batch
+void register_tools(CLI::App& app, CliState& state);      // info, samplers, preprocess
+
+}  // namespace sigma::app

@@ -1,0 +1,42 @@
+// `sigma`: the headless front end. Subcommands live in cli_*.cpp; this file wires them,
+// sets up the runtime and turns errors into one line and an exit status.
+#include <csignal>
+#include <cstdio>
+#include <exception>
+
+#include "app/cli.h"
+#include "models/runtime.h"
+
+namespace sigma::app {
+std::atomic<bool> g_interrupted{false};
+}
+
+namespace {
+void on_sigint(int) {
+  if (sigma::app::g_interrupted.exchange(true)) {
+    std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C ends the process at once
+    std::raise(SIGINT);
+  }
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Sigma Studio: latent-diffusion image generation (Stable Diffusion 1.x/2.x checkpoints and the bundled model)",
+               "sigma"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("sigma-studio ") + SIGMA_VERSION);
+  sigma::app::CliState state;
+  sigma::app::register_generate(app, state);
+  sigma::app::register_tools(app, state);
+  try {
+    sigma::models::init_runtime();
+    std::signal(SIGINT, on_sigint);
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "sigma: error: %s\n", e.what());
+    return 1;
+  }
+  return state.exit_code;
+}
