@@ -1,0 +1,208 @@
+// The sampler conformance runner (see sampler_cases.h). Every setting comes from the
+// manifest case (sampler, schedule, steps, cfg_scale, quantize, prediction/model_output,
+// options, init, noise_draws) or, for diffusers' schedulers, from the fixture's own
+// scheduler_config.json (steps_offset, set_alpha_to_one); nothing is keyed on a case name.
+#include "tests/sampler_cases.h"
+
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+#include <memory>
+#include <stdexcept>
+
+#include "models/safetensors.h"
+#include "samplers/samplers.h"
+
+namespace sigma::test {
+
+namespace sm = sigma::samplers;
+using nlohmann::json;
+
+namespace {
+
+std::vector<double> to_vector(const torch::Tensor& t) {
+  auto d = t.to(torch::kFloat64).contiguous();
+  return std::vector<double>(d.data_ptr<double>(), d.data_ptr<double>() + d.numel());
+}
+
+bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
+
+// The case's solver keyword arguments; an unknown key is an error, never silently ignored.
+void apply_options(const json& options, sm::SamplerOptions& o) {
+  for (const auto& [key, value] : options.items()) {
+    if (key == "eta") o.eta = value.get<double>();
+    else if (key == "s_noise") o.s_noise = value.get<double>();
+    else if (key == "s_churn") o.s_churn = value.get<double>();
+    else if (key == "s_tmin") o.s_tmin = value.get<double>();
+    else if (key == "s_tmax") o.s_tmax = value.get<double>();
+    else if (key == "r") o.r = value.get<double>();
+    else if (key == "solver_type") o.solver_type = value.get<std::string>();
+    else if (key == "order") o.lms_order = value.get<int>();
+    else if (key == "rtol") o.rtol = value.get<double>();
+    else if (key == "atol") o.atol = value.get<double>();
+    else throw std::invalid_argument("unsupported sampler option '" + key + "'");
+  }
+}
+
+// How one case is run, resolved from its fields.
+struct Plan {
+  std::shared_ptr<sm::ModelSampling> ms;
+  std::vector<double> sigmas;
+  const sm::SamplerInfo* sampler = nullptr;
+  sm::SamplerOptions options;
+};
+
+Plan plan_kdiff(const json& c, const std::vector<double>& alphas_cumprod) {
+  Plan p;
+  const auto prediction = sm::parse_prediction(c.value("prediction", std::string("epsilon")));
+  p.ms = std::make_shared<sm::ModelSampling>(
+      sm::ModelSampling::from_alphas_cumprod(prediction, alphas_cumprod, c.at("quantize").get<bool>()));
+  p.sigmas = sm::make_sigmas(c.at("schedule").get<std::string>(), *p.ms, c.at("steps").get<int>());
+  p.sampler = &sm::find_sampler(c.at("sampler").get<std::string>());
+  p.options.eta = p.sampler->default_eta;
+  return p;
+}
+
+// diffusers' schedulers: "<ddim|euler_discrete>_<spacing>" on the ε/v grid, "flowmatch_euler_shift<s>".
+Plan plan_diffusers(const json& c, const std::vector<double>& alphas_cumprod, const json& scheduler_config) {
+  Plan p;
+  const auto scheduler = c.at("scheduler").get<std::string>();
+  const auto output = c.at("model_output").get<std::string>();
+  const int steps = c.at("steps").get<int>();
+  if (starts_with(scheduler, "flowmatch_euler_shift")) {
+    if (!starts_with(output, "velocity")) throw std::invalid_argument("flow matching needs a velocity output");
+    const double shift = std::stod(scheduler.substr(std::string("flowmatch_euler_shift").size()));
+    p.ms = std::make_shared<sm::ModelSampling>(sm::ModelSampling::flow(shift));
+    p.sigmas = sm::make_sigmas("flow_shift", *p.ms, steps);
+    p.sampler = &sm::find_sampler("flow_euler");
+    return p;
+  }
+  // diffusers calls the network at integer timesteps on the training grid: nearest index.
+  const auto prediction = sm::parse_prediction(output);
+  p.ms = std::make_shared<sm::ModelSampling>(sm::ModelSampling::from_alphas_cumprod(prediction, alphas_cumprod, true));
+  sm::ScheduleOptions so;
+  so.steps_offset = scheduler_config.at("steps_offset").get<int>();
+  std::string spacing;
+  if (starts_with(scheduler, "ddim_")) {
+    spacing = scheduler.substr(5);
+    so.set_alpha_to_one = scheduler_config.at("set_alpha_to_one").get<bool>();
+    p.sampler = &sm::find_sampler("ddim");
+    p.options.eta = 0;  // DDIMScheduler.step's default η
+  } else if (starts_with(scheduler, "euler_discrete_")) {
+    spacing = scheduler.substr(15);
+    so.fractional_timesteps = true;  // EulerDiscrete keeps linspace's t unrounded
+    p.sampler = &sm::find_sampler("euler");
+  } else {
+    throw std::invalid_argument("unsupported diffusers scheduler '" + scheduler + "'");
+  }
+  p.sigmas = sm::make_sigmas(spacing, *p.ms, steps, so);
+  return p;
+}
+
+json read_json(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("cannot open " + path);
+  return json::parse(in);
+}
+
+}  // namespace
+
+void run_gauss_sampler_cases(CaseReport& report, const std::string& refs_dir) {
+  auto f = sigma::models::SafeTensors::open(refs_dir + "/samplers.safetensors");
+  const auto mu = f->load("gauss.mu", torch::kFloat32);
+  const auto x_T = f->load("gauss.x_T", torch::kFloat32);
+  const auto tape = f->load("gauss.noise_tape", torch::kFloat32);
+  const auto sigmas = to_vector(f->load("gauss.sigmas"));
+  const double s2 = 0.5 * 0.5;  // the data's variance (fixture README)
+  const sm::Denoiser gauss = [&](const torch::Tensor& x, double sigma) {
+    return mu + (x - mu) * (s2 / (s2 + sigma * sigma));
+  };
+  const std::vector<std::string> skip = {"gauss.mu", "gauss.x_T", "gauss.noise_tape", "gauss.sigmas", "gauss.exact"};
+  for (const auto& info : f->tensors()) {
+    if (!starts_with(info.name, "gauss.") || std::find(skip.begin(), skip.end(), info.name) != skip.end()) continue;
+    const auto label = info.name;
+    try {
+      const auto& sampler = sm::find_sampler(label.substr(6));
+      sm::SamplerOptions o;
+      o.eta = sampler.default_eta;
+      o.noise = sm::replay_noise(tape);
+      auto out = sampler.fn(gauss, x_T * 80.0, sigmas, o);
+      report.add(label, rel_error(out, f->load(label)), 1e-4);
+    } catch (const std::exception& e) {
+      report.add_exact(label, false, e.what());
+    }
+  }
+  // The exact probability-flow solution, reached by the adaptive ODE solver.
+  auto ode = sm::find_sampler("dopri5").fn(gauss, x_T * 80.0, sigmas, sm::SamplerOptions{});
+  report.add("gauss.exact (dopri5)", rel_error(ode, f->load("gauss.exact")), 1e-4);
+}
+
+void run_unet_sampler_cases(CaseReport& report, const std::string& refs_dir, const EpsNetwork& eps) {
+  const auto manifest = read_json(refs_dir + "/manifest.json");
+  const auto scheduler_config =
+      read_json(refs_dir + "/../models/tiny-sd15-diffusers/scheduler/scheduler_config.json");
+  auto f = sigma::models::SafeTensors::open(refs_dir + "/samplers.safetensors");
+  const auto device = test_device();
+  const auto dtype = test_dtype();
+  const auto alphas_cumprod = to_vector(f->load("alphas_cumprod"));
+  const auto x_T = f->load("x_T").to(device, dtype);
+  const auto tape = f->load("noise_tape").to(device, dtype);
+  const double tol = tolerance(1e-3);
+
+  for (const auto& c : manifest.at("cases")) {
+    const auto key = c.at("key").get<std::string>();
+    const bool diffusers = starts_with(key, "diffusers.");
+    if (!starts_with(key, "kdiff.") && !starts_with(key, "kdiff_v.") && !diffusers) continue;  // pipelines: app/
+    try {
+      Plan p = diffusers ? plan_diffusers(c, alphas_cumprod, scheduler_config) : plan_kdiff(c, alphas_cumprod);
+      apply_options(c.at("options"), p.options);
+      p.ms->configure(p.options);
+      auto draws = std::make_shared<int>(0);
+      p.options.noise = sm::replay_noise(tape, draws);
+
+      const int batch = c.at("batch").get<int>();
+      auto cond = f->load("cond").to(device, dtype), uncond = f->load("uncond").to(device, dtype);
+      if (cond.size(0) != batch || uncond.size(0) != batch || x_T.size(0) != batch)
+        throw std::invalid_argument("batch " + std::to_string(batch) + " does not match cond/uncond/x_T rows");
+      const sm::Network network = [&](const sm::NetworkCall& call) {
+        auto context = call.with_uncond ? torch::cat({uncond, cond}) : cond;
+        return eps(call.x_in, call.c_noise, context);
+      };
+      sm::Guidance guidance;
+      guidance.scale = c.at("cfg_scale").get<double>();
+      auto denoiser = sm::make_denoiser(*p.ms, network, guidance);
+
+      // The start: "x_T * sigmas[0]" (k-diffusion) or "x_T * init_noise_sigma" (diffusers:
+      // √(1+σ²)·x_T for VP models, x_T for flow): noise_scaling without / with max_denoise.
+      const auto init = c.at("init").get<std::string>();
+      bool max_denoise;
+      if (starts_with(init, "x_T * sigmas[0]")) max_denoise = false;
+      else if (starts_with(init, "x_T * init_noise_sigma")) max_denoise = true;
+      else throw std::invalid_argument("unsupported init '" + init + "'");
+      auto x = p.ms->noise_scaling(p.sigmas.front(), x_T, torch::zeros_like(x_T), max_denoise);
+
+      torch::NoGradGuard no_grad;
+      x = p.sampler->fn(denoiser, x, p.sigmas, p.options);
+      x = p.ms->inverse_noise_scaling(p.sigmas.back(), x);
+      const double err = rel_error(x, f->load(key));
+      const int expected_draws = c.value("noise_draws", 0);
+      if (*draws != expected_draws)
+        report.add_exact(key, false, "took " + std::to_string(*draws) + " noise draws, the reference took " +
+                                         std::to_string(expected_draws) + " (rel err " + std::to_string(err) + ")");
+      else
+        report.add(key, err, tol);
+    } catch (const std::exception& e) {
+      report.add_exact(key, false, e.what());
+    }
+  }
+}
+
+CaseReport run_sampler_conformance(const EpsNetwork& eps, const std::string& refs_dir) {
+  CaseReport report("samplers");
+  run_gauss_sampler_cases(report, refs_dir);
+  run_unet_sampler_cases(report, refs_dir, eps);
+  report.close();
+  return report;
+}
+
+}  // namespace sigma::test

@@ -1,0 +1,31 @@
+// The data-driven sampler conformance runner (DESIGN.md habit 9): it reads a fixture
+// folder's manifest.json + samplers.safetensors and runs every case from the case's own
+// fields, so a new reference set needs no new code. The ε-network is a parameter: the
+// samplers know no UNet, and the TEST_CASE that owns the real tiny UNet passes it in.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "tests/support.h"
+
+namespace sigma::test {
+
+// ε(x, t, context): x [B,4,H,W] (already c_in-scaled), t [B] float32 network time,
+// context [B,77,C]. The UNet's raw output; the runner reads it as ε, v or velocity per case.
+using EpsNetwork =
+    std::function<torch::Tensor(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& context)>;
+
+// gauss.*: every sampler output recorded for the closed-form Gaussian denoiser, plus
+// gauss.exact against the adaptive ODE solver; tolerance 1e-4.
+void run_gauss_sampler_cases(CaseReport& report, const std::string& refs_dir);
+
+// kdiff.*, kdiff_v.*, diffusers.*: CFG on [uncond, cond], noise replayed from noise_tape,
+// start per the case's `init`; tolerance 1e-3 (relaxed for half precision by tolerance()).
+// Runs on test_device()/test_dtype().
+void run_unet_sampler_cases(CaseReport& report, const std::string& refs_dir, const EpsNetwork& eps);
+
+// Both of the above into one report, closed with "samplers: N/M cases within tolerance".
+CaseReport run_sampler_conformance(const EpsNetwork& eps, const std::string& refs_dir = sd15() + "/refs");
+
+}  // namespace sigma::test
