@@ -358,8 +358,9 @@ TEST_SUITE("unit.shapes") {
         for (size_t i = 1; i < w.objects.size(); ++i) others_kept += w.objects[i].exact(), ++others;
       }
     }
+    const char* names[4] = {"colour", "shape", "size", "position"};
     for (int a = 0; a < 4; ++a) {
-      std::printf("judge rejects a wrong attribute %d: %d/%d\n", a, caught[a], tried[a]);
+      std::printf("judge rejects a wrong %s: %d/%d\n", names[a], caught[a], tried[a]);
       CHECK(caught[a] >= 0.98 * tried[a]);
     }
     CHECK(others_kept >= 0.95 * others);  // the other objects' verdicts are not dragged along
