@@ -2,7 +2,9 @@
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <iostream>
 
 #include "models/runtime.h"
@@ -21,6 +23,9 @@ int main(int argc, char** argv) {
       }
     }
   }
+  // Conformance on CUDA is checked in true float32: TF32 would round matmuls to 10 bits.
+  if (const char* dev = std::getenv("SIGMA_TEST_DEVICE"); dev && std::string(dev) == "cuda" && sigma::compat::cuda_available())
+    sigma::compat::set_allow_tf32(false);
   doctest::Context context;
   context.applyCommandLine(argc, argv);
   return context.run();

@@ -12,3 +12,12 @@ sigma_add_suite(unit.shapes unit)
 sigma_add_suite(e2e.pipeline e2e)
 sigma_add_suite(unit.app unit)
 sigma_add_suite(e2e.cli e2e)
+
+# The same suites on an NVIDIA GPU (scripts/gpu-test.sh): float32 with TF32 off, and float16.
+# `--require-cuda` makes them skip (exit 77, shown as skipped) on a CPU-only machine.
+foreach(dtype fp32 fp16)
+  foreach(suite conformance.components conformance.samplers e2e.pipeline)
+    sigma_add_suite(${suite} gpu NAME gpu.${suite}.${dtype} ARGS --require-cuda
+                    ENV SIGMA_TEST_DEVICE=cuda SIGMA_TEST_DTYPE=${dtype})
+  endforeach()
+endforeach()
