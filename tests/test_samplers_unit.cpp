@@ -63,7 +63,7 @@ TEST_SUITE("unit.samplers") {
     CHECK(sm::find_sampler("ddim").default_eta == 0);
   }
 
-  TEST_CASE("DDIM with eta = 0 and euler agree to 1e-5 on the same sigma grids") {
+  TEST_CASE("DDIM with eta = 0 and euler agree to 1e-5 on the same sigma grids; DDPM is euler_ancestral") {
     auto mu = torch::linspace(-1, 1, 64).reshape({1, 4, 4, 4});
     auto x_T = torch::randn({1, 4, 4, 4}, at::make_generator<at::CPUGeneratorImpl>(7));
     const auto D = gaussian(mu, 0.5);
@@ -82,6 +82,12 @@ TEST_SUITE("unit.samplers") {
     o.noise = sm::make_noise_source(x_T, 1);
     const auto sigmas = sm::make_sigmas("karras", ms, 10);
     CHECK(max_abs(sm::ddim(D, x_T * sigmas[0], sigmas, o), sm::euler(D, x_T * sigmas[0], sigmas, o)) > 1e-2);
+    // DDPM's posterior step (= DDIM η = 1) is k-diffusion's Euler-ancestral step on the same noise.
+    sm::SamplerOptions a, b;
+    a.noise = sm::make_noise_source(x_T, 5);
+    b.noise = sm::make_noise_source(x_T, 5);
+    auto p = sm::ddpm(D, x_T * sigmas[0], sigmas, a), q = sm::euler_ancestral(D, x_T * sigmas[0], sigmas, b);
+    CHECK(max_abs(p, q) / q.abs().max().item<double>() < 1e-5);
   }
 
   TEST_CASE("cancellation: on_step false ends the run as a result, with the state at that step") {
