@@ -19,5 +19,6 @@ inline constexpr int kExitInterrupted = 130;
 
 void register_generate(CLI::App& app, CliState& state);   // generate, batch
 void register_tools(CLI::App& app, CliState& state);      // info, samplers, preprocess
+void register_train(CLI::App& app, CliState& state);      // train, train-hints, eval-shapes
 
 }  // namespace sigma::app

@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   sigma::app::CliState state;
   sigma::app::register_generate(app, state);
   sigma::app::register_tools(app, state);
+  sigma::app::register_train(app, state);
   try {
     sigma::models::init_runtime();
     std::signal(SIGINT, on_sigint);

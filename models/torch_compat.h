@@ -4,6 +4,7 @@
 
 #include <torch/torch.h>
 #include <torch/version.h>
+#include <ATen/autocast_mode.h>
 
 namespace sigma::compat {
 
@@ -35,5 +36,17 @@ inline void set_allow_tf32(bool allow) {
 }
 
 inline bool cuda_available() { return torch::cuda::is_available(); }
+
+// Mixed precision for training: autocast CUDA ops to `dtype` (the API was renamed in 2.x).
+inline void set_cuda_autocast(bool enabled, torch::ScalarType dtype = torch::kBFloat16) {
+#if TORCH_VERSION_MAJOR >= 2
+  at::autocast::set_autocast_enabled(at::kCUDA, enabled);
+  at::autocast::set_autocast_dtype(at::kCUDA, dtype);
+#else
+  at::autocast::set_enabled(enabled);
+  at::autocast::set_autocast_gpu_dtype(dtype);
+#endif
+  if (!enabled) at::autocast::clear_cache();
+}
 
 }  // namespace sigma::compat

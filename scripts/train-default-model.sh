@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The exact recipe of the bundled model (assets/models/sigma-shapes*.safetensors).
+#   scripts/train-default-model.sh hints            # on a machine with OpenCV (makes .device/hints.safetensors)
+#   scripts/train-default-model.sh vae unet         # on an NVIDIA GPU (scripts/device-build.sh builds there)
+#   scripts/train-default-model.sh flow controlnet  # likewise; needs the unet stage's output
+#   scripts/train-default-model.sh install          # copy the results into assets/models/
+# Stages can run on the CPU too (slowly; SIGMA_TRAIN_DEVICE=cpu, and fewer steps via STEPS_SCALE=0.001).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${TRAIN_OUT:-.device/train}   # .device/ is what the GPU tool carries between machines
+scale=${STEPS_SCALE:-1}
+steps() { python3 -c "print(max(2, int($1 * $scale)))"; }
+device=${SIGMA_TRAIN_DEVICE:-auto}
+sigma=${SIGMA:-}
+ensure_sigma() {
+  if [ -z "$sigma" ]; then
+    if python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+      . scripts/device-build.sh sigma
+      sigma="$build/app/sigma"
+    else
+      sigma=build/app/sigma
+    fi
+  fi
+}
+for stage in "$@"; do
+  case "$stage" in
+    hints)
+      ensure_sigma
+      "$sigma" train-hints --first-seed 5000000 --count 24000 -o .device/hints.safetensors
+      xz -T0 -f -k .device/hints.safetensors ;;  # 49 MB -> a few MB to carry
+    vae)
+      ensure_sigma
+      "$sigma" train vae -o "$out" --device "$device" --steps "$(steps 8000)" --max-seconds 180 --batch 64 --lr 4e-4 \
+        --pool 20000 --seed 1 ;;
+    unet)
+      ensure_sigma
+      "$sigma" train unet -o "$out" --device "$device" --vae "$out/vae.safetensors" --steps "$(steps 30000)" \
+        --max-seconds 420 --batch 256 --lr 3e-4 --pool 100000 --seed 1000000 ;;
+    flow)
+      ensure_sigma
+      "$sigma" train flow -o "$out" --device "$device" --base "$out/sigma-shapes.safetensors" --steps "$(steps 30000)" \
+        --max-seconds 300 --batch 256 --lr 3e-4 --pool 100000 --seed 2000000 ;;
+    controlnet)
+      ensure_sigma
+      [ -f .device/hints.safetensors ] || xz -d -k .device/hints.safetensors.xz
+      "$sigma" train controlnet -o "$out" --device "$device" --base "$out/sigma-shapes.safetensors" \
+        --hints .device/hints.safetensors --steps "$(steps 20000)" --max-seconds 180 --batch 128 --lr 2e-4 --seed 5000000 ;;
+    install)
+      mkdir -p assets/models
+      cp "$out"/sigma-shapes.safetensors "$out"/sigma-shapes-flow.safetensors "$out"/sigma-shapes-canny.safetensors assets/models/
+      for m in sigma-shapes sigma-shapes-flow; do
+        mkdir -p "assets/models/$m.tokenizer" && cp "$out/$m.tokenizer"/* "assets/models/$m.tokenizer/"
+      done
+      cp "$out"/*.loss.csv docs/measurements/ 2>/dev/null || true ;;
+    *) echo "unknown stage '$stage' (hints, vae, unet, flow, controlnet, install)" >&2; exit 2 ;;
+  esac
+done
