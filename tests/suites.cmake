@@ -21,3 +21,18 @@ foreach(dtype fp32 fp16)
                     ENV SIGMA_TEST_DEVICE=cuda SIGMA_TEST_DTYPE=${dtype})
   endforeach()
 endforeach()
+sigma_add_suite(unit.jobrunner unit)
+
+# The desktop app under Xvfb: tests/test_gui.cpp runs `sigma-studio --script` on the tiny
+# fixture model, one CTest entry per scenario.
+if(TARGET sigma-studio)
+  add_dependencies(sigma_tests sigma-studio)
+  foreach(case generate cancel errors controlnet)
+    set(_filter "${case}*")
+    if(case STREQUAL "controlnet")
+      set(_filter "ControlNet*")
+    endif()
+    sigma_add_suite(gui.studio gui NAME gui.studio.${case} TIMEOUT 1800 ARGS "--test-case=${_filter}"
+                    ENV SIGMA_STUDIO=$<TARGET_FILE:sigma-studio>)
+  endforeach()
+endif()

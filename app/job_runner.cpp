@@ -1,0 +1,412 @@
+// The job runner's two threads: the worker owns the Engine and runs load/generate jobs
+// one at a time; the imager loads and preprocesses images (ControlNet hint previews) so
+// they never wait behind a generation. Both publish into one snapshot under one mutex;
+// every exception is caught at the job boundary and becomes `last_error`. The image
+// work itself and the name catalogs are in job_runner_images.cpp.
+#include "app/job_runner.h"
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <limits>
+#include <mutex>
+#include <thread>
+
+#include "app/engine.h"
+#include "app/image_io.h"
+#include "app/pipeline.h"
+#include "models/checkpoint_info.h"
+#include "models/runtime.h"
+
+namespace fs = std::filesystem;
+
+namespace sigma::app {
+
+const char* to_string(RunnerState s) {
+  switch (s) {
+    case RunnerState::idle: return "idle";
+    case RunnerState::loading: return "loading";
+    case RunnerState::generating: return "generating";
+    case RunnerState::error: return "error";
+  }
+  return "?";
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+std::string format_seconds(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, s < 10 ? "%.1f s" : "%.0f s", s);
+  return buf;
+}
+
+std::string dtype_name(torch::ScalarType t) {
+  return t == torch::kFloat16 ? "fp16" : t == torch::kBFloat16 ? "bf16" : "fp32";
+}
+
+std::shared_ptr<ModelInfo> describe(Engine& e, double seconds) {
+  auto info = std::make_shared<ModelInfo>();
+  const auto& ck = e.checkpoint();
+  info->path = e.spec().model;
+  info->name = e.name();
+  info->details = models::describe_checkpoint(ck);
+  info->device = e.spec().device;
+  info->dtype = dtype_name(e.dtype());
+  info->native_size = static_cast<int>(e.native_size());
+  info->load_seconds = seconds;
+  info->tokenizer = e.tokenizer();
+  const int64_t params = models::count_parameters(ck.unet) + models::count_parameters(ck.vae) +
+                         models::count_parameters(ck.text_encoder);
+  info->summary = models::to_string(ck.family) + (ck.prediction == "v" ? " v-prediction" : " eps-prediction") + " \xC2\xB7 " +
+                  models::format_count(params) + " parameters \xC2\xB7 stored " + models::dtype_summary(ck.unet) +
+                  " \xC2\xB7 runs " + info->dtype + " on " + info->device;
+  return info;
+}
+
+}  // namespace
+
+struct JobRunner::Impl {
+  enum class Kind { load, generate };
+  struct Job {
+    uint64_t id = 0;
+    Kind kind = Kind::generate;
+    Request request;
+  };
+
+  RunnerOptions options;
+  mutable std::mutex m;
+  mutable std::condition_variable cv_work, cv_idle, cv_images;
+  std::deque<Job> queue;
+  bool stop = false, running = false;
+  uint64_t next_job = 1, next_result = 1;
+  std::atomic<uint64_t> cancel_below{0};  // jobs with a smaller id are cancelled
+  RunnerSnapshot snap;
+  Clock::time_point load_start, job_start;
+  std::map<std::string, ImageTask> pending_images, inflight_images;
+
+  std::shared_ptr<Engine> engine;  // the worker thread's alone
+  std::thread worker, imager;
+
+  explicit Impl(RunnerOptions o) : options(std::move(o)) {
+    worker = std::thread([this] { work(); });
+    imager = std::thread([this] { image_work(); });
+  }
+
+  ~Impl() {
+    {
+      std::lock_guard<std::mutex> l(m);
+      stop = true;
+      queue.clear();
+      cancel_below = std::numeric_limits<uint64_t>::max();
+    }
+    cv_work.notify_all();
+    cv_images.notify_all();
+    worker.join();
+    imager.join();
+  }
+
+  void notify() const {
+    if (options.notify) options.notify();
+  }
+  bool cancelled(uint64_t id) const { return id < cancel_below.load(); }
+
+  uint64_t enqueue(Kind kind, const Request& r) {
+    uint64_t id;
+    {
+      std::lock_guard<std::mutex> l(m);
+      id = next_job++;
+      queue.push_back({id, kind, r});
+    }
+    cv_work.notify_one();
+    notify();
+    return id;
+  }
+
+  void cancel() {
+    {
+      std::lock_guard<std::mutex> l(m);
+      cancel_below = next_job;
+      snap.jobs_cancelled += queue.size();  // dropped unstarted; the running one counts itself
+      queue.clear();
+      if (running) snap.activity = "Cancelling after the current step...";
+    }
+    cv_idle.notify_all();
+    notify();
+  }
+
+  // ---- the worker -------------------------------------------------------------------
+  void work() {
+    models::init_runtime();  // LibTorch's thread count is per thread: set it on the one that computes
+    for (;;) {
+      Job job;
+      {
+        std::unique_lock<std::mutex> l(m);
+        cv_work.wait(l, [&] { return stop || !queue.empty(); });
+        if (stop) return;
+        job = std::move(queue.front());
+        queue.pop_front();
+        running = true;
+        snap.job = job.id;
+      }
+      const bool ok = run(job);
+      {
+        std::lock_guard<std::mutex> l(m);
+        running = false;
+        if (queue.empty()) snap.state = ok ? RunnerState::idle : RunnerState::error;
+      }
+      cv_idle.notify_all();
+      notify();
+    }
+  }
+
+  void fail(const std::string& message) {
+    std::lock_guard<std::mutex> l(m);
+    snap.last_error = message;
+    snap.activity = "Failed: " + message.substr(0, message.find('\n'));
+    ++snap.jobs_failed;
+  }
+
+  // One job; never throws. False when it failed.
+  bool run(const Job& job) {
+    try {
+      if (!cancelled(job.id)) ensure_engine(model_spec(job.request));
+      if (job.kind == Kind::load) {
+        std::lock_guard<std::mutex> l(m);
+        snap.last_error.clear();
+        if (snap.model) snap.activity = "Loaded " + snap.model->name + " in " + format_seconds(snap.model->load_seconds);
+        return true;
+      }
+      if (cancelled(job.id)) {  // cancelled while its model loaded (a load cannot be interrupted)
+        std::lock_guard<std::mutex> l(m);
+        ++snap.jobs_cancelled;
+        snap.last_cancelled = true;
+        snap.activity = "Cancelled before the first step";
+        return true;
+      }
+      return generate_job(job);
+    } catch (const std::exception& e) {
+      fail(e.what());
+    } catch (...) {
+      fail("unknown error (not a std::exception)");
+    }
+    return false;
+  }
+
+  void ensure_engine(const ModelSpec& spec) {
+    if (engine && engine->spec() == spec) return;
+    {
+      std::lock_guard<std::mutex> l(m);
+      snap.state = RunnerState::loading;
+      snap.loading_path = spec.model;
+      snap.activity = "Loading " + fs::path(spec.model).filename().string();
+      snap.model.reset();
+      load_start = Clock::now();
+    }
+    notify();
+    engine.reset();  // free the old model before loading the next (two SD models may not fit)
+    const auto t0 = Clock::now();
+    auto loaded = Engine::load(spec);
+    loaded->hash();  // hashing a large file takes seconds: do it while "loading", not at the first save
+    auto info = describe(*loaded, seconds_since(t0));
+    engine = std::move(loaded);
+    std::lock_guard<std::mutex> l(m);
+    snap.model = std::move(info);
+    snap.loading_path.clear();
+  }
+
+  bool generate_job(const Job& job) {
+    const Request& r = job.request;
+    std::string dir;
+    int every;
+    {
+      std::lock_guard<std::mutex> l(m);
+      dir = r.output.empty() ? options.output_dir : r.output;
+      every = options.preview_every;
+      snap.state = RunnerState::generating;
+      snap.activity = "Generating";
+      snap.step = 0;
+      snap.total = static_cast<int>(r.steps);
+      snap.batch = 0;
+      snap.batches = static_cast<int>(r.batch_count);
+      snap.its = 0;
+      snap.eta_seconds = -1;
+      snap.preview.reset();
+      job_start = Clock::now();
+    }
+    notify();
+    Clock::time_point last_event = Clock::now();  // job start, then each decoded batch
+    std::vector<Clock::time_point> step_times;    // this batch's step ends
+    int current_batch = -1;
+    bool save_failed = false;
+
+    GenerateHooks hooks;
+    hooks.cancelled = [&] { return cancelled(job.id); };
+    hooks.on_progress = [&](const Progress& p) {
+      const auto now = Clock::now();
+      if (p.batch != current_batch) {
+        current_batch = p.batch;
+        step_times.clear();
+      }
+      step_times.push_back(now);
+      // Steps per second over the last few steps (the first one includes text encoding).
+      const size_t n = step_times.size(), k = std::min<size_t>(n - 1, 8);
+      double its = 0;
+      if (k > 0) its = static_cast<double>(k) / std::chrono::duration<double>(step_times[n - 1] - step_times[n - 1 - k]).count();
+      else its = 1.0 / std::max(1e-6, std::chrono::duration<double>(now - last_event).count());
+      const int remaining = (p.total - p.step) + (p.batches - 1 - p.batch) * p.total;
+      std::shared_ptr<const Image> preview;
+      if (every > 0 && p.denoised && (p.step % every == 0 || p.step == p.total))
+        preview = std::make_shared<Image>(preview_image(*engine, *p.denoised));
+      {
+        std::lock_guard<std::mutex> l(m);
+        snap.step = p.step;
+        snap.total = p.total;
+        snap.batch = p.batch;
+        snap.batches = p.batches;
+        snap.its = its;
+        snap.eta_seconds = its > 0 ? remaining / its : -1;
+        if (preview) {
+          snap.preview = std::move(preview);
+          ++snap.preview_version;
+        }
+      }
+      notify();
+    };
+    hooks.on_image = [&](const GeneratedImage& g) {
+      last_event = Clock::now();
+      auto res = std::make_shared<JobResult>();
+      res->job = job.id;
+      res->image = g.image;
+      res->parameters = g.parameters;
+      res->request = g.reproduce;
+      res->seed = g.record.seed;
+      try {  // exactly what `sigma generate` writes
+        fs::create_directories(dir);
+        const auto png = encode_png(g.image, {{"parameters", g.parameters}, {"sigma-request", to_json(g.reproduce).dump()}});
+        res->path = write_numbered_png(dir, g.record.seed, png);
+      } catch (const std::exception& e) {
+        res->save_error = std::string("could not save the image to ") + dir + ": " + e.what();
+      }
+      {
+        std::lock_guard<std::mutex> l(m);
+        res->id = next_result++;
+        if (!res->save_error.empty()) {
+          snap.last_error = res->save_error;
+          save_failed = true;
+        }
+        snap.results.push_back(std::move(res));
+      }
+      notify();
+    };
+
+    const auto result = generate(*engine, r, hooks);
+    std::lock_guard<std::mutex> l(m);
+    snap.last_cancelled = result.cancelled;
+    if (result.cancelled) {
+      ++snap.jobs_cancelled;
+      snap.activity = "Cancelled after step " + std::to_string(snap.step) + "; nothing partial was saved";
+    } else {
+      ++snap.jobs_done;
+      snap.eta_seconds = 0;
+      if (!save_failed) snap.last_error.clear();
+      snap.activity = "Done: " + std::to_string(result.images.size()) + (result.images.size() == 1 ? " image" : " images") +
+                      " in " + format_seconds(seconds_since(job_start));
+    }
+    return !save_failed;
+  }
+
+  // ---- the imager -------------------------------------------------------------------
+  void request_image(const std::string& key, const ImageTask& task) {
+    {
+      std::lock_guard<std::mutex> l(m);
+      if (auto p = pending_images.find(key); p != pending_images.end()) {
+        p->second = task;
+        return;
+      }
+      if (auto s = snap.images.find(key); s != snap.images.end()) {
+        auto f = inflight_images.find(key);
+        if (f != inflight_images.end() ? f->second == task : s->second.task == task) return;
+      }
+      pending_images[key] = task;
+      snap.images[key].busy = true;
+    }
+    cv_images.notify_one();
+  }
+
+  void forget_image(const std::string& key) {
+    std::lock_guard<std::mutex> l(m);
+    pending_images.erase(key);
+    snap.images.erase(key);
+  }
+
+  void image_work() {
+    for (;;) {
+      std::string key;
+      ImageTask task;
+      {
+        std::unique_lock<std::mutex> l(m);
+        cv_images.wait(l, [&] { return stop || !pending_images.empty(); });
+        if (stop) return;
+        auto it = pending_images.begin();
+        key = it->first;
+        task = it->second;
+        pending_images.erase(it);
+        inflight_images[key] = task;
+      }
+      auto out = run_image_task(task);
+      {
+        std::lock_guard<std::mutex> l(m);
+        inflight_images.erase(key);
+        auto s = snap.images.find(key);
+        if (s == snap.images.end()) continue;  // forgotten meanwhile
+        out.version = s->second.version + 1;
+        out.busy = pending_images.count(key) > 0;
+        s->second = std::move(out);
+      }
+      notify();
+    }
+  }
+};
+
+JobRunner::JobRunner(RunnerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+JobRunner::~JobRunner() = default;
+
+uint64_t JobRunner::load_model(const Request& model_fields) { return impl_->enqueue(Impl::Kind::load, model_fields); }
+uint64_t JobRunner::submit(const Request& request) { return impl_->enqueue(Impl::Kind::generate, request); }
+void JobRunner::cancel() { impl_->cancel(); }
+
+void JobRunner::set_output_dir(const std::string& dir) {
+  std::lock_guard<std::mutex> l(impl_->m);
+  impl_->options.output_dir = dir;
+}
+void JobRunner::set_preview_every(int steps) {
+  std::lock_guard<std::mutex> l(impl_->m);
+  impl_->options.preview_every = steps;
+}
+
+void JobRunner::request_image(const std::string& key, const ImageTask& task) { impl_->request_image(key, task); }
+void JobRunner::forget_image(const std::string& key) { impl_->forget_image(key); }
+
+RunnerSnapshot JobRunner::snapshot() const {
+  std::lock_guard<std::mutex> l(impl_->m);
+  RunnerSnapshot s = impl_->snap;
+  s.busy = impl_->running || !impl_->queue.empty();
+  s.queued = impl_->queue.size();
+  if (s.state == RunnerState::loading) s.loading_seconds = seconds_since(impl_->load_start);
+  if (s.state == RunnerState::generating) s.elapsed_seconds = seconds_since(impl_->job_start);
+  return s;
+}
+
+bool JobRunner::wait_idle(double timeout_seconds) const {
+  std::unique_lock<std::mutex> l(impl_->m);
+  return impl_->cv_idle.wait_for(l, std::chrono::duration<double>(timeout_seconds),
+                                 [&] { return !impl_->running && impl_->queue.empty(); });
+}
+
+}  // namespace sigma::app

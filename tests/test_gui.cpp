@@ -1,0 +1,272 @@
+// GUI tests: sigma-studio under Xvfb, driven by its --script mode (real ImGui clicks on the
+// real widgets), on the tiny fixture model. What they assert is what a person would check:
+// Generate saves a PNG with metadata, the window shows every panel (non-uniform pixels in
+// each panel's rectangle, at the window's size), Cancel mid-run saves nothing and the next
+// generation works, errors and a corrupt settings file show up in the UI instead of a
+// crash, and the ControlNet tab shows a live hint. CTest passes the binary as $SIGMA_STUDIO.
+#include <doctest/doctest.h>
+
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "app/image_io.h"
+#include "app/parameters.h"
+#include "tests/support.h"
+
+using namespace sigma;
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* studio() { return std::getenv("SIGMA_STUDIO"); }
+bool no_studio() { return studio() == nullptr; }
+std::string model() { return test::sd15() + "/models/tiny-sd15-diffusers"; }
+
+struct Run {
+  int status = -1;
+  std::string log;
+};
+
+// Runs `steps` as a script in `dir` (settings under dir/config) under a fresh Xvfb screen.
+Run run_script(const fs::path& dir, const json& steps) {
+  REQUIRE_MESSAGE(std::system("command -v xvfb-run > /dev/null") == 0, "xvfb-run is missing: apt-get install xvfb xauth");
+  std::ofstream(dir / "script.json") << steps.dump(2);
+  const std::string cmd = "cd '" + dir.string() + "' && XDG_CONFIG_HOME='" + (dir / "config").string() +
+                          "' timeout 900 xvfb-run -a -s '-screen 0 1400x900x24' '" + studio() +
+                          "' --script script.json > run.log 2>&1";
+  Run r;
+  const int raw = std::system(cmd.c_str());
+  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  std::stringstream ss;
+  ss << std::ifstream(dir / "run.log").rdbuf();
+  r.log = ss.str();
+  return r;
+}
+
+json read_json(const fs::path& p) {
+  std::ifstream in(p);
+  REQUIRE_MESSAGE(in.good(), "missing " << p);
+  return json::parse(in);
+}
+
+std::vector<fs::path> pngs(const fs::path& dir) {
+  std::vector<fs::path> out;
+  if (fs::exists(dir))
+    for (const auto& e : fs::directory_iterator(dir))
+      if (e.path().extension() == ".png") out.push_back(e.path());
+  return out;
+}
+
+// Distinct colours inside a rectangle (clipped to the image): a drawn panel has many, an
+// empty or black one has one or two.
+size_t colours_in(const Image& img, const json& rect) {
+  const int x0 = std::max(0, static_cast<int>(rect[0].get<double>())), y0 = std::max(0, static_cast<int>(rect[1].get<double>()));
+  const int x1 = std::min(img.width, static_cast<int>(rect[2].get<double>()));
+  const int y1 = std::min(img.height, static_cast<int>(rect[3].get<double>()));
+  std::set<uint32_t> seen;
+  for (int y = y0; y < y1; ++y)
+    for (int x = x0; x < x1; ++x) seen.insert(uint32_t(img.at(x, y, 0)) << 16 | uint32_t(img.at(x, y, 1)) << 8 | img.at(x, y, 2));
+  return seen.size();
+}
+
+// Pixels in a rectangle that pass `pred(r, g, b)`.
+template <class Pred>
+int pixels_in(const Image& img, const json& rect, Pred pred) {
+  const int x0 = std::max(0, static_cast<int>(rect[0].get<double>())), y0 = std::max(0, static_cast<int>(rect[1].get<double>()));
+  const int x1 = std::min(img.width, static_cast<int>(rect[2].get<double>()));
+  const int y1 = std::min(img.height, static_cast<int>(rect[3].get<double>()));
+  int n = 0;
+  for (int y = y0; y < y1; ++y)
+    for (int x = x0; x < x1; ++x) n += pred(img.at(x, y, 0), img.at(x, y, 1), img.at(x, y, 2));
+  return n;
+}
+
+json base_request(int steps) {
+  return {{"model", model()}, {"prompt", "a red circle on a blue square"}, {"negative", "blurry"}, {"width", 128},
+          {"height", 128},    {"steps", steps},                              {"seed", 1234},        {"sampler", "euler"}};
+}
+
+}  // namespace
+
+TEST_SUITE("gui.studio") {
+  TEST_CASE("generate: the image is saved with metadata and the window shows every panel" * doctest::skip(no_studio())) {
+    const auto dir = test::scratch("gui-generate");
+    const auto out = dir / "out";
+    const json steps = json::array({
+        {{"settings", {{"output_dir", out.string()}}}},
+        {{"set", base_request(6)}},
+        {{"ui", {{"random_seed", false}}}},
+        {{"click", "generate"}},
+        {{"wait", "idle"}, {"timeout", 600}},
+        {{"expect", {{"results", 1}, {"no_error", true}, {"files_in_output", 1}}}},
+        {{"click", "gallery:0"}},
+        {{"screenshot", (dir / "main.png").string()}},
+        {{"dump", (dir / "state.json").string()}},
+        {{"quit", true}},
+    });
+    const auto run = run_script(dir, steps);
+    INFO(run.log);
+    REQUIRE(run.status == 0);
+
+    const auto files = pngs(out);
+    REQUIRE(files.size() == 1);
+    CHECK(files[0].filename() == "00001-1234.png");
+    const auto text = app::read_png_text(files[0].string());
+    REQUIRE(text.count("parameters") == 1);
+    REQUIRE(text.count("sigma-request") == 1);
+    CHECK(text.at("parameters").find("Seed: 1234") != std::string::npos);
+    const auto back = app::request_from_png(files[0].string());
+    CHECK(back.prompt == "a red circle on a blue square");
+    CHECK(back.steps == 6);
+    CHECK(back.seed == 1234);
+    CHECK(app::load_image(files[0].string()).width == 128);
+
+    const auto state = read_json(dir / "state.json");
+    CHECK(state["runner"]["jobs_done"] == 1);
+    CHECK(state["runner"]["results"][0]["path"] == files[0].string());
+    CHECK(state["window"]["width"] == 1400);  // the default window size, from the (new) settings
+    CHECK(state["window"]["height"] == 900);
+    const auto shot = app::load_image((dir / "main.png").string());
+    CHECK(shot.width == state["framebuffer"]["width"].get<int>());
+    CHECK(shot.height == state["framebuffer"]["height"].get<int>());
+    for (const char* region : {"model", "left", "canvas", "gallery", "status"}) {
+      INFO("panel " << region);
+      REQUIRE(state["regions"].contains(region));
+      CHECK(colours_in(shot, state["regions"][region]) >= 8);
+    }
+    // The canvas shows the generated image (the random tiny model makes colourful noise).
+    CHECK(colours_in(shot, state["widgets"]["canvas_image"]) > 500);
+    CHECK(fs::exists(dir / "config" / "sigma-studio" / "settings.json"));  // settings persisted
+  }
+
+  TEST_CASE("cancel mid-run saves nothing; the UI keeps drawing and the next generation completes" *
+            doctest::skip(no_studio())) {
+    const auto dir = test::scratch("gui-cancel");
+    const auto out = dir / "out";
+    json short_run = base_request(4);
+    short_run["seed"] = 99;
+    const json steps = json::array({
+        {{"settings", {{"output_dir", out.string()}}}},
+        {{"set", base_request(1000)}},
+        {{"ui", {{"random_seed", false}}}},
+        {{"click", "generate"}},
+        {{"wait", "step"}, {"value", 3}, {"timeout", 600}},
+        {{"dump", (dir / "during1.json").string()}},
+        {{"wait", "step"}, {"value", 12}, {"timeout", 600}},
+        {{"dump", (dir / "during2.json").string()}},
+        {{"click", "cancel"}},
+        {{"wait", "idle"}, {"timeout", 120}},
+        {{"expect", {{"results", 0}, {"files_in_output", 0}, {"state", "idle"}}}},
+        {{"set", short_run}},
+        {{"click", "generate"}},
+        {{"wait", "idle"}, {"timeout", 600}},
+        {{"expect", {{"results", 1}, {"files_in_output", 1}, {"no_error", true}}}},
+        {{"dump", (dir / "after.json").string()}},
+        {{"quit", true}},
+    });
+    const auto run = run_script(dir, steps);
+    INFO(run.log);
+    REQUIRE(run.status == 0);
+    const auto d1 = read_json(dir / "during1.json"), d2 = read_json(dir / "during2.json"), after = read_json(dir / "after.json");
+    CHECK(d1["runner"]["state"] == "generating");
+    CHECK(d2["frame"].get<int>() > d1["frame"].get<int>() + 3);  // frames kept coming while it generated
+    CHECK(d2["runner"]["step"].get<int>() < 1000);
+    CHECK(after["runner"]["jobs_cancelled"] == 1);
+    CHECK(after["runner"]["jobs_done"] == 1);
+    const auto files = pngs(out);
+    REQUIRE(files.size() == 1);
+    CHECK(files[0].filename() == "00001-99.png");
+    CHECK(app::request_from_png(files[0].string()).steps == 4);
+  }
+
+  TEST_CASE("errors show in the UI: a bad model path and a corrupt settings file; the app keeps working" *
+            doctest::skip(no_studio())) {
+    const auto dir = test::scratch("gui-errors");
+    const auto out = dir / "out";
+    fs::create_directories(dir / "config" / "sigma-studio");
+    std::ofstream(dir / "config" / "sigma-studio" / "settings.json") << "{ \"output_dir\": [1, 2";  // truncated
+    json bad = base_request(2);
+    bad["model"] = (dir / "missing-model.safetensors").string();
+    const json steps = json::array({
+        {{"settings", {{"output_dir", out.string()}}}},
+        {{"set", bad}},
+        {{"click", "generate"}},
+        {{"wait", "idle"}, {"timeout", 120}},
+        {{"expect", {{"state", "error"}, {"error_contains", "missing-model.safetensors"}, {"results", 0}}}},
+        {{"screenshot", (dir / "error.png").string()}},
+        {{"dump", (dir / "error.json").string()}},
+        {{"set", {{"model", model()}}}},
+        {{"click", "generate"}},
+        {{"wait", "idle"}, {"timeout", 600}},
+        {{"expect", {{"state", "idle"}, {"no_error", true}, {"results", 1}}}},
+        {{"quit", true}},
+    });
+    const auto run = run_script(dir, steps);
+    INFO(run.log);
+    REQUIRE(run.status == 0);
+    const auto err = read_json(dir / "error.json");
+    CHECK(err["settings_error"].get<std::string>().find("corrupt") != std::string::npos);
+    CHECK(err["runner"]["last_error"].get<std::string>().find("missing-model.safetensors") != std::string::npos);
+    CHECK(fs::exists(dir / "config" / "sigma-studio" / "settings.json.corrupt"));
+    const auto settings = read_json(dir / "config" / "sigma-studio" / "settings.json");  // replaced: valid JSON again
+    CHECK(settings["output_dir"] == out.string());
+    CHECK(pngs(out).size() == 1);
+    // The error banner is drawn: red text in the canvas (which has no image to show).
+    const auto shot = app::load_image((dir / "error.png").string());
+    CHECK(pixels_in(shot, err["regions"]["canvas"], [](int r, int g, int b) { return r > 200 && g < 130 && b < 130; }) > 30);
+  }
+
+  TEST_CASE("ControlNet tab: dropped condition image and model, live hint preview, a controlled generation" *
+            doctest::skip(no_studio())) {
+    const auto dir = test::scratch("gui-controlnet");
+    const auto out = dir / "out";
+    Image cond(160, 128, 3, 0);  // a white rectangle: canny finds its outline
+    for (int y = 32; y < 96; ++y)
+      for (int x = 40; x < 120; ++x)
+        for (int c = 0; c < 3; ++c) cond.at(x, y, c) = 255;
+    const auto cond_path = (dir / "cond.png").string();
+    app::write_file_atomic(cond_path, app::encode_png(cond), false);
+    const auto cn_model = test::sd15() + "/models/tiny-controlnet.safetensors";
+    json with_cn = {{"control-net", json::array({{{"model", cn_model}, {"image", cond_path}, {"preprocessor", "canny"}}})}};
+    const json steps = json::array({
+        {{"settings", {{"output_dir", out.string()}}}},
+        {{"set", base_request(3)}},
+        {{"tab", "controlnet"}},
+        {{"click", "add_unit"}},
+        {{"drop", {cond_path, cn_model}}},
+        {{"dump", (dir / "dropped.json").string()}},
+        {{"set", with_cn}},
+        {{"wait", "images"}, {"timeout", 120}},
+        {{"screenshot", (dir / "cn.png").string()}},
+        {{"dump", (dir / "cn.json").string()}},
+        {{"click", "generate"}},
+        {{"wait", "idle"}, {"timeout", 600}},
+        {{"expect", {{"results", 1}, {"no_error", true}, {"tab", "controlnet"}}}},
+        {{"quit", true}},
+    });
+    const auto run = run_script(dir, steps);
+    INFO(run.log);
+    REQUIRE(run.status == 0);
+    const auto dropped = read_json(dir / "dropped.json");
+    REQUIRE(dropped["request"]["control-net"].size() == 1);
+    CHECK(dropped["request"]["control-net"][0]["image"] == cond_path);
+    CHECK(dropped["request"]["control-net"][0]["model"] == cn_model);
+    const auto cn = read_json(dir / "cn.json");
+    CHECK(cn["tab"] == "controlnet");
+    CHECK(cn["runner"]["images"]["cn0"]["error"] == "");
+    CHECK(cn["runner"]["images"]["cn0"]["processed"] == json::array({128, 128}));
+    const auto shot = app::load_image((dir / "cn.png").string());
+    REQUIRE(cn["widgets"].contains("cn0_hint"));
+    // The hint's white edges (text and frames in the panel are never this bright).
+    CHECK(pixels_in(shot, cn["widgets"]["cn0_hint"], [](int r, int g, int b) { return r > 235 && g > 235 && b > 235; }) > 20);
+    const auto files = pngs(out);
+    REQUIRE(files.size() == 1);
+    CHECK(app::read_png_text(files[0].string()).at("parameters").find("ControlNet") != std::string::npos);
+  }
+}

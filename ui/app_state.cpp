@@ -1,0 +1,241 @@
+// AppState plumbing: settings as JSON (missing file -> defaults, corrupt file -> defaults
+// and a visible message, never a crash), the per-frame snapshot and texture refresh, and
+// the models-root scan. Everything here runs on the UI thread and is cheap, except the
+// scan, which runs only when the root changes or the user asks.
+#include "ui/app_state.h"
+
+#include <imgui.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "app/image_io.h"
+
+namespace fs = std::filesystem;
+
+namespace sigma::ui {
+
+const char* tab_name(Tab t) {
+  switch (t) {
+    case Tab::sampling: return "sampling";
+    case Tab::img2img: return "img2img";
+    case Tab::controlnet: return "controlnet";
+    case Tab::model: return "model";
+    case Tab::settings: return "settings";
+  }
+  return "?";
+}
+
+nlohmann::json settings_to_json(const Settings& s) {
+  return {{"models_root", s.models_root},   {"output_dir", s.output_dir},       {"device", s.device},
+          {"dtype", s.dtype},               {"window_width", s.window_width},   {"window_height", s.window_height},
+          {"ui_scale", s.ui_scale},         {"preview_every", s.preview_every}, {"left_width", s.left_width},
+          {"right_width", s.right_width},   {"last_request", app::to_json(s.last_request)}};
+}
+
+Settings settings_from_json(const nlohmann::json& j) {
+  if (!j.is_object()) throw std::invalid_argument("expected a JSON object");
+  Settings s;
+  for (const auto& [key, value] : j.items()) {
+    auto get = [&](auto& field) {
+      try {
+        value.get_to(field);
+      } catch (const nlohmann::json::exception&) {
+        throw std::invalid_argument("'" + key + "' has the wrong type (" + value.type_name() + ")");
+      }
+    };
+    if (key == "models_root") get(s.models_root);
+    else if (key == "output_dir") get(s.output_dir);
+    else if (key == "device") get(s.device);
+    else if (key == "dtype") get(s.dtype);
+    else if (key == "window_width") get(s.window_width);
+    else if (key == "window_height") get(s.window_height);
+    else if (key == "ui_scale") get(s.ui_scale);
+    else if (key == "preview_every") get(s.preview_every);
+    else if (key == "left_width") get(s.left_width);
+    else if (key == "right_width") get(s.right_width);
+    else if (key == "last_request") s.last_request = app::request_from_json(value);
+    // unknown keys: settings of a newer version; ignored so downgrading keeps working
+  }
+  s.window_width = std::clamp(s.window_width, 640, 16384);
+  s.window_height = std::clamp(s.window_height, 480, 16384);
+  s.preview_every = std::clamp(s.preview_every, 0, 1000);
+  return s;
+}
+
+std::string default_settings_path() {
+  fs::path base;
+  if (const char* x = std::getenv("XDG_CONFIG_HOME"); x && *x) base = x;
+  else if (const char* h = std::getenv("HOME"); h && *h) base = fs::path(h) / ".config";
+  else base = ".";
+  return (base / "sigma-studio" / "settings.json").string();
+}
+
+std::string default_output_dir() {
+  if (const char* h = std::getenv("HOME"); h && *h) return (fs::path(h) / "Pictures" / "sigma-studio").string();
+  return "outputs";
+}
+
+LoadedSettings load_settings(const std::string& path) {
+  LoadedSettings out;
+  out.settings.output_dir = default_output_dir();
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return out;
+  try {
+    std::ifstream in(path);
+    if (!in) throw std::runtime_error("cannot be read");
+    out.settings = settings_from_json(nlohmann::json::parse(in));
+    if (out.settings.output_dir.empty()) out.settings.output_dir = default_output_dir();
+  } catch (const std::exception& e) {
+    out.settings = Settings{};
+    out.settings.output_dir = default_output_dir();
+    const std::string aside = path + ".corrupt";
+    fs::rename(path, aside, ec);
+    out.error = "Settings file " + path + " is corrupt (" + e.what() + "); using defaults." +
+                (ec ? "" : " The old file was kept as " + aside + ".");
+  }
+  return out;
+}
+
+std::string save_settings(const std::string& path, const Settings& s) {
+  try {
+    fs::create_directories(fs::path(path).parent_path());
+    app::write_file_atomic(path, settings_to_json(s).dump(2) + "\n", /*overwrite=*/true);
+    return "";
+  } catch (const std::exception& e) {
+    return std::string("could not save settings: ") + e.what();
+  }
+}
+
+void init_state(AppState& s, const std::string& settings_path, std::function<void()> wake) {
+  s.settings_path = settings_path;
+  auto loaded = load_settings(settings_path);
+  s.settings = loaded.settings;
+  s.settings_error = loaded.error;
+  if (!loaded.error.empty()) s.settings_dirty = true;  // write the defaults back
+  s.request = s.settings.last_request;
+  if (s.request.width == 0) s.request.width = 512;
+  if (s.request.height == 0) s.request.height = 512;
+  s.random_seed = s.request.seed < 0;
+  if (s.request.seed < 0) s.request.seed = 0;
+  app::RunnerOptions options;
+  options.output_dir = s.settings.output_dir;
+  options.preview_every = s.settings.preview_every;
+  options.notify = std::move(wake);
+  s.runner = std::make_unique<app::JobRunner>(options);
+  s.samplers = app::sampler_catalog();
+  s.schedules = app::schedule_catalog();
+  s.preprocessors = app::preprocessor_catalog();
+  scan_models(s);
+}
+
+void persist(AppState& s) {
+  s.settings.last_request = s.request;
+  if (s.random_seed) s.settings.last_request.seed = -1;
+  const auto err = save_settings(s.settings_path, s.settings);
+  if (!err.empty()) s.message = err;
+  s.settings_dirty = false;
+}
+
+namespace {
+
+void refresh(Texture& tex, const std::shared_ptr<const Image>& img, uint64_t version) {
+  if (!img) {
+    tex.reset();
+    return;
+  }
+  if (tex.valid() && tex.version == version) return;
+  tex.upload(*img);
+  tex.version = version;
+}
+
+}  // namespace
+
+void begin_frame(AppState& s) {
+  ++s.frame;
+  s.snap = s.runner->snapshot();
+  if (s.snap.results.size() > s.seen_results) {  // a new image arrived: show it
+    s.seen_results = s.snap.results.size();
+    s.selected_result = 0;
+  }
+  refresh(s.preview_tex, s.snap.preview, s.snap.preview_version);
+  for (const auto& r : s.snap.results) {
+    auto& tex = s.result_tex[r->id];
+    if (!tex.valid()) tex.upload(r->image);
+  }
+  for (const auto& [key, res] : s.snap.images) {
+    refresh(s.image_tex[key], res.source, res.version);
+    refresh(s.image_tex[key + "/hint"], res.processed, res.version);
+  }
+  if (s.mask.dirty && !s.mask.mask.empty()) {  // red, half transparent where painted
+    Image overlay(s.mask.mask.width, s.mask.mask.height, 4, 0);
+    for (size_t i = 0; i < s.mask.mask.pixels.size(); ++i) {
+      overlay.pixels[4 * i] = 255;
+      overlay.pixels[4 * i + 1] = 60;
+      overlay.pixels[4 * i + 2] = 60;
+      overlay.pixels[4 * i + 3] = static_cast<uint8_t>(s.mask.mask.pixels[i] / 2);
+    }
+    s.mask_tex.upload(overlay);
+    s.mask.dirty = false;
+  }
+}
+
+void release_textures(AppState& s) {
+  s.preview_tex.reset();
+  s.result_tex.clear();
+  s.image_tex.clear();
+  s.mask_tex.reset();
+}
+
+void scan_models(AppState& s) {
+  s.checkpoints.clear();
+  s.controlnets.clear();
+  s.vaes.clear();
+  if (s.settings.models_root.empty()) return;
+  // A model is a .safetensors file or a diffusers folder (model_index.json / config.json).
+  auto scan = [&](const fs::path& dir, std::vector<std::string>& out) {
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec)) return;
+    for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+      if (it.depth() > 2) {
+        it.disable_recursion_pending();
+        continue;
+      }
+      const auto& p = it->path();
+      if (it->is_directory(ec) && (fs::exists(p / "model_index.json") || fs::exists(p / "config.json"))) {
+        out.push_back(p.string());
+        it.disable_recursion_pending();
+      } else if (it->is_regular_file(ec) && p.extension() == ".safetensors") {
+        out.push_back(p.string());
+      }
+    }
+    std::sort(out.begin(), out.end());
+  };
+  const fs::path root = s.settings.models_root;
+  scan(root / "checkpoints", s.checkpoints);
+  scan(root / "controlnet", s.controlnets);
+  scan(root / "vae", s.vaes);
+}
+
+void mark(AppState& s, const std::string& name) {
+  const ImVec2 a = ImGui::GetItemRectMin(), b = ImGui::GetItemRectMax();
+  s.widgets[name] = {a.x, a.y, b.x, b.y};
+}
+
+void mark_region(AppState& s, const std::string& name) {
+  const ImVec2 a = ImGui::GetWindowPos(), size = ImGui::GetWindowSize();
+  s.regions[name] = {a.x, a.y, a.x + size.x, a.y + size.y};
+}
+
+std::shared_ptr<const app::JobResult> selected(const AppState& s) {
+  if (s.snap.results.empty()) return nullptr;
+  if (s.selected_result != 0)
+    for (const auto& r : s.snap.results)
+      if (r->id == s.selected_result) return r;
+  return s.snap.results.back();
+}
+
+}  // namespace sigma::ui

@@ -1,0 +1,190 @@
+// `sigma-studio`: the window, the ImGui frame loop and the idle policy. The loop sleeps in
+// glfwWaitEventsTimeout while nothing happens (vsync does not throttle under Xvfb/llvmpipe,
+// and an idle UI must not take one of two cores from generation); it draws at up to 60 fps
+// while a job runs, a script runs or the user interacts. The job runner wakes it with
+// glfwPostEmptyEvent when its snapshot changes.
+#define GLFW_INCLUDE_NONE
+#include <GL/gl.h>
+#include <GLFW/glfw3.h>
+#include <backends/imgui_impl_glfw.h>
+#include <backends/imgui_impl_opengl3.h>
+#include <imgui.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <string>
+
+#include <unistd.h>
+
+#include "ui/actions.h"
+#include "ui/app_state.h"
+#include "ui/panels.h"
+#include "ui/script.h"
+#include "ui/style.h"
+
+namespace {
+
+using namespace sigma::ui;
+
+const char* kUsage =
+    "usage: sigma-studio [--script FILE] [--settings FILE]\n"
+    "  Sigma Studio desktop app: text-to-image, image-to-image, inpainting and ControlNet with a live preview.\n"
+    "  --script FILE    run the JSON steps in FILE against the UI, then quit (tests, screenshots; see ui/script.h)\n"
+    "  --settings FILE  settings file (default: $XDG_CONFIG_HOME/sigma-studio/settings.json or ~/.config/...)\n";
+
+void on_glfw_error(int code, const char* text) { std::fprintf(stderr, "sigma-studio: GLFW error %d: %s\n", code, text); }
+
+void on_drop(GLFWwindow* window, int count, const char** paths) {
+  auto* s = static_cast<AppState*>(glfwGetWindowUserPointer(window));
+  for (int i = 0; i < count; ++i) s->dropped.emplace_back(paths[i]);
+}
+
+bool anything_busy(const AppState& s) {
+  if (s.snap.busy) return true;
+  for (const auto& [k, img] : s.snap.images)
+    if (img.busy) return true;
+  return false;
+}
+
+void frame(AppState& s, GLFWwindow* window, Script* script) {
+  glfwGetWindowSize(window, &s.window_w, &s.window_h);
+  glfwGetFramebufferSize(window, &s.fb_w, &s.fb_h);
+  ImGui_ImplOpenGL3_NewFrame();
+  ImGui_ImplGlfw_NewFrame();
+  begin_frame(s);
+  if (!s.dropped.empty()) {
+    auto paths = std::move(s.dropped);
+    s.dropped.clear();
+    handle_drop(s, paths);
+  }
+  if (script) script->before_frame(s);
+  ImGui::NewFrame();
+  s.widgets.clear();
+  s.regions.clear();
+  draw_main(s);
+  ImGui::Render();
+  glViewport(0, 0, s.fb_w, s.fb_h);
+  glClearColor(0.08f, 0.085f, 0.095f, 1.0f);
+  glClear(GL_COLOR_BUFFER_BIT);
+  ImGui_ImplOpenGL3_RenderDrawData(ImGui::GetDrawData());
+  if (script) script->after_render(s);
+  glfwSwapBuffers(window);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // libgomp reads OMP_WAIT_POLICY when it loads, before main. Its default (spin while
+  // waiting) makes LibTorch's worker threads fight the UI thread for the cores: the tiny
+  // model took 8 s instead of 0.4 s under Xvfb while the preview was drawn. So re-exec
+  // once with the passive policy, unless the user chose a policy.
+  if (!std::getenv("OMP_WAIT_POLICY")) {
+    setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+    execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
+  }
+  std::string script_path, settings_path = default_settings_path();
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if ((a == "--script" || a == "--settings") && i + 1 < argc) (a == "--script" ? script_path : settings_path) = argv[++i];
+    else if (a == "--help" || a == "-h") return std::printf("%s", kUsage), 0;
+    else if (a == "--version") return std::printf("sigma-studio %s\n", SIGMA_VERSION), 0;
+    else return std::fprintf(stderr, "sigma-studio: unknown argument '%s'\n%s", a.c_str(), kUsage), 2;
+  }
+  std::optional<Script> script;
+  if (!script_path.empty()) {
+    try {
+      script = Script::load(script_path);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "sigma-studio: %s\n", e.what());
+      return 2;
+    }
+  }
+
+  glfwSetErrorCallback(on_glfw_error);
+  if (!glfwInit()) {
+    std::fprintf(stderr, "sigma-studio: cannot open a display. Run it on a desktop session, or headless under "
+                         "xvfb-run -a -s \"-screen 0 1400x900x24\" sigma-studio\n");
+    return 1;
+  }
+  glfwWindowHint(GLFW_CONTEXT_VERSION_MAJOR, 3);
+  glfwWindowHint(GLFW_CONTEXT_VERSION_MINOR, 3);
+  glfwWindowHint(GLFW_OPENGL_PROFILE, GLFW_OPENGL_CORE_PROFILE);
+  glfwWindowHint(GLFW_OPENGL_FORWARD_COMPAT, GLFW_TRUE);
+  glfwWindowHint(GLFW_SCALE_TO_MONITOR, GLFW_TRUE);  // HiDPI on Windows / Wayland; X11 reports its scale
+
+  {
+    AppState s;
+    init_state(s, settings_path, [] { glfwPostEmptyEvent(); });
+    GLFWwindow* window = glfwCreateWindow(s.settings.window_width, s.settings.window_height, "Sigma Studio", nullptr, nullptr);
+    if (!window) {
+      std::fprintf(stderr, "sigma-studio: cannot create an OpenGL 3.3 core window (is the GPU driver or Mesa installed?)\n");
+      s.runner.reset();
+      glfwTerminate();
+      return 1;
+    }
+    glfwMakeContextCurrent(window);
+    glfwSwapInterval(1);
+    glfwSetWindowUserPointer(window, &s);
+    glfwSetDropCallback(window, on_drop);
+
+    float sx = 1, sy = 1;
+    glfwGetWindowContentScale(window, &sx, &sy);
+    s.scale = s.settings.ui_scale > 0 ? s.settings.ui_scale : std::clamp(std::max(sx, sy), 1.0f, 4.0f);
+
+    IMGUI_CHECKVERSION();
+    ImGui::CreateContext();
+    ImGuiIO& io = ImGui::GetIO();
+    io.IniFilename = nullptr;  // the layout is fixed; our own settings file holds the rest
+    io.ConfigFlags |= ImGuiConfigFlags_NavEnableKeyboard;
+    load_fonts(s.scale);
+    apply_theme(s.scale);
+    ImGui_ImplGlfw_InitForOpenGL(window, true);
+    ImGui_ImplOpenGL3_Init("#version 330 core");
+    std::printf("sigma-studio: %s, OpenGL %s, scale %.2f, font %s\n", reinterpret_cast<const char*>(glGetString(GL_RENDERER)),
+                reinterpret_cast<const char*>(glGetString(GL_VERSION)), s.scale, g_fonts.dejavu ? "DejaVu Sans" : "ImGui default");
+    std::fflush(stdout);
+
+    using Clock = std::chrono::steady_clock;
+    constexpr double kFrame = 1.0 / 60;
+    int settle = 3;  // frames to draw after an event so hover/active states catch up
+    auto last = Clock::now();
+    while (!glfwWindowShouldClose(window)) {
+      const bool active = script || anything_busy(s) || ImGui::IsAnyMouseDown() || settle > 0;
+      if (active) {
+        // Cap at 60 fps: empty events from the runner arrive at every step and must not
+        // make the UI draw faster than that.
+        glfwPollEvents();
+        for (double left; (left = kFrame - std::chrono::duration<double>(Clock::now() - last).count()) > 0.001;)
+          glfwWaitEventsTimeout(left);
+        --settle;
+      } else {
+        const auto before = Clock::now();
+        const double timeout = io.WantTextInput ? 0.5 : 5.0;  // a text cursor blinks; otherwise sleep
+        glfwWaitEventsTimeout(timeout);
+        const bool timed_out = std::chrono::duration<double>(Clock::now() - before).count() >= timeout - 0.01;
+        if (timed_out && !io.WantTextInput) continue;  // nothing happened: draw nothing
+        settle = 3;
+      }
+      last = Clock::now();
+      frame(s, window, script ? &*script : nullptr);
+      if (script && script->finished()) glfwSetWindowShouldClose(window, GLFW_TRUE);
+      if (s.settings_dirty && !ImGui::IsAnyItemActive() && !ImGui::IsAnyMouseDown()) persist(s);
+    }
+
+    glfwGetWindowSize(window, &s.settings.window_width, &s.settings.window_height);
+    persist(s);
+    s.runner.reset();         // cancels a running job and joins the worker threads
+    release_textures(s);
+    ImGui_ImplOpenGL3_Shutdown();
+    ImGui_ImplGlfw_Shutdown();
+    ImGui::DestroyContext();
+    glfwDestroyWindow(window);
+    glfwTerminate();
+    if (script) return script->exit_code();
+  }
+  return 0;
+}

@@ -1,0 +1,158 @@
+// The model panel: the checkpoint picker in the top bar (models root scan or a path),
+// the Model tab (tokenizer, VAE, prediction, device/dtype and what `sigma info` says
+// about the loaded model), and the Settings tab (folders, preview rate, settings file).
+// Loading never blocks: the bar shows an indeterminate progress bar while it runs.
+#include <imgui.h>
+#include <imgui_stdlib.h>
+
+#include "ui/actions.h"
+#include "ui/panels.h"
+#include "ui/style.h"
+
+namespace sigma::ui {
+namespace {
+
+void string_combo(const char* id, std::string& value, std::initializer_list<const char*> items) {
+  if (ImGui::BeginCombo(id, value.c_str())) {
+    for (const char* it : items)
+      if (ImGui::Selectable(it, value == it)) value = it;
+    ImGui::EndCombo();
+  }
+}
+
+}  // namespace
+
+void draw_model_bar(AppState& s) {
+  const float k = s.scale;
+  ImGui::AlignTextToFramePadding();
+  ImGui::PushFont(g_fonts.bold);
+  ImGui::TextColored(kAccentV, "Sigma Studio");
+  ImGui::PopFont();
+  ImGui::SameLine(0, 18 * k);
+  ImGui::TextColored(kDimV, "Model");
+  ImGui::SameLine();
+  ImGui::SetNextItemWidth(230 * k);
+  if (path_combo("##checkpoint", s.request.model, s.checkpoints, nullptr, "set a models folder in Settings")) load_model(s);
+  mark(s, "checkpoint_combo");
+  tooltip(s.checkpoints.empty() ? "Checkpoints found under <models root>/checkpoints. Set the models root in the Settings tab, "
+                                  "type a path on the right, or drop a .safetensors file or diffusers folder on the window."
+                                : s.request.model);
+  ImGui::SameLine();
+  ImGui::SetNextItemWidth(std::max(160 * k, ImGui::GetContentRegionAvail().x * 0.32f));
+  ImGui::InputTextWithHint("##model-path", "checkpoint path (.safetensors or diffusers folder); empty: bundled model",
+                           &s.request.model);
+  mark(s, "model_path");
+  ImGui::SameLine();
+  const bool loading = s.snap.state == app::RunnerState::loading;
+  ImGui::BeginDisabled(loading);
+  if (ImGui::Button("Load")) load_model(s);
+  ImGui::EndDisabled();
+  mark(s, "load_model");
+  tooltip("Load the model now (Generate also loads it when needed). Loading runs in the background.");
+  ImGui::SameLine(0, 14 * k);
+  if (loading) {
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "Loading %s  %.1f s", short_name(s.snap.loading_path).c_str(), s.snap.loading_seconds);
+    busy_bar(ImVec2(std::min(ImGui::GetContentRegionAvail().x, 320 * k), ImGui::GetFrameHeight()), buf);
+  } else if (s.snap.model) {
+    ImGui::AlignTextToFramePadding();
+    ImGui::TextColored(kAccentV, "\xE2\x97\x8F");
+    ImGui::SameLine();
+    ImGui::Text("%s", s.snap.model->name.c_str());
+    tooltip(s.snap.model->details);
+    ImGui::SameLine();
+    clipped_text(s.snap.model->summary, ImGui::GetContentRegionAvail().x, kDimV);
+  } else {
+    ImGui::AlignTextToFramePadding();
+    ImGui::TextColored(kDimV, "no model loaded yet: Generate loads it");
+  }
+}
+
+void draw_model_tab(AppState& s) {
+  const float k = s.scale;
+  section("Checkpoint");
+  ImGui::SetNextItemWidth(-1);
+  ImGui::InputTextWithHint("##ckpt", ".safetensors file or diffusers folder (empty: the bundled model)", &s.request.model);
+  ImGui::TextColored(kDimV, "Tokenizer folder (single-file checkpoints)");
+  ImGui::SetNextItemWidth(-1);
+  ImGui::InputTextWithHint("##tokenizer", "empty: the checkpoint's own, or tokenizer/ beside the file", &s.request.tokenizer);
+  tooltip("A folder with vocab.json and merges.txt, e.g. the tokenizer/ folder of any diffusers model of the same family.");
+  ImGui::TextColored(kDimV, "VAE");
+  ImGui::SetNextItemWidth(-1);
+  path_combo("##vae", s.request.vae, s.vaes, "the checkpoint's own VAE", "no VAEs under <models root>/vae");
+  ImGui::SetNextItemWidth(140 * k);
+  std::string prediction = s.request.prediction.empty() ? "auto" : s.request.prediction;
+  string_combo("Prediction", prediction, {"auto", "eps", "v"});
+  s.request.prediction = prediction == "auto" ? "" : prediction;
+  tooltip("auto: read from the checkpoint. Override only for a v-prediction SD 2.x file that is detected wrongly.");
+
+  section("Runtime");
+  ImGui::SetNextItemWidth(140 * k);
+  const auto device = s.settings.device, dtype = s.settings.dtype;
+  string_combo("Device", s.settings.device, {"auto", "cpu", "cuda"});
+  ImGui::SetNextItemWidth(140 * k);
+  string_combo("Precision", s.settings.dtype, {"auto", "fp32", "fp16", "bf16"});
+  tooltip("auto: fp16 on CUDA, fp32 on the CPU (LibTorch has no fp16 CPU kernels).");
+  if (device != s.settings.device || dtype != s.settings.dtype) s.settings_dirty = true;
+  if (ImGui::Button("Load this model")) load_model(s);
+
+  section("Loaded model");
+  if (s.snap.model) {
+    ImGui::TextWrapped("%s", s.snap.model->summary.c_str());
+    ImGui::TextColored(kDimV, "loaded in %.1f s", s.snap.model->load_seconds);
+    ImGui::PushFont(g_fonts.mono);
+    ImGui::BeginChild("info", ImVec2(0, 0), true, ImGuiWindowFlags_HorizontalScrollbar);
+    ImGui::TextUnformatted(s.snap.model->details.c_str());
+    ImGui::EndChild();
+    ImGui::PopFont();
+  } else {
+    ImGui::TextColored(kDimV, "Nothing loaded yet. Press Load or Generate.");
+  }
+}
+
+void draw_settings_tab(AppState& s) {
+  const float k = s.scale;
+  section("Folders");
+  ImGui::TextColored(kDimV, "Models root (ComfyUI layout)");
+  ImGui::SetNextItemWidth(-70 * k);
+  if (ImGui::InputTextWithHint("##root", "folder with checkpoints/ controlnet/ vae/ loras/ embeddings/", &s.settings.models_root))
+    s.settings_dirty = true;
+  const bool root_done = ImGui::IsItemDeactivatedAfterEdit();
+  ImGui::SameLine();
+  if (ImGui::Button("Rescan") || root_done) scan_models(s);
+  ImGui::TextColored(kDimV, "%zu checkpoints, %zu ControlNets, %zu VAEs found", s.checkpoints.size(), s.controlnets.size(),
+                     s.vaes.size());
+  ImGui::TextColored(kDimV, "Output folder (numbered PNGs with metadata)");
+  std::string out = s.settings.output_dir;
+  ImGui::SetNextItemWidth(-70 * k);
+  if (ImGui::InputText("##out", &out, ImGuiInputTextFlags_EnterReturnsTrue) || ImGui::IsItemDeactivatedAfterEdit())
+    if (!out.empty()) set_output_dir(s, out);
+  ImGui::SameLine();
+  if (ImGui::Button("Open")) open_folder(s, s.settings.output_dir);
+
+  section("Live preview");
+  int every = s.settings.preview_every;
+  ImGui::SetNextItemWidth(160 * k);
+  if (ImGui::SliderInt("every N steps", &every, 0, 10, every == 0 ? "off" : "%d")) set_preview_every(s, every);
+  tooltip("A fast latent-to-RGB approximation of the current denoised estimate (no VAE decode).");
+
+  section("Display");
+  ImGui::SetNextItemWidth(160 * k);
+  if (ImGui::SliderFloat("UI scale", &s.settings.ui_scale, 0.0f, 3.0f, s.settings.ui_scale <= 0 ? "auto" : "%.2f"))
+    s.settings_dirty = true;
+  tooltip("0 = the monitor's content scale (HiDPI). Takes effect at the next start.");
+  ImGui::TextColored(kDimV, "Content scale now: %.2f", s.scale);
+
+  section("Settings file");
+  ImGui::TextWrapped("%s", s.settings_path.c_str());
+  if (ImGui::Button("Save now")) persist(s);
+  ImGui::SameLine();
+  ImGui::TextColored(kDimV, "(also saved on Generate and on exit)");
+
+  section("Keys");
+  ImGui::TextColored(kDimV, "Ctrl+Enter  generate\nEscape      cancel the running job\nDrop files  model, img2img, "
+                            "ControlNet image, or a PNG's settings");
+  ImGui::TextColored(kDimV, "Sigma Studio %s, Dear ImGui %s", SIGMA_VERSION, IMGUI_VERSION);
+}
+
+}  // namespace sigma::ui
