@@ -269,4 +269,44 @@ TEST_SUITE("gui.studio") {
     REQUIRE(files.size() == 1);
     CHECK(app::read_png_text(files[0].string()).at("parameters").find("ControlNet") != std::string::npos);
   }
+
+  TEST_CASE("img2img: a dropped image, a brush stroke on the mask, an inpainting run that records both" *
+            doctest::skip(no_studio())) {
+    const auto dir = test::scratch("gui-img2img");
+    const auto out = dir / "out";
+    Image init(128, 128, 3, 40);
+    for (int y = 0; y < 128; ++y)
+      for (int x = 0; x < 128; ++x) init.at(x, y, 0) = static_cast<uint8_t>(2 * x);
+    const auto init_path = (dir / "init.png").string();
+    app::write_file_atomic(init_path, app::encode_png(init), false);
+    const json steps = json::array({
+        {{"settings", {{"output_dir", out.string()}}}},
+        {{"set", base_request(4)}},
+        {{"tab", "img2img"}},
+        {{"drop", {init_path}}},
+        {{"wait", "images"}, {"timeout", 60}},
+        {{"click", "inpaint"}},
+        {{"click", "mask_canvas"}},  // one dab of the brush in the middle
+        {{"frames", 2}},
+        {{"click", "generate"}},
+        {{"wait", "idle"}, {"timeout", 600}},
+        {{"expect", {{"results", 1}, {"no_error", true}}}},
+        {{"dump", (dir / "state.json").string()}},
+        {{"quit", true}},
+    });
+    const auto run = run_script(dir, steps);
+    INFO(run.log);
+    REQUIRE(run.status == 0);
+    const auto files = pngs(out);
+    REQUIRE(files.size() == 1);
+    const auto r = app::request_from_png(files[0].string());
+    CHECK(r.init_image == init_path);
+    REQUIRE(r.mask != "");
+    REQUIRE(fs::exists(r.mask));
+    CHECK(fs::path(r.mask).parent_path() == out / "masks");
+    const auto mask = app::load_image(r.mask, 1);
+    CHECK(mask.width == 128);
+    CHECK(mask.at(64, 64) == 255);  // painted where the click was
+    CHECK(mask.at(2, 2) == 0);      // and nowhere near the corner
+  }
 }

@@ -86,7 +86,16 @@ void load_model(AppState& s) {
 }
 
 void use_settings(AppState& s, const app::JobResult& res) {
-  s.request = res.request;
+  app::Request r = res.request;
+  // An AUTOMATIC1111 image names its model but not the file, and a PNG from another machine
+  // may name a path that is not here: then the current model stays.
+  std::string kept;
+  if (r.model.empty() || !fs::exists(r.model)) {
+    if (!r.model.empty()) kept = " (its model " + fs::path(r.model).filename().string() + " is not here; keeping the current one)";
+    r.model = s.request.model;
+    r.tokenizer = s.request.tokenizer;
+  }
+  s.request = r;
   s.random_seed = false;
   s.mask = MaskState{};
   if (!s.request.mask.empty()) {  // an inpainting result: reload its mask for editing
@@ -94,7 +103,7 @@ void use_settings(AppState& s, const app::JobResult& res) {
     s.mask.saved_path = s.request.mask;
     s.runner->request_image("maskfile", file_task(s.request.mask));
   }
-  s.message = "Loaded the settings of " + (res.path.empty() ? std::string("the selected image") : fs::path(res.path).filename().string());
+  s.message = "Loaded the settings of " + (res.path.empty() ? std::string("the selected image") : fs::path(res.path).filename().string()) + kept;
 }
 
 void send_to_img2img(AppState& s, const std::string& image_path) {

@@ -88,6 +88,8 @@ struct AppState {
   std::optional<Tab> request_tab;  // select this tab on the next frame (drops, scripts)
   uint64_t selected_result = 0;    // result id shown large; 0 = the newest
   size_t seen_results = 0;
+  std::string editing;             // the prompt box being edited ("##prompt"), else shown wrapped
+  bool focus_editor = false;       // give it the keyboard on the next frame
   std::string message;             // last notice (drops, saves), shown in the status bar
   std::string dismissed_error;     // the error text the user closed
   float scale = 1;                 // content scale (fonts and sizes)

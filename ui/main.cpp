@@ -43,6 +43,20 @@ void on_drop(GLFWwindow* window, int count, const char** paths) {
   for (int i = 0; i < count; ++i) s->dropped.emplace_back(paths[i]);
 }
 
+// Set by any user input (the ImGui backend chains to these callbacks): input gets a few
+// settle frames; the runner's wake-ups (a step, a result) get exactly one.
+bool g_input = false;
+void note_input(GLFWwindow*) { g_input = true; }
+void install_input_notes(GLFWwindow* w) {
+  glfwSetCursorPosCallback(w, [](GLFWwindow* win, double, double) { note_input(win); });
+  glfwSetMouseButtonCallback(w, [](GLFWwindow* win, int, int, int) { note_input(win); });
+  glfwSetScrollCallback(w, [](GLFWwindow* win, double, double) { note_input(win); });
+  glfwSetKeyCallback(w, [](GLFWwindow* win, int, int, int, int) { note_input(win); });
+  glfwSetCharCallback(w, [](GLFWwindow* win, unsigned) { note_input(win); });
+  glfwSetWindowSizeCallback(w, [](GLFWwindow* win, int, int) { note_input(win); });
+  glfwSetWindowFocusCallback(w, [](GLFWwindow* win, int) { note_input(win); });
+}
+
 bool anything_busy(const AppState& s) {
   if (s.snap.busy) return true;
   for (const auto& [k, img] : s.snap.images)
@@ -142,6 +156,7 @@ int main(int argc, char** argv) {
     io.ConfigFlags |= ImGuiConfigFlags_NavEnableKeyboard;
     load_fonts(s.scale);
     apply_theme(s.scale);
+    install_input_notes(window);  // before the backend, which chains to them
     ImGui_ImplGlfw_InitForOpenGL(window, true);
     ImGui_ImplOpenGL3_Init("#version 330 core");
     std::printf("sigma-studio: %s, OpenGL %s, scale %.2f, font %s\n", reinterpret_cast<const char*>(glGetString(GL_RENDERER)),
@@ -149,25 +164,33 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
 
     using Clock = std::chrono::steady_clock;
+    // Frames are drawn on demand: after input, when the runner posts its empty event (a
+    // step, a preview, a result), on a slow tick while a job runs (elapsed/ETA) or a fast
+    // one while a model loads (the busy bar moves), and every frame during a script or a
+    // drag. Never faster than 60 fps: software GL (llvmpipe under Xvfb) costs about a core
+    // at 60 fps, which would halve generation speed on a 2-core machine.
     constexpr double kFrame = 1.0 / 60;
     int settle = 3;  // frames to draw after an event so hover/active states catch up
     auto last = Clock::now();
     while (!glfwWindowShouldClose(window)) {
-      const bool active = script || anything_busy(s) || ImGui::IsAnyMouseDown() || settle > 0;
-      if (active) {
-        // Cap at 60 fps: empty events from the runner arrive at every step and must not
-        // make the UI draw faster than that.
+      for (double left; (left = kFrame - std::chrono::duration<double>(Clock::now() - last).count()) > 0.001;)
+        glfwWaitEventsTimeout(left);  // the 60 fps cap; events meanwhile are queued for the next frame
+      if ((script && script->continuous()) || ImGui::IsAnyMouseDown() || settle > 0) {
         glfwPollEvents();
-        for (double left; (left = kFrame - std::chrono::duration<double>(Clock::now() - last).count()) > 0.001;)
-          glfwWaitEventsTimeout(left);
         --settle;
       } else {
+        const bool busy = anything_busy(s);
+        const double timeout = script                                              ? 0.1  // a waiting script polls
+                               : s.snap.state == sigma::app::RunnerState::loading ? 0.05
+                               : busy                                              ? 1.0
+                               : io.WantTextInput                                  ? 0.5  // the text cursor blinks
+                                                                                   : 30.0;
         const auto before = Clock::now();
-        const double timeout = io.WantTextInput ? 0.5 : 5.0;  // a text cursor blinks; otherwise sleep
+        g_input = false;
         glfwWaitEventsTimeout(timeout);
-        const bool timed_out = std::chrono::duration<double>(Clock::now() - before).count() >= timeout - 0.01;
-        if (timed_out && !io.WantTextInput) continue;  // nothing happened: draw nothing
-        settle = 3;
+        const bool timed_out = std::chrono::duration<double>(Clock::now() - before).count() >= timeout - 0.002;
+        if (timed_out && !busy && !io.WantTextInput && !script) continue;  // nothing happened: draw nothing
+        if (g_input) settle = 2;
       }
       last = Clock::now();
       frame(s, window, script ? &*script : nullptr);

@@ -98,11 +98,13 @@ void draw_canvas(AppState& s) {
   else ImGui::TextUnformatted("Canvas");
   ImGui::PopFont();
   if (live || shown) ImGui::SameLine();
-  if (live) ImGui::TextColored(kDimV, "denoised estimate, latent colours (no VAE)  \xC2\xB7  step %d / %d", sn.step, sn.total);
+  char sub[256] = "";
+  if (live) std::snprintf(sub, sizeof sub, "denoised estimate, latent colours (no VAE)  \xC2\xB7  step %d / %d", sn.step, sn.total);
   else if (shown)
-    ImGui::TextColored(kDimV, "seed %lld  \xC2\xB7  %d x %d  \xC2\xB7  %s, %lld steps", static_cast<long long>(shown->seed),
-                       shown->image.width, shown->image.height, shown->request.sampler.c_str(),
-                       static_cast<long long>(shown->request.steps));
+    std::snprintf(sub, sizeof sub, "seed %lld  \xC2\xB7  %d x %d  \xC2\xB7  %s, %lld steps", static_cast<long long>(shown->seed),
+                  shown->image.width, shown->image.height, shown->request.sampler.c_str(),
+                  static_cast<long long>(shown->request.steps));
+  if (*sub) clipped_text(sub, ImGui::GetContentRegionAvail().x, kDimV);
 
   const float footer = ImGui::GetFrameHeightWithSpacing() + ImGui::GetTextLineHeightWithSpacing() + ImGui::GetStyle().ItemSpacing.y;
   const ImVec2 avail(ImGui::GetContentRegionAvail().x, std::max(32.0f, ImGui::GetContentRegionAvail().y - footer));

@@ -119,6 +119,7 @@ void draw_controlnet_tab(AppState& s) {
     ImGui::SetNextItemWidth(-1);
     ImGui::InputTextWithHint("##cn-image", "condition image path (or drop one)", &u.image);
     mark(s, "cn_image_" + std::to_string(idx));
+    previews(s, u, "cn" + std::to_string(idx));
     preprocessor_controls(s, u, field);
     ImGui::SetNextItemWidth(field);
     if (ImGui::BeginCombo("Resize", u.resize.c_str())) {
@@ -141,7 +142,6 @@ void draw_controlnet_tab(AppState& s) {
       u.end = end;
     }
     tooltip("The fraction of the steps in which the unit acts (0 = first step, 1 = last).");
-    previews(s, u, "cn" + std::to_string(idx));
     ImGui::PopID();
   }
   if (remove >= 0) {

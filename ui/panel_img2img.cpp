@@ -87,13 +87,14 @@ void canvas(AppState& s, const app::ImageTaskResult& init) {
   ImGui::InvisibleButton("##paint", ImVec2(std::max(1.0f, b.x - a.x), std::max(1.0f, b.y - a.y)),
                          ImGuiButtonFlags_MouseButtonLeft | ImGuiButtonFlags_MouseButtonRight);
   mark(s, "mask_canvas");
+  const bool hovered = ImGui::IsItemHovered(), active = ImGui::IsItemActive();
   ImGui::SetCursorScreenPos(ImVec2(origin.x, origin.y + h));
   ImGui::Dummy(ImVec2(0, 2));
   if (!m.enabled || !init.source) return;
   const float scale = (b.x - a.x) / static_cast<float>(init.source->width);  // screen px per image px
   const ImVec2 mouse = ImGui::GetIO().MousePos;
-  if (ImGui::IsItemHovered()) dl->AddCircle(mouse, m.brush * scale, IM_COL32(255, 255, 255, 200), 32, 1.5f);
-  if (ImGui::IsItemActive()) {
+  if (hovered) dl->AddCircle(mouse, m.brush * scale, IM_COL32(255, 255, 255, 200), 32, 1.5f);
+  if (active) {
     const float x = (mouse.x - a.x) / scale, y = (mouse.y - a.y) / scale;
     const bool erase = ImGui::IsMouseDown(ImGuiMouseButton_Right);
     if (m.last_x < 0) m.last_x = x, m.last_y = y;
@@ -167,12 +168,14 @@ void draw_img2img_tab(AppState& s) {
     }
     s.runner->forget_image("maskfile");
   }
-  ImGui::TextColored(kDimV, "%d x %d, fitted to the generation size (%lld x %lld)", init.source->width, init.source->height,
+  ImGui::TextColored(kDimV, "%d x %d, stretched to %lld x %lld", init.source->width, init.source->height,
                      static_cast<long long>(r.width), static_cast<long long>(r.height));
-  ImGui::SameLine();
-  if (ImGui::SmallButton("Use its size")) {
-    r.width = std::max(64, init.source->width / 8 * 8);
-    r.height = std::max(64, init.source->height / 8 * 8);
+  if (r.width != init.source->width / 8 * 8 || r.height != init.source->height / 8 * 8) {
+    ImGui::SameLine();
+    if (ImGui::SmallButton("Use its size")) {
+      r.width = std::max(64, init.source->width / 8 * 8);
+      r.height = std::max(64, init.source->height / 8 * 8);
+    }
   }
   section("Inpainting");
   mask_tools(s);

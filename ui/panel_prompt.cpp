@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "app/prompt.h"
 #include "ui/actions.h"
@@ -51,7 +52,40 @@ void prompt_box(AppState& s, const char* title, const char* id, std::string& tex
   ImGui::TextColored(chunks.size() > 1 ? kWarnV : kDimV, "%s", counts.c_str());
   tooltip("Prompt tokens in each 75-token chunk (AUTOMATIC1111 chunking: longer prompts are encoded in 75-token chunks and "
           "concatenated; BREAK starts a new chunk). Syntax: (word) x1.1, [word] /1.1, (word:1.3).");
-  ImGui::InputTextMultiline(id, &text, ImVec2(-1, ImGui::GetTextLineHeight() * lines + ImGui::GetStyle().FramePadding.y * 2));
+  // ImGui 1.86's multi-line input cannot wrap, so the prompt is shown wrapped (growing up
+  // to twice its height) and turns into the editor when clicked; a click outside ends
+  // editing, Escape reverts it (ImGui's rule), Ctrl+Enter ends it and generates.
+  const ImGuiStyle& st = ImGui::GetStyle();
+  const float width = ImGui::GetContentRegionAvail().x, wrap = width - 2 * st.FramePadding.x;
+  const bool empty = text.empty();
+  const char* shown = empty ? (std::strcmp(id, "##prompt") == 0 ? "Describe the image: subject, style, lighting..."
+                                                                : "What to avoid: blurry, watermark...")
+                            : text.c_str();
+  const float text_h = ImGui::CalcTextSize(shown, nullptr, false, wrap).y;
+  const float min_h = ImGui::GetTextLineHeight() * lines, max_h = min_h * 2;
+  const ImVec2 size(width, std::clamp(text_h, min_h, max_h) + 2 * st.FramePadding.y);
+  if (s.editing == id) {
+    if (s.focus_editor) ImGui::SetKeyboardFocusHere();
+    s.focus_editor = false;
+    ImGui::InputTextMultiline(id, &text, size);
+    if (ImGui::IsItemDeactivated()) s.editing.clear();
+    return;
+  }
+  const ImVec2 p = ImGui::GetCursorScreenPos();
+  const bool clicked = ImGui::InvisibleButton(id, size);
+  const bool hovered = ImGui::IsItemHovered();
+  if (hovered) ImGui::SetMouseCursor(ImGuiMouseCursor_TextInput);
+  ImDrawList* dl = ImGui::GetWindowDrawList();
+  dl->AddRectFilled(p, ImVec2(p.x + size.x, p.y + size.y), ImGui::GetColorU32(hovered ? ImGuiCol_FrameBgHovered : ImGuiCol_FrameBg),
+                    st.FrameRounding);
+  const ImVec4 clip(p.x, p.y, p.x + size.x - st.FramePadding.x, p.y + size.y - st.FramePadding.y);
+  dl->AddText(ImGui::GetFont(), ImGui::GetFontSize(), ImVec2(p.x + st.FramePadding.x, p.y + st.FramePadding.y),
+              ImGui::GetColorU32(empty ? ImGuiCol_TextDisabled : ImGuiCol_Text), shown, nullptr, wrap, &clip);
+  if (text_h > max_h) tooltip(text);  // longer than the box: the whole prompt on hover
+  if (clicked) {
+    s.editing = id;
+    s.focus_editor = true;
+  }
 }
 
 int64_t round8(double v) { return std::clamp<int64_t>(static_cast<int64_t>(std::llround(v / 8.0)) * 8, 64, 4096); }
@@ -93,11 +127,13 @@ void draw_prompt(AppState& s) {
   ImGui::PushStyleColor(ImGuiCol_ButtonActive, ImVec4(0.98f, 0.62f, 0.28f, 1));
   ImGui::PushStyleColor(ImGuiCol_Text, ImVec4(0.08f, 0.06f, 0.04f, 1));
   ImGui::PushFont(g_fonts.bold);
-  const char* label = s.snap.busy ? "Queue another  (Ctrl+Enter)" : "Generate  (Ctrl+Enter)";
+  const char* label = s.snap.busy ? "Queue another" : "Generate";
   if (ImGui::Button(label, ImVec2(ImGui::GetContentRegionAvail().x - cancel_w - ImGui::GetStyle().ItemSpacing.x, h))) generate(s);
   ImGui::PopFont();
   ImGui::PopStyleColor(4);
   mark(s, "generate");
+  tooltip(s.snap.busy ? "Ctrl+Enter. Runs after the current job, with the settings as they are now."
+                      : "Ctrl+Enter. Saves every image with its settings to the output folder.");
   ImGui::SameLine();
   ImGui::BeginDisabled(!s.snap.busy);
   if (ImGui::Button("Cancel", ImVec2(cancel_w, h))) cancel(s);

@@ -70,6 +70,11 @@ void Script::before_frame(AppState& s) {
   if (pc_ >= steps_.size()) done_ = true;
 }
 
+bool Script::continuous() const {
+  if (done_ || !screenshot_.empty() || pc_ >= steps_.size()) return true;
+  return !(steps_[pc_].contains("wait") || steps_[pc_].contains("sleep"));
+}
+
 void Script::after_render(AppState& s) {
   if (screenshot_.empty() || --screenshot_in_ > 0) return;
   const auto err = save_screenshot(screenshot_, s.fb_w, s.fb_h);

@@ -42,6 +42,9 @@ class Script {
   void after_render(AppState& s);
 
   bool finished() const { return done_; }
+  // False while the current step only waits (for the runner, or for time): the app may
+  // then draw on demand as it does for a person, instead of at 60 fps.
+  bool continuous() const;
   int exit_code() const { return exit_code_; }
 
  private:
