@@ -87,7 +87,8 @@ struct RunnerSnapshot {
   double eta_seconds = -1;                 // the rest of the job, all batches; < 0 unknown
   double elapsed_seconds = 0;              // since the job started
   size_t queued = 0;                       // jobs waiting behind the running one
-  std::shared_ptr<const Image> preview;    // latent->RGB of the denoised estimate
+  std::shared_ptr<const Image> preview;    // the denoised estimate as a picture
+  bool preview_decoded = false;            // true: VAE-decoded (small latents); false: latent colours
   uint64_t preview_version = 0;
 
   std::vector<std::shared_ptr<const JobResult>> results;  // this session's images, oldest first
@@ -100,7 +101,8 @@ struct RunnerSnapshot {
 
 struct RunnerOptions {
   std::string output_dir = "outputs";      // where images go when the request names no output
-  int preview_every = 1;                   // a live preview every N steps (0 = none)
+  int preview_every = 1;                   // a live preview every N steps (0 = none); VAE-decoded
+                                           // when that is cheap (small latents), else latent colours
   // Called (from a worker thread) after the snapshot changed: a GUI wakes its event loop
   // here (glfwPostEmptyEvent) so an idle UI can sleep instead of polling.
   std::function<void()> notify;

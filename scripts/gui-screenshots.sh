@@ -15,49 +15,54 @@ command -v xvfb-run > /dev/null || { echo "xvfb-run is missing: apt-get install 
 command -v convert > /dev/null || { echo "ImageMagick's convert is missing: apt-get install imagemagick" >&2; exit 1; }
 
 model="$root/assets/models/sigma-shapes.safetensors"
-size=256
-if [ ! -e "$model" ]; then
+controlnet="$root/assets/models/sigma-shapes-canny.safetensors"
+size=128  # the bundled model's native size
+if [ ! -e "$model" ] || [ ! -e "$controlnet" ]; then
   model="$fixtures/sd15-tiny/models/tiny-sd15-diffusers"
+  controlnet="$fixtures/sd15-tiny/models/tiny-controlnet.safetensors"
   size=256
 fi
-controlnet="$fixtures/sd15-tiny/models/tiny-controlnet.safetensors"
+p1="a large red circle on the left and a small blue star at the top right on a white background"
+p2="a small yellow triangle in the center on a black background"
+p3="a large green square at the bottom and a purple ring at the top on a gray background"
+p4="an orange star on the right and a blue cross on the left on a white background"
 out="$root/docs/screenshots"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$out"
 
 # A condition image: a few white shapes on black, as a sketch would be.
-convert -size 512x512 xc:black -fill white -draw "circle 170,190 170,95" \
-  -draw "polygon 290,440 470,440 380,290" -draw "rectangle 300,70 460,210" "$work/shapes.png"
+convert -size 512x512 xc:black -fill white -draw "circle 150,170 150,80" \
+  -draw "polygon 290,450 470,450 380,290" -draw "rectangle 300,60 450,200" "$work/shapes.png"
 
 cat > "$work/script.json" <<EOF
 [
   {"settings": {"output_dir": "$work/out", "preview_every": 1}},
-  {"set": {"model": "$model", "prompt": "a red circle above a blue triangle, flat colours, (white background:1.2)",
-           "negative": "blurry, text, watermark", "width": $size, "height": $size, "steps": 24,
+  {"set": {"model": "$model", "prompt": "$p1", "negative": "", "width": $size, "height": $size, "steps": 24,
            "sampler": "dpmpp_2m", "scheduler": "karras", "seed": 7, "cfg": 6.5}},
   {"ui": {"random_seed": false}},
   {"click": "load_model"},
   {"wait": "idle", "timeout": 600},
   {"frames": 4},
   {"screenshot": "$out/idle.png"},
-  {"set": {"steps": 120}},
+  {"set": {"prompt": "$p2", "seed": 11}}, {"click": "generate"}, {"wait": "idle", "timeout": 900},
+  {"set": {"prompt": "$p3", "seed": 12}}, {"click": "generate"}, {"wait": "idle", "timeout": 900},
+  {"set": {"prompt": "$p4", "seed": 13}}, {"click": "generate"}, {"wait": "idle", "timeout": 900},
+  {"set": {"prompt": "$p1", "seed": 7, "steps": 150}},
   {"click": "generate"},
-  {"wait": "preview", "value": 45, "timeout": 600},
+  {"wait": "preview", "value": 115, "timeout": 900},
   {"screenshot": "$out/generating.png"},
   {"wait": "idle", "timeout": 900},
-  {"set": {"steps": 24, "batch-count": 3}},
-  {"ui": {"random_seed": true}},
-  {"click": "generate"},
-  {"wait": "idle", "timeout": 900},
-  {"click": "gallery:1"},
+  {"set": {"steps": 24, "seed": 21, "batch-count": 2}}, {"click": "generate"}, {"wait": "idle", "timeout": 900},
+  {"set": {"batch-count": 1}},
+  {"click": "gallery:3"},
   {"frames": 3},
   {"screenshot": "$out/gallery.png"},
-  {"set": {"batch-count": 1}},
   {"tab": "controlnet"},
   {"click": "add_unit"},
-  {"set": {"control-net": [{"model": "$controlnet", "image": "$work/shapes.png", "preprocessor": "canny",
-                            "params": {"low": 80, "high": 160}, "strength": 0.9}]}},
+  {"set": {"prompt": "a large red circle at the top left and a blue square at the top right and a yellow triangle at the bottom right on a white background",
+           "control-net": [{"model": "$controlnet", "image": "$work/shapes.png", "preprocessor": "canny",
+                            "params": {"low": 80, "high": 160}, "strength": 1.0}]}},
   {"wait": "images", "timeout": 120},
   {"click": "generate"},
   {"wait": "idle", "timeout": 900},

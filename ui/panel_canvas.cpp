@@ -99,7 +99,9 @@ void draw_canvas(AppState& s) {
   ImGui::PopFont();
   if (live || shown) ImGui::SameLine();
   char sub[256] = "";
-  if (live) std::snprintf(sub, sizeof sub, "denoised estimate, latent colours (no VAE)  \xC2\xB7  step %d / %d", sn.step, sn.total);
+  if (live)
+    std::snprintf(sub, sizeof sub, "denoised estimate%s  \xC2\xB7  step %d / %d",
+                  sn.preview_decoded ? ", VAE-decoded" : ", latent colours (no VAE)", sn.step, sn.total);
   else if (shown)
     std::snprintf(sub, sizeof sub, "seed %lld  \xC2\xB7  %d x %d  \xC2\xB7  %s, %lld steps", static_cast<long long>(shown->seed),
                   shown->image.width, shown->image.height, shown->request.sampler.c_str(),
