@@ -54,6 +54,7 @@ void generate(AppState& s) {
   r.dtype = s.settings.dtype;
   r.output.clear();  // the runner's output folder
   if (s.random_seed) r.seed = -1;
+  if (s.size_from_model) r.width = r.height = 0;  // nothing chosen yet: the model's native size
   if (r.init_image.empty() || !s.mask.enabled || !s.mask.painted) {
     r.mask.clear();
   } else {
@@ -97,6 +98,7 @@ void use_settings(AppState& s, const app::JobResult& res) {
   }
   s.request = r;
   s.random_seed = false;
+  s.size_from_model = false;
   s.mask = MaskState{};
   if (!s.request.mask.empty()) {  // an inpainting result: reload its mask for editing
     s.mask.enabled = true;

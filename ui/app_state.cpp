@@ -117,6 +117,7 @@ void init_state(AppState& s, const std::string& settings_path, std::function<voi
   s.settings_error = loaded.error;
   if (!loaded.error.empty()) s.settings_dirty = true;  // write the defaults back
   s.request = s.settings.last_request;
+  s.size_from_model = s.request.width == 0 || s.request.height == 0;
   if (s.request.width == 0) s.request.width = 512;
   if (s.request.height == 0) s.request.height = 512;
   s.random_seed = s.request.seed < 0;
@@ -160,6 +161,10 @@ void begin_frame(AppState& s) {
   if (s.snap.results.size() > s.seen_results) {  // a new image arrived: show it
     s.seen_results = s.snap.results.size();
     s.selected_result = 0;
+  }
+  if (s.size_from_model && s.snap.model && s.snap.model->native_size > 0) {
+    s.request.width = s.request.height = s.snap.model->native_size;
+    s.size_from_model = false;
   }
   refresh(s.preview_tex, s.snap.preview, s.snap.preview_version);
   for (const auto& r : s.snap.results) {

@@ -71,6 +71,7 @@ struct AppState {
   // the generation being edited (the one description; panels edit its fields)
   app::Request request;
   bool random_seed = true;
+  bool size_from_model = false;  // no size chosen yet: take the model's native size once it loads
   bool aspect_lock = false;
   double aspect = 1.0;           // width / height while locked
   int selected_unit = 0;         // ControlNet unit that receives dropped images

@@ -201,6 +201,7 @@ void draw_sampling_tab(AppState& s) {
     if (s.snap.model && ImGui::Selectable("model's native size")) r.width = r.height = s.snap.model->native_size;
     for (const auto& p : presets)
       if (ImGui::Selectable(p.name, r.width == p.w && r.height == p.h)) {
+        s.size_from_model = false;
         r.width = p.w;
         r.height = p.h;
         s.aspect = static_cast<double>(p.w) / p.h;
@@ -219,6 +220,7 @@ void draw_sampling_tab(AppState& s) {
   ImGui::SameLine();
   if (ImGui::Checkbox("Lock", &s.aspect_lock) && s.aspect_lock) s.aspect = static_cast<double>(w) / h;
   tooltip("Keep the aspect ratio when changing one side");
+  if (w_changed || h_changed) s.size_from_model = false;
   if (w_changed) {
     r.width = round8(w);
     if (s.aspect_lock) r.height = round8(r.width / s.aspect);

@@ -95,6 +95,7 @@ bool Script::run_step(AppState& s, const nlohmann::json& step) {
   const auto& arg = step.at(key);
   if (key == "set") {
     app::merge_json(s.request, arg);
+    if (arg.contains("width") || arg.contains("height")) s.size_from_model = false;
   } else if (key == "settings") {
     for (const auto& [k, v] : arg.items()) {
       if (k == "output_dir") set_output_dir(s, v.get<std::string>());

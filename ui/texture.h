@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <string>
 
-#include "controlnet/image.h"
+#include "app/image_io.h"  // sigma::Image, through app/ (ui/ includes app/ headers only)
 
 namespace sigma::ui {
 
