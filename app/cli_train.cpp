@@ -18,6 +18,7 @@ void register_train(CLI::App& app, CliState& state) {
   train_cmd->add_option("--vae", o->vae, "unet: the VAE from `sigma train vae`");
   train_cmd->add_option("--base", o->base, "flow, controlnet: the epsilon model from `sigma train unet`");
   train_cmd->add_option("--hints", o->hints, "controlnet: canny hint pack from `sigma train-hints`");
+  train_cmd->add_option("--init", o->init, "unet, flow: continue from this exported checkpoint's weights");
   train_cmd->add_option("--steps", o->steps, "optimizer steps")->default_val(1000);
   train_cmd->add_option("--batch", o->batch, "batch size")->default_val(64);
   train_cmd->add_option("--lr", o->lr, "peak learning rate (linear warm-up, cosine decay to 10%)")->default_val(2e-4);
@@ -26,6 +27,7 @@ void register_train(CLI::App& app, CliState& state) {
   train_cmd->add_option("--warmup", o->warmup, "warm-up steps")->default_val(200);
   train_cmd->add_option("--max-seconds", o->max_seconds, "also end the schedule after this many seconds (0: no limit)")->default_val(0);
   train_cmd->add_option("--pool", o->pool, "distinct shape-world samples generated up front")->default_val(20000);
+  train_cmd->add_option("--max-objects", o->max_objects, "objects per scene in the pool, at most (1-3)")->default_val(3);
   train_cmd->add_option("--seed", o->seed, "first shape-world seed and RNG seed")->default_val(1);
   train_cmd->add_option("--device", o->device, "auto | cpu | cuda")->default_val("auto");
   train_cmd->add_option("--threads", o->threads, "data generation threads (0: all cores)")->default_val(0);

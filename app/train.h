@@ -21,11 +21,13 @@ struct TrainOptions {
   std::string vae;                   // unet/flow: the trained VAE (.safetensors)
   std::string base;                  // flow/controlnet: the trained ε model (.safetensors)
   std::string hints;                 // controlnet: canny hint pack from `sigma train-hints`
+  std::string init;                  // unet/flow: continue from this checkpoint's UNet (and text encoder)
   int64_t steps = 1000, batch = 64;
   double lr = 2e-4, weight_decay = 0.01, ema = 0.999;
   int64_t warmup = 200;
   double max_seconds = 0;            // > 0: the schedule also ends when this much time has passed
   int64_t pool = 20000;              // distinct shape-world samples generated up front
+  int max_objects = 3;               // objects per scene in the pool (1..3)
   uint64_t seed = 1;
   std::string device = "auto";       // auto | cpu | cuda
   bool amp = true;                   // bf16 autocast on CUDA

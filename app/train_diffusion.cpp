@@ -106,7 +106,7 @@ std::string train_diffusion(const TrainOptions& o, torch::Device device, bool am
     pool_size = hints.size(0);
   }
   std::fprintf(stderr, "%s: generating %lld samples and encoding them\n", o.stage.c_str(), static_cast<long long>(pool_size));
-  auto pool = make_pool(first_seed, pool_size, tokenizer, o.threads);
+  auto pool = make_pool(first_seed, pool_size, tokenizer, o.threads, true, o.max_objects);
   auto data = encode_pool(vae, scale, pool, device);
   const auto empty_ids = torch::tensor(tokenizer.encode_padded("", 77), torch::kLong).to(device);
 
@@ -116,6 +116,13 @@ std::string train_diffusion(const TrainOptions& o, torch::Device device, bool am
   controlnet::ControlNet cn{nullptr};
   clip->to(device);
   unet->to(device);
+  if (!o.init.empty() && !control) {
+    // Continue from an earlier run's exported weights (a fresh optimizer; the EMA starts there).
+    const auto init = models::open_checkpoint(o.init);
+    models::load_module(*unet, init.unet, "UNet of " + o.init, torch::kFloat32, device);
+    if (!flow) models::load_module(*clip, init.text_encoder, "text encoder of " + o.init, torch::kFloat32, device);
+    std::fprintf(stderr, "%s: starting from %s\n", o.stage.c_str(), o.init.c_str());
+  }
   std::vector<torch::nn::Module*> modules;
   std::vector<torch::Tensor> params;
   if (control) {

@@ -15,7 +15,7 @@ namespace fs = std::filesystem;
 namespace sigma::app::training {
 
 ShapePool make_pool(uint64_t first_seed, int64_t count, const models::ClipTokenizer& tokenizer, int threads,
-                    bool training_captions) {
+                    bool training_captions, int max_objects) {
   ShapePool pool;
   pool.first_seed = first_seed;
   pool.images = torch::empty({count, 3, kShapeWorldSize, kShapeWorldSize}, torch::kUInt8);
@@ -24,6 +24,7 @@ ShapePool make_pool(uint64_t first_seed, int64_t count, const models::ClipTokeni
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   ShapeWorldOptions options;
   if (training_captions) options.caption = CaptionStyle::training();
+  options.max_objects = max_objects;
   std::atomic<int64_t> next{0};
   auto work = [&] {
     for (int64_t i; (i = next++) < count;) {
@@ -55,14 +56,14 @@ void AdamW::zero_grad() {
     if (p.grad().defined()) p.mutable_grad().zero_();
 }
 
-double AdamW::clip_grad_norm(double max_norm) {
+torch::Tensor AdamW::clip_grad_norm(double max_norm) {
   std::vector<torch::Tensor> grads;
   for (auto& p : params_)
     if (p.grad().defined()) grads.push_back(p.grad());
-  if (grads.empty()) return 0;
-  auto norms = at::_foreach_norm(grads, 2);
-  const double total = torch::stack(norms).norm().item<double>();
-  if (std::isfinite(total) && total > max_norm) at::_foreach_mul_(grads, max_norm / (total + 1e-6));
+  if (grads.empty()) return torch::zeros({});
+  auto total = torch::stack(at::_foreach_norm(grads, 2)).norm();
+  // Scale by min(1, max/‖g‖) on the device: reading the norm back every step would stall the GPU.
+  compat::foreach_mul(grads, (max_norm / (total + 1e-6)).clamp_max(1.0));
   return total;
 }
 
@@ -232,7 +233,8 @@ int64_t loop(Run& run, const std::vector<torch::nn::Module*>& modules, std::vect
     std::fprintf(stderr, "%s: resumed at step %lld\n", name.c_str(), static_cast<long long>(step));
   }
   LossLog log((run.dir / (name + ".loss.csv")).string(), "step,seconds,loss,lr,grad_norm", step > 0);
-  double running = 0;
+  torch::Tensor running = torch::zeros({}, torch::TensorOptions().device(run.device));  // summed on the device
+  torch::Tensor gn;
   int64_t seen = 0;
   // Progress through the schedule: by steps, or by time when a time budget is given
   // (a GPU lease is measured in minutes), whichever is further along.
@@ -252,17 +254,18 @@ int64_t loop(Run& run, const std::vector<torch::nn::Module*>& modules, std::vect
       loss = loss_fn(step);
     }
     loss.backward();
-    const double gn = opt.clip_grad_norm(1.0);
+    gn = opt.clip_grad_norm(1.0);
     opt.step(lr);
     ema.update(params, step);
-    running += loss.item<double>();
+    running += loss.detach().to(torch::kFloat32);
     ++seen;
     if ((step + 1) % run.o.log_every == 0 || step + 1 == run.o.steps || progress(step + 1) >= 1.0) {
-      const double mean = running / static_cast<double>(seen);
-      log.write(step + 1, run.seconds(), {mean, lr, gn});
+      const double mean = running.item<double>() / static_cast<double>(seen);
+      const double g = gn.item<double>();
+      log.write(step + 1, run.seconds(), {mean, lr, g});
       std::fprintf(stderr, "%s step %lld/%lld  loss %.5f  lr %.2e  |g| %.3f  %.0fs\n", name.c_str(),
-                   static_cast<long long>(step + 1), static_cast<long long>(run.o.steps), mean, lr, gn, run.seconds());
-      running = 0;
+                   static_cast<long long>(step + 1), static_cast<long long>(run.o.steps), mean, lr, g, run.seconds());
+      running.zero_();
       seen = 0;
     }
     if ((step + 1) % run.o.save_every == 0) save_state(state, modules, opt, ema, step + 1);

@@ -28,7 +28,7 @@ struct ShapePool {
   int64_t size() const { return images.size(0); }
 };
 ShapePool make_pool(uint64_t first_seed, int64_t count, const models::ClipTokenizer& tokenizer, int threads,
-                    bool training_captions = true);
+                    bool training_captions = true, int max_objects = 3);
 
 // Decoupled weight decay Adam (Loshchilov & Hutter 2019) over a list of tensors.
 class AdamW {
@@ -37,7 +37,7 @@ class AdamW {
         double eps = 1e-8);
   void step(double lr);
   void zero_grad();
-  double clip_grad_norm(double max_norm);  // returns the norm before clipping
+  torch::Tensor clip_grad_norm(double max_norm);  // the norm before clipping (on the device: no sync)
   void save(torch::serialize::OutputArchive& a) const;
   void load(torch::serialize::InputArchive& a);
 

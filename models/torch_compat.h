@@ -37,6 +37,15 @@ inline void set_allow_tf32(bool allow) {
 
 inline bool cuda_available() { return torch::cuda::is_available(); }
 
+// tensors[i] *= factor (a 0-dim tensor on their device), without a host sync.
+inline void foreach_mul(std::vector<torch::Tensor>& tensors, const torch::Tensor& factor) {
+#if TORCH_VERSION_MAJOR >= 2 && TORCH_VERSION_MINOR >= 1 || TORCH_VERSION_MAJOR > 2
+  at::_foreach_mul_(tensors, factor);
+#else
+  for (auto& t : tensors) t.mul_(factor);
+#endif
+}
+
 // Mixed precision for training: autocast CUDA ops to `dtype` (the API was renamed in 2.x).
 inline void set_cuda_autocast(bool enabled, torch::ScalarType dtype = torch::kBFloat16) {
 #if TORCH_VERSION_MAJOR >= 2

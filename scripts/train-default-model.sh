@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The exact recipe of the bundled model (assets/models/sigma-shapes*.safetensors).
 #   scripts/train-default-model.sh hints            # on a machine with OpenCV (makes .device/hints.safetensors)
-#   scripts/train-default-model.sh vae unet         # on an NVIDIA GPU (scripts/device-build.sh builds there)
+#   scripts/train-default-model.sh vae unet unet2 unet3   # on an NVIDIA GPU (scripts/device-build.sh builds there)
 #   scripts/train-default-model.sh flow controlnet  # likewise; needs the unet stage's output
 #   scripts/train-default-model.sh install          # copy the results into assets/models/
 # Stages can run on the CPU too (slowly; SIGMA_TRAIN_DEVICE=cpu, and fewer steps via STEPS_SCALE=0.001).
@@ -36,6 +36,22 @@ for stage in "$@"; do
       ensure_sigma
       "$sigma" train unet -o "$out" --device "$device" --vae "$out/vae.safetensors" --steps "$(steps 30000)" \
         --max-seconds 420 --batch 256 --lr 3e-4 --pool 100000 --seed 1000000 ;;
+    unet2)
+      # A second round from the first one's weights, at 4x the batch (the small UNet's GPU steps
+      # cost the same at batch 1024 as at 256: they are bound by kernel launches).
+      ensure_sigma
+      "$sigma" train unet -o "$out/round2" --device "$device" --vae "$out/vae.safetensors" --init "$out/sigma-shapes.safetensors" \
+        --steps "$(steps 100000)" --max-seconds 380 --batch 1024 --lr 5e-4 --warmup 100 --pool 200000 --seed 3000000
+      cp "$out/round2/sigma-shapes.safetensors" "$out/"
+      cp "$out/round2/unet.loss.csv" "$out/unet2.loss.csv" ;;
+    unet3)
+      # A third round on single-object scenes: where an object goes ("on the left") is the
+      # slowest thing to learn, and one object per picture leaves no doubt which one is meant.
+      ensure_sigma
+      "$sigma" train unet -o "$out/round3" --device "$device" --vae "$out/vae.safetensors" --init "$out/sigma-shapes.safetensors" \
+        --steps "$(steps 100000)" --max-seconds 240 --batch 1024 --lr 4e-4 --warmup 100 --pool 100000 --max-objects 1 --seed 4000000
+      cp "$out/round3/sigma-shapes.safetensors" "$out/"
+      cp "$out/round3/unet.loss.csv" "$out/unet3.loss.csv" ;;
     flow)
       ensure_sigma
       "$sigma" train flow -o "$out" --device "$device" --base "$out/sigma-shapes.safetensors" --steps "$(steps 30000)" \
@@ -52,6 +68,6 @@ for stage in "$@"; do
         mkdir -p "assets/models/$m.tokenizer" && cp "$out/$m.tokenizer"/* "assets/models/$m.tokenizer/"
       done
       cp "$out"/*.loss.csv docs/measurements/ 2>/dev/null || true ;;
-    *) echo "unknown stage '$stage' (hints, vae, unet, flow, controlnet, install)" >&2; exit 2 ;;
+    *) echo "unknown stage '$stage' (hints, vae, unet, unet2, unet3, flow, controlnet, install)" >&2; exit 2 ;;
   esac
 done
