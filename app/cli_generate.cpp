@@ -54,6 +54,8 @@ struct RequestFlags {
     add(c, "--cfg-sigma-high", &Request::cfg_sigma_high, "guidance only for sigma <= this (0 = no upper bound)");
     add(c, "--sampler,--sampling-method", &Request::sampler, "solver; `sigma samplers` lists them")->default_val("dpmpp_2m");
     add(c, "--scheduler,--schedule", &Request::scheduler, "sigma schedule; `sigma samplers` lists them")->default_val("karras");
+    add(c, "--sigmas", &Request::sigmas, "with --scheduler custom: the sigma list, comma-separated, e.g. 14.6,5,1.5,0.3,0")
+        ->delimiter(',');
     add(c, "--eta", &Request::eta, "noise amount of ancestral/SDE solvers (default: the solver's)");
     add(c, "-s,--seed", &Request::seed, "seed; -1 picks a random one (recorded in the image)")->default_val(-1);
     add(c, "--seed-mode", &Request::seed_mode, "batch: one noise draw for the batch (ComfyUI) | per-image: seed+i (A1111)")
@@ -73,7 +75,7 @@ struct RequestFlags {
     };
     unit(c->add_option("--control-net", cn_model, "ControlNet model (repeat for several units)"));
     unit(c->add_option("--control-image", cn_image, "condition image of the unit"));
-    unit(c->add_option("--preprocessor", cn_pre, "none | canny | scribble | threshold | lineart | softedge | grayscale"));
+    unit(c->add_option("--preprocessor", cn_pre, "none (default) | canny | scribble | threshold | lineart | softedge | grayscale"));
     unit(c->add_option("--control-strength", cn_strength, "residual weight of the unit (default 1)"));
     unit(c->add_option("--control-start", cn_start, "fraction of the steps where the unit starts acting (default 0)"));
     unit(c->add_option("--control-end", cn_end, "fraction of the steps where it stops (default 1)"));
@@ -194,7 +196,10 @@ int run_generate(const RequestFlags& f, const std::string& from_png, bool overwr
   precheck(r);
   std::vector<std::string> files;
   std::string dir = r.output.empty() ? "outputs" : r.output;
-  if (fs::path(dir).extension() == ".png" && !fs::is_directory(dir)) {
+  const std::string ext = fs::path(dir).extension().string();
+  if (!ext.empty() && ext != ".png" && !fs::is_directory(dir))
+    throw std::invalid_argument("-o " + dir + ": Sigma Studio writes PNG (it carries the metadata); name the file .png or give a folder");
+  if (ext == ".png" && !fs::is_directory(dir)) {
     for (int64_t i = 0; i < r.batch_size * r.batch_count; ++i) {
       files.push_back(numbered_path(dir, i));
       if (!overwrite && fs::exists(files.back()))
@@ -217,6 +222,9 @@ int run_batch(const RequestFlags& f, const std::string& jobs_path, const std::st
               bool quiet) {
   Request defaults;
   f.apply(defaults);
+  if (fs::path(defaults.output).has_extension())
+    throw std::invalid_argument("sigma batch -o " + defaults.output + ": give a folder; each job writes <jobs>-<line>.png there "
+                                "unless its own line names an output file");
   const auto shard = resolve_shard(shard_flag, shard_count, environment());
   const auto all = read_jobs(jobs_path, defaults);
   const auto mine = shard_jobs(all, shard);
@@ -280,6 +288,7 @@ void register_generate(CLI::App& app, CliState& state) {
   batch->add_option("--shard-count", std::get<2>(*bopts), "shard count for Kubernetes indexed Jobs (or SIGMA_SHARD_COUNT)");
   batch->add_flag("-q,--quiet", std::get<3>(*bopts), "no progress bar");
   bflags->add_all(batch);
+  batch->get_option("--output")->description("folder for the jobs' images, <jobs>-<line>.png, unless a line names its own (default: outputs/)");
   batch->footer("Each line's keys override these flags, which override the defaults. A job whose output files exist is "
                 "skipped (resume); a bad line fails alone. Exit status 1 if any job failed.");
   batch->callback([bflags, bopts, &state] {

@@ -109,7 +109,8 @@ void register_tools(CLI::App& app, CliState& state) {
   pre->add_option("-o,--output", pa->output, "output .png")->required();
   pre->add_option("--preprocessor", pa->preprocessor, "none | canny | scribble | threshold | lineart | softedge | grayscale")
       ->default_val("canny");
-  pre->add_option("--param", pa->params, "preprocessor parameter NAME=VALUE, e.g. low=50 high=150");
+  pre->add_option("--param", pa->params, "preprocessor parameter NAME=VALUE, repeat for several: --param low=50 --param high=150")
+      ->allow_extra_args(false);
   pre->add_option("-W,--width", pa->width, "output width (default: the input's)");
   pre->add_option("-H,--height", pa->height, "output height (default: the input's)");
   pre->add_option("--resize", pa->resize, "crop | fit | stretch when the size changes")->default_val("crop");

@@ -40,6 +40,9 @@ torch::Device parse_device(const std::string& name) {
 ModelSpec model_spec(const Request& r) {
   ModelSpec s;
   s.model = r.model.empty() ? default_model_path() : r.model;
+  if (r.model.empty() && !std::filesystem::exists(s.model))
+    throw std::invalid_argument("the bundled model is missing (expected at " + s.model +
+                                "; set SIGMA_ASSETS to the assets folder) - or give a checkpoint with -m PATH");
   s.tokenizer = r.tokenizer;
   s.vae = r.vae;
   s.prediction = r.prediction;

@@ -60,6 +60,9 @@ Shard resolve_shard(const std::string& flag, int64_t count_flag, const std::map<
     return checked({parse_int(*id, "SLURM_ARRAY_TASK_ID") - min, parse_int(*count, "SLURM_ARRAY_TASK_COUNT")},
                    "SLURM array task");
   }
+  if (!get("JOB_COMPLETION_INDEX") && count_flag > 0)
+    throw std::invalid_argument("--shard-count is for Kubernetes indexed Jobs (with JOB_COMPLETION_INDEX set); "
+                                "elsewhere use --shard i/n");
   if (auto id = get("JOB_COMPLETION_INDEX")) {
     int64_t count = count_flag;
     if (count <= 0) {
@@ -90,7 +93,13 @@ std::vector<Job> read_jobs(const std::string& path, const Request& defaults) {
     job.ordinal = ordinal++;
     job.request = defaults;
     try {
-      merge_json(job.request, nlohmann::json::parse(text));
+      nlohmann::json j;
+      try {
+        j = nlohmann::json::parse(text);
+      } catch (const nlohmann::json::parse_error& e) {
+        throw std::invalid_argument(std::string("not valid JSON (") + e.what() + "); each line must be one JSON object such as {\"prompt\": \"a red circle\"}");
+      }
+      merge_json(job.request, j);
       validate(job.request);
     } catch (const std::exception& e) {
       job.error = e.what();

@@ -5,6 +5,7 @@
 #include <exception>
 
 #include "app/cli.h"
+#include "app/process.h"
 #include "models/runtime.h"
 
 namespace sigma::app {
@@ -21,6 +22,7 @@ void on_sigint(int) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  sigma::app::reexec_with_passive_openmp(argv);
   CLI::App app{"Sigma Studio: latent-diffusion image generation (Stable Diffusion 1.x/2.x checkpoints and the bundled model)",
                "sigma"};
   app.require_subcommand(1);

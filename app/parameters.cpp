@@ -24,8 +24,8 @@ const std::vector<std::pair<std::string, std::string>>& sampler_names() {
 const std::vector<std::pair<std::string, std::string>>& schedule_names() {
   static const std::vector<std::pair<std::string, std::string>> n = {
       {"karras", "Karras"}, {"exponential", "Exponential"}, {"polyexponential", "Polyexponential"},
-      {"normal", "Uniform"}, {"simple", "Simple"},          {"sgm_uniform", "SGM Uniform"},
-      {"ddim_uniform", "DDIM"}, {"beta", "Beta"}};
+      {"discrete", "Uniform"}, {"normal", "Normal"},        {"simple", "Simple"},
+      {"sgm_uniform", "SGM Uniform"}, {"ddim_uniform", "DDIM"}, {"beta", "Beta"}};
   return n;
 }
 
@@ -105,11 +105,19 @@ std::pair<std::string, std::string> sampler_from_a1111(const std::string& sample
   }
   for (const auto& [ours, theirs] : schedule_names())
     if (theirs == schedule || ours == schedule) sched = ours;
-  if (schedule == "Automatic") sched = "";
   std::string name;
   for (const auto& [ours, theirs] : sampler_names())
     if (theirs == s || ours == s) name = ours;
   if (s == "DPM++ 2M SDE Heun") name = "dpmpp_2m_sde";
+  if (sched.empty() || schedule == "Automatic") {
+    // A1111's "Automatic" (and names from before it wrote a schedule): each sampler's own default.
+    if (name == "dpmpp_2m" || name == "dpmpp_sde" || name == "dpmpp_2s_ancestral" || name == "dpm_2" || name == "dpm_2_ancestral")
+      sched = "karras";
+    else if (name == "dpmpp_2m_sde" || name == "dpmpp_3m_sde")
+      sched = "exponential";
+    else if (!name.empty())
+      sched = "discrete";  // k-diffusion's own grid, A1111's "Uniform"
+  }
   return {name, sched};
 }
 

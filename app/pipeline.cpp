@@ -3,6 +3,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <chrono>
+#include <filesystem>
 #include <random>
 
 #include "app/conditioning.h"
@@ -107,12 +108,14 @@ Request resolve_request(const Request& in, const Engine& engine) {
   if (r.width % engine.downscale() || r.height % engine.downscale())
     throw std::invalid_argument("--width/--height must be multiples of " + std::to_string(engine.downscale()));
   if (r.seed < 0) r.seed = static_cast<int64_t>(std::random_device{}() & 0xFFFFFFFFu);
+  if (r.scheduler == "custom") r.steps = static_cast<int64_t>(r.sigmas.size()) - 1;
   samplers::find_sampler(r.sampler);  // unknown names fail here, before any work
   return r;
 }
 
 std::vector<double> request_sigmas(const Request& r, const Engine& engine) {
-  const auto& opt = engine.schedule_options();
+  auto opt = engine.schedule_options();
+  opt.custom = r.sigmas;
   if (r.init_image.empty()) return samplers::make_sigmas(r.scheduler, engine.sampling(), static_cast<int>(r.steps), opt);
   // img2img runs the last `steps` of a schedule of steps/strength (ComfyUI's denoise rule).
   const int total = static_cast<int>(static_cast<double>(r.steps) / r.strength);
@@ -261,6 +264,16 @@ GenerateResult generate(Engine& engine, const Request& request, const GenerateHo
       // itself when each image has its own seed.
       g.reproduce = r;
       g.reproduce.output.clear();
+      // Absolute paths, so the image can be re-run from any folder.
+      auto absolute = [](std::string& p) {
+        if (!p.empty() && std::filesystem::exists(p)) p = std::filesystem::absolute(p).lexically_normal().string();
+      };
+      for (auto* p : {&g.reproduce.model, &g.reproduce.tokenizer, &g.reproduce.vae, &g.reproduce.init_image, &g.reproduce.mask})
+        absolute(*p);
+      for (auto& u : g.reproduce.controlnets) {
+        absolute(u.model);
+        absolute(u.image);
+      }
       g.reproduce.batch_count = 1;
       g.reproduce.seed = g.record.seed;
       if (r.seed_mode == "per-image") g.reproduce.batch_size = 1;

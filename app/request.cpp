@@ -81,6 +81,7 @@ const std::vector<Field>& fields() {
       SIGMA_FIELD("cfg-sigma-high", cfg_sigma_high, double),
       SIGMA_FIELD("sampler", sampler, std::string, "sampling-method"),
       SIGMA_FIELD("scheduler", scheduler, std::string, "schedule"),
+      SIGMA_FIELD("sigmas", sigmas, std::vector<double>),
       SIGMA_FIELD("eta", eta, double),
       SIGMA_FIELD("seed", seed, int64_t),
       SIGMA_FIELD("seed-mode", seed_mode, std::string),
@@ -161,7 +162,7 @@ void validate(const Request& r) {
            std::to_string(std::max<int64_t>(8, (v + 4) / 8 * 8)));
     if (v > 4096) fail(std::string(flag) + " " + std::to_string(v) + " is larger than the 4096-pixel limit");
   }
-  if (r.steps < 1 || r.steps > 1000) fail("--steps must be between 1 and 1000, got " + std::to_string(r.steps));
+  if (r.scheduler != "custom" && (r.steps < 1 || r.steps > 1000)) fail("--steps must be between 1 and 1000, got " + std::to_string(r.steps));
   if (r.cfg < 0) fail("--cfg must be 0 or more");
   if (r.cfg_rescale < 0 || r.cfg_rescale > 1) fail("--cfg-rescale must be between 0 and 1");
   if (r.batch_size < 1 || r.batch_size > 64) fail("--batch-size must be between 1 and 64");
@@ -178,6 +179,13 @@ void validate(const Request& r) {
   if (r.dtype != "auto" && r.dtype != "fp32" && r.dtype != "fp16" && r.dtype != "bf16")
     fail("--dtype must be auto, fp32, fp16 or bf16, got '" + r.dtype + "'");
   if (!r.mask.empty() && r.init_image.empty()) fail("--mask needs --init-img (the image to inpaint)");
+  if (r.scheduler == "custom") {
+    if (r.sigmas.size() < 2) fail("--scheduler custom needs --sigmas with at least two values, e.g. --sigmas 14.6,5,1.5,0.3,0");
+    for (size_t i = 0; i + 1 < r.sigmas.size(); ++i)
+      if (!(r.sigmas[i] > r.sigmas[i + 1]) || r.sigmas[i + 1] < 0) fail("--sigmas must be strictly decreasing and not negative");
+  } else if (!r.sigmas.empty()) {
+    fail("--sigmas is the list of --scheduler custom; add --scheduler custom or drop --sigmas");
+  }
   for (size_t i = 0; i < r.controlnets.size(); ++i) {
     const auto& u = r.controlnets[i];
     const std::string which = "ControlNet " + std::to_string(i + 1) + ": ";

@@ -41,6 +41,7 @@ struct Request {
   double cfg_sigma_low = 0.0, cfg_sigma_high = 0.0;  // guidance interval in σ; high 0 = everywhere
   std::string sampler = "dpmpp_2m";
   std::string scheduler = "karras";
+  std::vector<double> sigmas;       // scheduler "custom": the σ list itself, descending, ending where sampling stops
   double eta = -1;                  // < 0: the solver's default
   int64_t seed = -1;                // -1: random, recorded in the output
   std::string seed_mode = "batch";  // batch: one draw of the batch shape (ComfyUI); per-image: seed + i (A1111)

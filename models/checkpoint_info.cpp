@@ -46,7 +46,8 @@ std::string describe_checkpoint(const Checkpoint& ck) {
     << "text encoder:  " << format_count(count_parameters(ck.text_encoder)) << " parameters, "
     << dtype_summary(ck.text_encoder) << "\n"
     << "               CLIP " << ck.clip_config.describe() << "\n"
-    << "tokenizer:     " << (ck.tokenizer_dir.empty() ? "not in the checkpoint (give --tokenizer DIR)" : ck.tokenizer_dir)
+    << "tokenizer:     " << (ck.tokenizer_dir.empty() ? "none in the file; looked for beside it (NAME.tokenizer/ or tokenizer/), else give --tokenizer DIR"
+                                : ck.tokenizer_dir)
     << "\n"
     << "schedule:      "
     << (ck.alphas_cumprod.empty() ? "not in the file (Stable Diffusion's scaled-linear betas assumed)"

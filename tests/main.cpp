@@ -7,10 +7,12 @@
 #include <string>
 #include <iostream>
 
+#include "app/process.h"
 #include "models/runtime.h"
 #include "models/torch_compat.h"
 
 int main(int argc, char** argv) {
+  sigma::app::reexec_with_passive_openmp(argv);
   sigma::models::init_runtime();
   // `--require-cuda`: the GPU suites. Exit 77 (CTest: skipped) with a visible reason on a
   // machine without a CUDA device instead of silently passing.

@@ -20,6 +20,7 @@
 
 #include <unistd.h>
 
+#include "app/process.h"
 #include "ui/actions.h"
 #include "ui/app_state.h"
 #include "ui/panels.h"
@@ -92,14 +93,8 @@ void frame(AppState& s, GLFWwindow* window, Script* script) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // libgomp reads OMP_WAIT_POLICY when it loads, before main. Its default (spin while
-  // waiting) makes LibTorch's worker threads fight the UI thread for the cores: the tiny
-  // model took 8 s instead of 0.4 s under Xvfb while the preview was drawn. So re-exec
-  // once with the passive policy, unless the user chose a policy.
-  if (!std::getenv("OMP_WAIT_POLICY")) {
-    setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-    execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
-  }
+  // Under Xvfb the tiny model took 8 s instead of 0.4 s while the preview was drawn.
+  sigma::app::reexec_with_passive_openmp(argv);
   std::string script_path, settings_path = default_settings_path();
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
