@@ -40,7 +40,7 @@ struct RequestFlags {
     add(c, "-m,--model", &Request::model, "checkpoint: .safetensors file or diffusers folder (default: the bundled model)");
     add(c, "--tokenizer", &Request::tokenizer, "folder with vocab.json + merges.txt (single-file checkpoints carry none)");
     add(c, "--vae", &Request::vae, "VAE file to use instead of the checkpoint's");
-    add(c, "--prediction", &Request::prediction, "override the model's prediction type: eps | v");
+    add(c, "--prediction", &Request::prediction, "override the model's prediction type: eps | v | flow");
     add(c, "-p,--prompt", &Request::prompt, "prompt; AUTOMATIC1111 syntax: (word) x1.1, [word] /1.1, (word:1.3), BREAK");
     add(c, "-n,--negative,--negative-prompt", &Request::negative, "negative prompt");
     add(c, "--emphasis", &Request::emphasis, "original | no-norm | none (brackets as plain text)")->default_val("original");

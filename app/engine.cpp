@@ -84,9 +84,7 @@ models::ClipTokenizer find_tokenizer(const ModelSpec& spec, const models::Checkp
 
 samplers::ModelSampling make_sampling(const models::Checkpoint& ck, const std::string& prediction_override) {
   const auto& meta = ck.metadata;
-  const std::string prediction = !prediction_override.empty() ? prediction_override
-                                 : meta.count("sigma.prediction") ? meta.at("sigma.prediction")
-                                                                  : ck.prediction;
+  const std::string prediction = !prediction_override.empty() ? prediction_override : ck.prediction;
   if (prediction == "flow") {
     const double shift = meta.count("sigma.flow_shift") ? std::stod(meta.at("sigma.flow_shift")) : 1.0;
     return samplers::ModelSampling::flow(shift);

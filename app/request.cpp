@@ -173,8 +173,8 @@ void validate(const Request& r) {
   if (r.seed_mode != "batch" && r.seed_mode != "per-image") fail("--seed-mode must be 'batch' or 'per-image', got '" + r.seed_mode + "'");
   if (r.emphasis != "original" && r.emphasis != "no-norm" && r.emphasis != "none")
     fail("--emphasis must be original, no-norm or none, got '" + r.emphasis + "'");
-  if (!r.prediction.empty() && r.prediction != "eps" && r.prediction != "v")
-    fail("--prediction must be eps or v, got '" + r.prediction + "'");
+  if (!r.prediction.empty() && r.prediction != "eps" && r.prediction != "v" && r.prediction != "flow")
+    fail("--prediction must be eps, v or flow, got '" + r.prediction + "'");
   if (r.device != "auto" && r.device != "cpu" && r.device != "cuda") fail("--device must be auto, cpu or cuda, got '" + r.device + "'");
   if (r.dtype != "auto" && r.dtype != "fp32" && r.dtype != "fp16" && r.dtype != "bf16")
     fail("--dtype must be auto, fp32, fp16 or bf16, got '" + r.dtype + "'");

@@ -27,7 +27,7 @@ struct Request {
   std::string model;                // empty: the bundled default model
   std::string tokenizer;            // empty: the checkpoint's own, or beside it
   std::string vae;                  // empty: the checkpoint's VAE
-  std::string prediction;           // empty: from the checkpoint; "eps" | "v" override
+  std::string prediction;           // empty: from the checkpoint; "eps" | "v" | "flow" override
   // text
   std::string prompt;
   std::string negative;

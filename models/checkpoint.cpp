@@ -237,6 +237,7 @@ Checkpoint open_checkpoint(const std::string& path) {
       }
     }
   }
+  if (auto it = ck.metadata.find("sigma.prediction"); it != ck.metadata.end()) ck.prediction = it->second;
   if (auto it = ck.metadata.find("sigma.vae_scaling_factor"); it != ck.metadata.end())
     ck.vae_config.scaling_factor = std::stod(it->second);  // our own models record the scale they were trained with
   drop_unused_clip_layers(ck);

@@ -31,7 +31,7 @@ struct Checkpoint {
   std::vector<std::string> unused;      // keys that belong to no component we run
   std::vector<std::string> ignored;     // known extras (noise schedule buffers, EMA copies)
   std::vector<double> alphas_cumprod;   // the training schedule when the file carries it
-  std::string prediction = "eps";       // "eps" or "v"
+  std::string prediction = "eps";       // "eps", "v", or "flow" (our own models say so in metadata)
   std::string tokenizer_dir;            // diffusers tokenizer/ folder, else empty
   std::map<std::string, std::string> metadata;  // the single file's __metadata__ (e.g. sigma.* keys of our own models)
   UNetConfig unet_config;

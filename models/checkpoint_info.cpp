@@ -37,7 +37,7 @@ std::string describe_checkpoint(const Checkpoint& ck) {
   };
   s << "path:          " << ck.path << "\n"
     << "layout:        " << to_string(ck.layout) << "\n"
-    << "family:        " << to_string(ck.family) << " (" << (ck.prediction == "v" ? "v-prediction" : "epsilon-prediction")
+    << "family:        " << to_string(ck.family) << " (" << (ck.prediction == "v" ? "v-prediction" : ck.prediction == "flow" ? "rectified flow, velocity" : "epsilon-prediction")
     << ")\n"
     << "UNet:          " << format_count(count_parameters(ck.unet)) << " parameters, " << dtype_summary(ck.unet) << "\n"
     << "               " << ck.unet_config.describe() << "\n"

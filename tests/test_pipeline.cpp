@@ -5,29 +5,9 @@
 
 #include "app/image_io.h"
 #include "app/pipeline.h"
-#include "tests/support.h"
+#include "tests/reference_request.h"
 
-namespace {
 using namespace sigma;
-
-app::Request reference_request(const std::string& model) {
-  app::Request r;
-  r.model = model;
-  r.tokenizer = test::sd15() + "/models/tiny-sd15-diffusers/tokenizer";
-  r.prompt = "a red circle on the left";
-  r.negative = "blurry";
-  r.width = r.height = 128;
-  r.steps = 8;
-  r.cfg = 7.5;
-  r.sampler = "ddim";
-  r.scheduler = "leading";
-  r.seed = 0;
-  r.device = test::test_device().is_cuda() ? "cuda" : "cpu";
-  const auto dt = test::test_dtype();
-  r.dtype = dt == torch::kFloat16 ? "fp16" : dt == torch::kBFloat16 ? "bf16" : "fp32";
-  return r;
-}
-}  // namespace
 
 TEST_SUITE("e2e.pipeline") {
   TEST_CASE("diffusers StableDiffusionPipeline and ControlNet pipeline, both layouts") {
@@ -44,7 +24,7 @@ TEST_SUITE("e2e.pipeline") {
     for (const auto& [layout, model, cn] :
          {std::tuple{"single-file", m + "tiny-sd15.safetensors", m + "tiny-controlnet.safetensors"},
           std::tuple{"diffusers", m + "tiny-sd15-diffusers", m + "tiny-controlnet-diffusers"}}) {
-      auto request = reference_request(model);
+      auto request = test::diffusers_ddim8_request(model, test::sd15() + "/models/tiny-sd15-diffusers/tokenizer");
       auto engine = app::Engine::load(app::model_spec(request));
       app::GenerateHooks hooks;
       hooks.initial_noise = refs->load("latents");
