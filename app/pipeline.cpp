@@ -23,7 +23,7 @@ namespace {
 
 // Image files at the generation size. Without OpenCV (the GPU machine's build) only
 // images that already have that size are accepted.
-Image fitted_image(const std::string& path, int64_t w, int64_t h, const std::string& mode, int channels = 3) {
+Image fitted_image(const std::string& path, int64_t w, int64_t h, [[maybe_unused]] const std::string& mode, int channels = 3) {
   auto img = load_image(path, channels);
   if (img.width == w && img.height == h) return img;
 #ifdef SIGMA_WITH_OPENCV

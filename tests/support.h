@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
+#include <stdexcept>
 #include <string>
 #include <unistd.h>
 
@@ -65,6 +67,16 @@ struct CaseReport {
   }
   void close() const { std::printf("%s: %d/%d cases within tolerance\n", name.c_str(), passed, total); }
 };
+
+// The message of the std::invalid_argument that f throws ("" when it throws none).
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return "";
+}
 
 // A scratch folder under the build tree, emptied at first use.
 inline std::filesystem::path scratch(const std::string& name) {

@@ -13,9 +13,12 @@
 #include <set>
 
 #include "controlnet/preprocess.h"
+#include "tests/support.h"
 
 using namespace sigma::controlnet;
 using sigma::Image;
+
+using sigma::test::error_of;
 
 namespace {
 
@@ -42,14 +45,6 @@ bool is_gray_binary(const Image& img) {  // every pixel 0 or 255 with R = G = B
   return true;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::invalid_argument& e) {
-    return e.what();
-  }
-  return "";
-}
 
 }  // namespace
 

@@ -13,18 +13,12 @@
 namespace sm = sigma::samplers;
 using torch::Tensor;
 
+using sigma::test::error_of;
+
 namespace {
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::invalid_argument& e) {
-    return e.what();
-  }
-  return "";
-}
 
 // D for data N(μ, s²) per element, on the VE variable.
 sm::Denoiser gaussian(Tensor mu, double s) {
