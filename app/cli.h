@@ -5,6 +5,8 @@
 #include <CLI/CLI.hpp>
 
 #include <atomic>
+#include <map>
+#include <vector>
 #include <string>
 
 namespace sigma::app {
@@ -16,6 +18,9 @@ struct CliState {
 // Set by SIGINT: the run stops after the current step and writes nothing partial.
 extern std::atomic<bool> g_interrupted;
 inline constexpr int kExitInterrupted = 130;
+
+// "low=50" ... -> {low: 50}; a malformed entry is an error naming `flag`.
+std::map<std::string, double> parse_name_values(const std::vector<std::string>& entries, const std::string& flag);
 
 void register_generate(CLI::App& app, CliState& state);   // generate, batch
 void register_tools(CLI::App& app, CliState& state);      // info, samplers, preprocess

@@ -94,12 +94,7 @@ struct RequestFlags {
                                     std::to_string(out.size()) + " --control-net units; give it once or once per unit");
       return v[i];
     };
-    std::map<std::string, double> params;
-    for (const auto& kv : cn_params) {
-      const auto eq = kv.find('=');
-      if (eq == std::string::npos) throw std::invalid_argument("--control-param expects NAME=VALUE, got '" + kv + "'");
-      params[kv.substr(0, eq)] = std::stod(kv.substr(eq + 1));
-    }
+    const auto params = parse_name_values(cn_params, "--control-param");
     for (size_t i = 0; i < out.size(); ++i) {
       auto& u = out[i];
       u.model = cn_model[i];

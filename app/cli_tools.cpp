@@ -74,12 +74,7 @@ struct PreprocessArgs {
 int run_preprocess(const PreprocessArgs& a) {
 #ifdef SIGMA_WITH_OPENCV
   controlnet::find_preprocessor(a.preprocessor);
-  controlnet::PreprocessParams params;
-  for (const auto& kv : a.params) {
-    const auto eq = kv.find('=');
-    if (eq == std::string::npos) throw std::invalid_argument("--param expects NAME=VALUE, got '" + kv + "'");
-    params[kv.substr(0, eq)] = std::stod(kv.substr(eq + 1));
-  }
+  const auto params = parse_name_values(a.params, "--param");
   auto img = load_image(a.image, 3);
   const int w = a.width > 0 ? a.width : img.width, h = a.height > 0 ? a.height : img.height;
   auto hint = controlnet::prepare_hint(img, a.preprocessor, w, h, controlnet::parse_resize_mode(a.resize), params);
@@ -93,6 +88,24 @@ int run_preprocess(const PreprocessArgs& a) {
 }
 
 }  // namespace
+
+std::map<std::string, double> parse_name_values(const std::vector<std::string>& entries, const std::string& flag) {
+  std::map<std::string, double> out;
+  for (const auto& kv : entries) {
+    const auto eq = kv.find('=');
+    size_t used = 0;
+    double v = 0;
+    try {
+      if (eq != std::string::npos) v = std::stod(kv.substr(eq + 1), &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (eq == std::string::npos || eq == 0 || used == 0 || eq + 1 + used != kv.size())
+      throw std::invalid_argument(flag + " expects NAME=VALUE with a number, e.g. low=50; got '" + kv + "'");
+    out[kv.substr(0, eq)] = v;
+  }
+  return out;
+}
 
 void register_tools(CLI::App& app, CliState& state) {
   auto path = std::make_shared<std::string>();

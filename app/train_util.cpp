@@ -21,26 +21,30 @@ ShapePool make_pool(uint64_t first_seed, int64_t count, const models::ClipTokeni
   pool.images = torch::empty({count, 3, kShapeWorldSize, kShapeWorldSize}, torch::kUInt8);
   pool.ids = torch::empty({count, 77}, torch::kLong);
   pool.captions.resize(static_cast<size_t>(count));
-  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   ShapeWorldOptions options;
   if (training_captions) options.caption = CaptionStyle::training();
   options.max_objects = max_objects;
-  std::atomic<int64_t> next{0};
-  auto work = [&] {
-    for (int64_t i; (i = next++) < count;) {
-      auto s = generate(first_seed + static_cast<uint64_t>(i), options);
-      // HWC -> CHW into the pool's row
-      auto hwc = torch::from_blob(s.image.pixels.data(), {s.image.height, s.image.width, 3}, torch::kUInt8);
-      pool.images[i].copy_(hwc.permute({2, 0, 1}));
-      const auto ids = tokenizer.encode_padded(s.caption, 77);
-      std::copy(ids.begin(), ids.end(), pool.ids.data_ptr<int64_t>() + i * 77);
-      pool.captions[static_cast<size_t>(i)] = std::move(s.caption);
-    }
-  };
-  std::vector<std::thread> workers;
-  for (int t = 0; t < threads; ++t) workers.emplace_back(work);
-  for (auto& w : workers) w.join();
+  parallel_for(count, threads, [&](int64_t i) {
+    auto s = generate(first_seed + static_cast<uint64_t>(i), options);
+    // HWC -> CHW into the pool's row
+    auto hwc = torch::from_blob(s.image.pixels.data(), {s.image.height, s.image.width, 3}, torch::kUInt8);
+    pool.images[i].copy_(hwc.permute({2, 0, 1}));
+    const auto ids = tokenizer.encode_padded(s.caption, 77);
+    std::copy(ids.begin(), ids.end(), pool.ids.data_ptr<int64_t>() + i * 77);
+    pool.captions[static_cast<size_t>(i)] = std::move(s.caption);
+  });
   return pool;
+}
+
+void parallel_for(int64_t count, int threads, const std::function<void(int64_t)>& fn) {
+  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  std::atomic<int64_t> next{0};
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t)
+    workers.emplace_back([&] {
+      for (int64_t i; (i = next++) < count;) fn(i);
+    });
+  for (auto& w : workers) w.join();
 }
 
 AdamW::AdamW(std::vector<torch::Tensor> params, double weight_decay, double beta1, double beta2, double eps)

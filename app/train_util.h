@@ -19,6 +19,9 @@
 
 namespace sigma::app::training {
 
+// fn(i) for i in [0, count) on `threads` threads (0: all cores), items handed out one at a time.
+void parallel_for(int64_t count, int threads, const std::function<void(int64_t)>& fn);
+
 // Distinct shape-world samples, made once per run by all cores.
 struct ShapePool {
   torch::Tensor images;   // [N,3,128,128] uint8

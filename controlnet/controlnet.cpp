@@ -99,13 +99,7 @@ ControlNetCheckpoint open_controlnet(const std::string& path, models::Family fam
   ck.config.unet = models::infer_unet_config(probe, family, what);
   if (ck.diffusers) {
     const auto cfg_path = fs::path(file).parent_path() / "config.json";
-    if (fs::exists(cfg_path)) {
-      const auto j = models::read_json_file(cfg_path.string());
-      if (j.contains("attention_head_dim") && j["attention_head_dim"].is_number_integer()) {
-        ck.config.unet.num_heads = j["attention_head_dim"].get<int64_t>();
-        ck.config.unet.head_dim = -1;
-      }
-    }
+    if (fs::exists(cfg_path)) models::apply_diffusers_heads(ck.config.unet, models::read_json_file(cfg_path.string()));
   }
   ck.config.hint_channels.clear();
   ck.config.hint_in_channels = ck.weights.at("input_hint_block.0.weight").shape.at(1);

@@ -176,8 +176,6 @@ Checkpoint open_diffusers(const fs::path& dir) {
   ck.unet = unet_from_diffusers(index_file(unet_file));
   ck.vae = vae_from_diffusers(index_file(vae_file));
   ck.text_encoder = index_file(te_file);
-  for (const char* extra : {"text_model.embeddings.position_ids"})
-    if (ck.text_encoder.erase(extra)) ck.text_encoder_ignored.push_back(extra);
 
   const auto te_cfg_path = dir / "text_encoder" / "config.json";
   const auto te_cfg = fs::exists(te_cfg_path) ? read_json_file(te_cfg_path.string()) : nlohmann::json::object();
@@ -212,9 +210,10 @@ Checkpoint open_checkpoint(const std::string& path) {
                                   "convert it to .safetensors (e.g. with the safetensors package) and pass that");
     ck = open_single_file(path);
     ck.clip_config = infer_clip_config(ck.text_encoder, ck.family, path + " text encoder");
-    if (ck.text_encoder.erase("text_model.embeddings.position_ids"))
-      ck.text_encoder_ignored.push_back("text_model.embeddings.position_ids");
   }
+  // A buffer transformers saves and recomputes; our embedding needs no copy of it.
+  if (ck.text_encoder.erase("text_model.embeddings.position_ids"))
+    ck.text_encoder_ignored.push_back("text_model.embeddings.position_ids");
   ck.unet_config = infer_unet_config(ck.unet, ck.family, path + " UNet");
   ck.vae_config = infer_vae_config(ck.vae, path + " VAE");
   if (ck.layout == Layout::Diffusers) {
@@ -222,19 +221,7 @@ Checkpoint open_checkpoint(const std::string& path) {
     if (fs::exists(vcfg)) ck.vae_config.scaling_factor = read_json_file(vcfg.string()).value("scaling_factor", 0.18215);
     const auto ucfg = fs::path(path) / "unet" / "config.json";
     if (fs::exists(ucfg)) {
-      // diffusers' `attention_head_dim` is, for SD 1.x/2.x, the number of heads per level.
-      const auto u = read_json_file(ucfg.string());
-      if (u.contains("attention_head_dim")) {
-        const auto& h = u["attention_head_dim"];
-        const int64_t heads0 = h.is_array() ? h[0].get<int64_t>() : h.get<int64_t>();
-        if (h.is_array()) {
-          ck.unet_config.num_heads = -1;
-          ck.unet_config.head_dim = ck.unet_config.model_channels * ck.unet_config.channel_mult[0] / heads0;
-        } else {
-          ck.unet_config.num_heads = heads0;
-          ck.unet_config.head_dim = -1;
-        }
-      }
+      apply_diffusers_heads(ck.unet_config, read_json_file(ucfg.string()));
     }
   }
   if (auto it = ck.metadata.find("sigma.prediction"); it != ck.metadata.end()) ck.prediction = it->second;
@@ -243,6 +230,18 @@ Checkpoint open_checkpoint(const std::string& path) {
   drop_unused_clip_layers(ck);
   ck.default_clip_skip = 1;
   return ck;
+}
+
+void apply_diffusers_heads(UNetConfig& c, const nlohmann::json& j) {
+  if (!j.contains("attention_head_dim")) return;
+  const auto& h = j["attention_head_dim"];
+  if (h.is_array()) {
+    c.num_heads = -1;
+    c.head_dim = c.model_channels * c.channel_mult[0] / h[0].get<int64_t>();
+  } else {
+    c.num_heads = h.get<int64_t>();
+    c.head_dim = -1;
+  }
 }
 
 TensorIndex open_vae_file(const std::string& path) {

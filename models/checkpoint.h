@@ -53,6 +53,10 @@ UNetConfig infer_unet_config(const TensorIndex& unet, Family family, const std::
 VaeConfig infer_vae_config(const TensorIndex& vae, const std::string& what);
 ClipTextConfig infer_clip_config(const TensorIndex& clip, Family family, const std::string& what);
 
+// diffusers' `attention_head_dim` (for SD 1.x/2.x the number of heads: one number, or one
+// per level as SD 2.x writes it) applied to a UNet configuration; no key, no change.
+void apply_diffusers_heads(UNetConfig& config, const nlohmann::json& diffusers_config);
+
 // Small helpers shared by the loaders.
 bool has_prefix(const TensorIndex& index, const std::string& prefix);
 nlohmann::json read_json_file(const std::string& path);
