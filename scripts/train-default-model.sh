@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The exact recipe of the bundled model (assets/models/sigma-shapes*.safetensors).
 #   scripts/train-default-model.sh hints            # on a machine with OpenCV (makes .device/hints.safetensors)
-#   scripts/train-default-model.sh vae unet unet2 unet3   # on an NVIDIA GPU (scripts/device-build.sh builds there)
+#   scripts/train-default-model.sh vae unet unet2 unet3 unet4 unet5 unet6 unet7  # on an NVIDIA GPU (scripts/device-build.sh builds there)
 #   scripts/train-default-model.sh flow controlnet  # likewise; needs the unet stage's output
+#     (the bundled files: unet7, flow and controlnet ran at once on one GPU, each stage being
+#      bound by kernel launches, flow and controlnet with BASE=.device/train/round6/sigma-shapes.safetensors)
 #   scripts/train-default-model.sh install          # copy the results into assets/models/
 # Stages can run on the CPU too (slowly; SIGMA_TRAIN_DEVICE=cpu, and fewer steps via STEPS_SCALE=0.001).
 set -euo pipefail
@@ -11,6 +13,7 @@ out=${TRAIN_OUT:-.device/train}   # .device/ is what the GPU tool carries betwee
 scale=${STEPS_SCALE:-1}
 steps() { python3 -c "print(max(2, int($1 * $scale)))"; }
 device=${SIGMA_TRAIN_DEVICE:-auto}
+base=${BASE:-$out/sigma-shapes.safetensors}   # the ε model that flow and controlnet start from
 sigma=${SIGMA:-}
 ensure_sigma() {
   if [ -z "$sigma" ]; then
@@ -52,15 +55,29 @@ for stage in "$@"; do
         --steps "$(steps 100000)" --max-seconds 240 --batch 1024 --lr 4e-4 --warmup 100 --pool 100000 --max-objects 1 --seed 4000000
       cp "$out/round3/sigma-shapes.safetensors" "$out/"
       cp "$out/round3/unet.loss.csv" "$out/unet3.loss.csv" ;;
-    flow)
+    unet4|unet5|unet6|unet7)
+      # Rounds 4 to 7 on one- and two-object scenes: round 3 placed single objects well but
+      # forgot scenes of two; these rounds teach which words belong to which object (at first
+      # both objects took one colour). Each round has its own pool of scenes.
       ensure_sigma
-      "$sigma" train flow -o "$out" --device "$device" --base "$out/sigma-shapes.safetensors" --steps "$(steps 30000)" \
-        --max-seconds 300 --batch 256 --lr 3e-4 --pool 100000 --seed 2000000 ;;
+      n=${stage#unet}
+      lr=$(case $n in 4) echo 4e-4 ;; 5) echo 3e-4 ;; *) echo 2.5e-4 ;; esac)
+      "$sigma" train unet -o "$out/round$n" --device "$device" --vae "$out/vae.safetensors" --init "$out/sigma-shapes.safetensors" \
+        --steps "$(steps 100000)" --max-seconds "${UNET_SECONDS:-430}" --batch 1024 --lr "$lr" --warmup 100 --pool 200000 \
+        --max-objects 2 --seed $((n + 2))000000
+      cp "$out/round$n/sigma-shapes.safetensors" "$out/"
+      cp "$out/round$n/unet.loss.csv" "$out/unet$n.loss.csv" ;;
+    flow)
+      # The flow twin starts from the final ε UNet's weights (same network, new target: the
+      # velocity ε − x0), with its text encoder frozen, so both models share one CLIP.
+      ensure_sigma
+      "$sigma" train flow -o "$out" --device "$device" --base "$base" --init "$base" \
+        --steps "$(steps 100000)" --max-seconds "${FLOW_SECONDS:-260}" --batch 1024 --lr 3e-4 --warmup 100 --pool 200000 --max-objects 2 --seed 2000000 ;;
     controlnet)
       ensure_sigma
       [ -f .device/hints.safetensors ] || xz -d -k .device/hints.safetensors.xz
-      "$sigma" train controlnet -o "$out" --device "$device" --base "$out/sigma-shapes.safetensors" \
-        --hints .device/hints.safetensors --steps "$(steps 20000)" --max-seconds 180 --batch 128 --lr 2e-4 --seed 5000000 ;;
+      "$sigma" train controlnet -o "$out" --device "$device" --base "$base" \
+        --hints .device/hints.safetensors --steps "$(steps 20000)" --max-seconds "${CN_SECONDS:-180}" --batch 256 --lr 2e-4 --seed 5000000 ;;
     install)
       mkdir -p assets/models
       cp "$out"/sigma-shapes.safetensors "$out"/sigma-shapes-flow.safetensors "$out"/sigma-shapes-canny.safetensors assets/models/
@@ -68,6 +85,6 @@ for stage in "$@"; do
         mkdir -p "assets/models/$m.tokenizer" && cp "$out/$m.tokenizer"/* "assets/models/$m.tokenizer/"
       done
       cp "$out"/*.loss.csv docs/measurements/ 2>/dev/null || true ;;
-    *) echo "unknown stage '$stage' (hints, vae, unet, unet2, unet3, flow, controlnet, install)" >&2; exit 2 ;;
+    *) echo "unknown stage '$stage' (hints, vae, unet, unet2, unet3, unet4, unet5, unet6, unet7, flow, controlnet, install)" >&2; exit 2 ;;
   esac
 done

@@ -28,6 +28,15 @@ app::EvalOptions eval_options(int objects) {
   o.base.device = "cpu";
   return o;
 }
+
+// The ε model's single-object result, judged once and shared by the cases that compare with it.
+const app::EvalResult& eps_single() {
+  static const app::EvalResult r = [] {
+    auto o = eval_options(1);
+    return app::eval_shapes(o);
+  }();
+  return r;
+}
 }  // namespace
 
 TEST_SUITE("e2e.default_model") {
@@ -49,13 +58,34 @@ TEST_SUITE("e2e.default_model") {
   }
 
   TEST_CASE("single-object prompts: >= 90% colour, shape and position") {
-    auto o = eval_options(1);
-    const auto r = app::eval_shapes(o);
+    const auto& r = eps_single();
     std::printf("bundled model, single objects: %s\n", r.summary().c_str());
     CHECK(r.prompts == 32);
     CHECK(r.rate(r.color) >= 0.9);
     CHECK(r.rate(r.shape) >= 0.9);
     CHECK(r.rate(r.position) >= 0.9);
+  }
+
+  TEST_CASE("the flow-matching twin is within 5 points of the ε model on single objects") {
+    auto o = eval_options(1);
+    o.model = bundled("sigma-shapes-flow.safetensors");
+    const auto flow = app::eval_shapes(o);
+    const auto& eps = eps_single();
+    std::printf("bundled flow twin, single objects: %s\n", flow.summary().c_str());
+    CHECK(flow.prompts == 32);
+    for (auto [f, e] : {std::pair{flow.color, eps.color}, {flow.shape, eps.shape}, {flow.size, eps.size},
+                        {flow.position, eps.position}})
+      CHECK(std::abs(flow.rate(f) - eps.rate(e)) <= 0.05);
+    CHECK(std::abs(flow.exact_rate() - eps.exact_rate()) <= 0.05);
+  }
+
+  // Issue 6's target is >= 70% exact; the bundled model measures 65.6% (docs/default-model.md),
+  // so this case holds the line below it: a broken or regressed model fails here.
+  TEST_CASE("two-object prompts: both objects exact in >= 60% (issue 6's target, 70%, not yet met)") {
+    const auto r = app::eval_shapes(eval_options(2));
+    std::printf("bundled model, two objects: %s\n", r.summary().c_str());
+    CHECK(r.prompts == 32);
+    CHECK(r.exact_rate() >= 0.6);
   }
 
   TEST_CASE("the canny ControlNet draws the hint's shape: IoU >= 0.7") {
