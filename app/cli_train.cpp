@@ -27,6 +27,7 @@ void register_train(CLI::App& app, CliState& state) {
   train_cmd->add_option("--warmup", o->warmup, "warm-up steps")->default_val(200);
   train_cmd->add_option("--max-seconds", o->max_seconds, "also end the schedule after this many seconds (0: no limit)")->default_val(0);
   train_cmd->add_option("--pool", o->pool, "distinct shape-world samples generated up front")->default_val(20000);
+  train_cmd->add_option("--min-objects", o->min_objects, "objects per scene in the pool, at least (1-3)")->default_val(1);
   train_cmd->add_option("--max-objects", o->max_objects, "objects per scene in the pool, at most (1-3)")->default_val(3);
   train_cmd->add_option("--seed", o->seed, "first shape-world seed and RNG seed")->default_val(1);
   train_cmd->add_option("--device", o->device, "auto | cpu | cuda")->default_val("auto");

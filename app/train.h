@@ -27,7 +27,7 @@ struct TrainOptions {
   int64_t warmup = 200;
   double max_seconds = 0;            // > 0: the schedule also ends when this much time has passed
   int64_t pool = 20000;              // distinct shape-world samples generated up front
-  int max_objects = 3;               // objects per scene in the pool (1..3)
+  int min_objects = 1, max_objects = 3;  // objects per scene in the pool (1 <= min <= max <= 3)
   uint64_t seed = 1;
   std::string device = "auto";       // auto | cpu | cuda
   bool amp = true;                   // bf16 autocast on CUDA

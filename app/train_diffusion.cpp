@@ -106,7 +106,7 @@ std::string train_diffusion(const TrainOptions& o, torch::Device device, bool am
     pool_size = hints.size(0);
   }
   std::fprintf(stderr, "%s: generating %lld samples and encoding them\n", o.stage.c_str(), static_cast<long long>(pool_size));
-  auto pool = make_pool(first_seed, pool_size, tokenizer, o.threads, true, o.max_objects);
+  auto pool = make_pool(first_seed, pool_size, tokenizer, o.threads, true, o.min_objects, o.max_objects);
   auto data = encode_pool(vae, scale, pool, device);
   const auto empty_ids = torch::tensor(tokenizer.encode_padded("", 77), torch::kLong).to(device);
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
 #include <thread>
 
 #include "app/shape_vocab.h"
@@ -15,7 +16,7 @@ namespace fs = std::filesystem;
 namespace sigma::app::training {
 
 ShapePool make_pool(uint64_t first_seed, int64_t count, const models::ClipTokenizer& tokenizer, int threads,
-                    bool training_captions, int max_objects) {
+                    bool training_captions, int min_objects, int max_objects) {
   ShapePool pool;
   pool.first_seed = first_seed;
   pool.images = torch::empty({count, 3, kShapeWorldSize, kShapeWorldSize}, torch::kUInt8);
@@ -23,6 +24,7 @@ ShapePool make_pool(uint64_t first_seed, int64_t count, const models::ClipTokeni
   pool.captions.resize(static_cast<size_t>(count));
   ShapeWorldOptions options;
   if (training_captions) options.caption = CaptionStyle::training();
+  options.min_objects = min_objects;
   options.max_objects = max_objects;
   parallel_for(count, threads, [&](int64_t i) {
     auto s = generate(first_seed + static_cast<uint64_t>(i), options);
@@ -39,12 +41,21 @@ ShapePool make_pool(uint64_t first_seed, int64_t count, const models::ClipTokeni
 void parallel_for(int64_t count, int threads, const std::function<void(int64_t)>& fn) {
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   std::atomic<int64_t> next{0};
+  std::mutex failed_mutex;
+  std::exception_ptr failed;  // the first error, rethrown here: an exception leaving a thread would abort
   std::vector<std::thread> workers;
   for (int t = 0; t < threads; ++t)
     workers.emplace_back([&] {
-      for (int64_t i; (i = next++) < count;) fn(i);
+      try {
+        for (int64_t i; (i = next++) < count;) fn(i);
+      } catch (...) {
+        next = count;  // the other workers stop after their current item
+        std::lock_guard<std::mutex> lock(failed_mutex);
+        if (!failed) failed = std::current_exception();
+      }
     });
   for (auto& w : workers) w.join();
+  if (failed) std::rethrow_exception(failed);
 }
 
 AdamW::AdamW(std::vector<torch::Tensor> params, double weight_decay, double beta1, double beta2, double eps)

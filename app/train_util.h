@@ -31,7 +31,7 @@ struct ShapePool {
   int64_t size() const { return images.size(0); }
 };
 ShapePool make_pool(uint64_t first_seed, int64_t count, const models::ClipTokenizer& tokenizer, int threads,
-                    bool training_captions = true, int max_objects = 3);
+                    bool training_captions = true, int min_objects = 1, int max_objects = 3);
 
 // Decoupled weight decay Adam (Loshchilov & Hutter 2019) over a list of tensors.
 class AdamW {

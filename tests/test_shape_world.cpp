@@ -11,6 +11,7 @@
 
 #include "app/shape_vocab.h"
 #include "app/shape_world.h"
+#include "app/train_util.h"
 #include "models/clip_tokenizer.h"
 #include "tests/support.h"
 #ifdef SIGMA_WITH_OPENCV
@@ -209,6 +210,16 @@ TEST_SUITE("unit.shapes") {
     CHECK(has(parse_error(""), "the end"));
     CHECK(has(parse_error("a red circle on a pink background"), "'pink'"));
     CHECK(has(parse_error("a red circle please"), "'please'"));
+  }
+
+  TEST_CASE("training pool: a bad scene option is an error on the calling thread, not an abort") {
+    const auto dir = sigma::test::scratch("shape-pool-vocab");
+    write_shape_vocab(dir.string());
+    const auto tok = sigma::models::ClipTokenizer::from_dir(dir.string());
+    CHECK_THROWS_WITH_AS(training::make_pool(1, 16, tok, 2, true, 3, 2), doctest::Contains("1 <= min (3) <= max (2)"),
+                         std::invalid_argument);
+    const auto pool = training::make_pool(1, 16, tok, 2, true, 2, 2);  // two objects in every scene
+    for (const auto& caption : pool.captions) CHECK(caption.find(" and ") != std::string::npos);
   }
 
   TEST_CASE("vocabulary: the project's ClipTokenizer encodes each caption word as one id") {
