@@ -37,12 +37,6 @@ struct Rng {
 // Captions draw from their own stream, so how much a caption leaves out never changes the scene.
 uint64_t caption_seed(uint64_t seed) { return seed ^ 0x9E3779B97F4A7C15ULL; }
 
-void check_options(const ShapeWorldOptions& o) {
-  if (o.min_objects < 1 || o.max_objects > 3 || o.min_objects > o.max_objects)
-    throw std::invalid_argument("shape world: objects per scene must satisfy 1 <= min (" +
-                                std::to_string(o.min_objects) + ") <= max (" + std::to_string(o.max_objects) +
-                                ") <= 3");
-}
 
 // Scene sampling: per object its shape, colour (not the background's) and size, then up
 // to 64 tries for a free grid cell and a centre that keeps clear of the border and the
@@ -213,6 +207,13 @@ std::string alternatives() {
 }
 
 }  // namespace
+
+void check_options(const ShapeWorldOptions& o) {
+  if (o.min_objects < 1 || o.max_objects > 3 || o.min_objects > o.max_objects)
+    throw std::invalid_argument("shape world: objects per scene must satisfy 1 <= min (" +
+                                std::to_string(o.min_objects) + ") <= max (" + std::to_string(o.max_objects) +
+                                ") <= 3");
+}
 
 const char* word(Shape s) {
   static const char* names[] = {"circle", "square", "triangle", "star", "ring", "cross"};

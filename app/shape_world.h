@@ -82,6 +82,8 @@ struct ShapeWorldOptions {
   int min_objects = 1, max_objects = 3;  // 1 <= min <= max <= 3
   CaptionStyle caption;
 };
+// std::invalid_argument naming the bounds when `options` break them (generate() checks too).
+void check_options(const ShapeWorldOptions& options);
 
 struct ShapeSample {
   Image image;  // RGB, kShapeWorldSize square

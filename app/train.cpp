@@ -87,9 +87,14 @@ std::string train(const TrainOptions& o) {
   const auto device = parse_device(dev);
   const bool amp = o.amp && device.is_cuda();
   if (device.is_cuda()) compat::set_allow_tf32(true);
-  if (o.min_objects < 1 || o.max_objects > 3 || o.min_objects > o.max_objects)
-    throw std::invalid_argument("--min-objects " + std::to_string(o.min_objects) + " / --max-objects " +
-                                std::to_string(o.max_objects) + ": give 1 <= --min-objects <= --max-objects <= 3");
+  ShapeWorldOptions scenes;  // checked before anything is made; the rule lives in shape_world
+  scenes.min_objects = o.min_objects;
+  scenes.max_objects = o.max_objects;
+  try {
+    check_options(scenes);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(std::string("--min-objects/--max-objects: ") + e.what());
+  }
   fs::create_directories(o.out_dir);
   std::fprintf(stderr, "sigma train %s on %s%s: %lld steps of batch %lld, lr %g\n", o.stage.c_str(), dev.c_str(),
                amp ? " (bf16 autocast)" : "", static_cast<long long>(o.steps), static_cast<long long>(o.batch), o.lr);

@@ -45,7 +45,6 @@ bool is_gray_binary(const Image& img) {  // every pixel 0 or 255 with R = G = B
   return true;
 }
 
-
 }  // namespace
 
 TEST_SUITE("unit.preprocess") {

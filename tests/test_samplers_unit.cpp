@@ -19,7 +19,6 @@ namespace {
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
-
 // D for data N(μ, s²) per element, on the VE variable.
 sm::Denoiser gaussian(Tensor mu, double s) {
   return [mu, s2 = s * s](const Tensor& x, double sigma) { return mu + (x - mu) * (s2 / (s2 + sigma * sigma)); };

@@ -213,9 +213,7 @@ TEST_SUITE("unit.shapes") {
   }
 
   TEST_CASE("training pool: a bad scene option is an error on the calling thread, not an abort") {
-    const auto dir = sigma::test::scratch("shape-pool-vocab");
-    write_shape_vocab(dir.string());
-    const auto tok = sigma::models::ClipTokenizer::from_dir(dir.string());
+    const auto tok = training::shapes_tokenizer(sigma::test::scratch("shape-pool-vocab"));
     CHECK_THROWS_WITH_AS(training::make_pool(1, 16, tok, 2, true, 3, 2), doctest::Contains("1 <= min (3) <= max (2)"),
                          std::invalid_argument);
     const auto pool = training::make_pool(1, 16, tok, 2, true, 2, 2);  // two objects in every scene
