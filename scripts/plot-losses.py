@@ -29,7 +29,7 @@ def panel(x0, y0, w, h, title, series):
         for v in (10 ** lo, 10 ** hi):  # a narrow range: label its ends
             out.append(f'<text x="36" y="{sy(v)+4:.1f}" text-anchor="end" font-size="10">{v:.3g}</text>')
     out.append(f'<text x="{w/2}" y="{h-6}" text-anchor="middle" font-size="10">seconds on one GPU (0 to {tmax:.0f})</text>')
-    colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+    colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
     for i, (name, s) in enumerate(series):
         d = " ".join(f"{'M' if j == 0 else 'L'}{sx(t):.1f},{sy(v):.1f}" for j, (t, v) in enumerate(s))
         out.append(f'<path d="{d}" fill="none" stroke="{colors[i % len(colors)]}" stroke-width="1.5"/>')
@@ -42,8 +42,9 @@ def main(src="docs/measurements", dst="docs/default-model-losses.svg"):
     stages = [("VAE (L1 + L2 + KL)", [("vae", "vae")]),
               ("ε UNet + CLIP (MSE on ε)", [("round 1, batch 256", "unet"), ("round 2, batch 1024", "unet2"),
                                            ("round 3, single objects", "unet3"), ("round 4, 1-2 objects", "unet4"),
-                                           ("round 5", "unet5"), ("round 6", "unet6")]),
-              ("flow twin (MSE on velocity)", [("flow", "flow")]),
+                                           ("round 5", "unet5"), ("round 6", "unet6"),
+                                           ("round 8, two objects", "unet8"), ("round 9", "unet9")]),
+              ("flow twin (MSE on velocity)", [("round 1, from ε round 8", "flow"), ("round 2", "flow2")]),
               ("ControlNet (MSE on ε)", [("controlnet", "controlnet")])]
     w, h = 420, 260
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{2*w+60}" height="{2*h+90}" font-family="sans-serif">',
