@@ -58,30 +58,22 @@ for stage in "$@"; do
         --steps "$(steps 100000)" --max-seconds 240 --batch 1024 --lr 4e-4 --warmup 100 --pool 100000 --max-objects 1 --seed 4000000
       cp "$out/round3/sigma-shapes.safetensors" "$out/"
       cp "$out/round3/unet.loss.csv" "$out/unet3.loss.csv" ;;
-    unet4|unet5|unet6|unet7)
+    unet4|unet5|unet6|unet7|unet8|unet9)
       # Rounds 4 to 7 on one- and two-object scenes: round 3 placed single objects well but
       # forgot scenes of two; these rounds teach which words belong to which object (at first
-      # both objects took one colour). Each round has its own pool of scenes.
-      ensure_sigma
-      n=${stage#unet}
-      lr=$(case $n in 4) echo 4e-4 ;; 5) echo 3e-4 ;; *) echo 2.5e-4 ;; esac)
-      "$sigma" train unet -o "$out/round$n" --device "$device" --vae "$out/vae.safetensors" --init "$out/sigma-shapes.safetensors" \
-        --steps "$(steps 100000)" --max-seconds "${UNET_SECONDS:-430}" --batch 1024 --lr "$lr" --warmup 100 --pool 200000 \
-        --max-objects 2 --seed $((n + 2))000000
-      cp "$out/round$n/sigma-shapes.safetensors" "$out/"
-      cp "$out/round$n/unet.loss.csv" "$out/unet$n.loss.csv" ;;
-    unet8|unet9)
-      # Rounds 8 and 9 on two-object scenes only: by round 7 shapes and places were right and the
-      # errors left were colours swapped between the two objects (binding words to objects).
+      # both objects took one colour). Rounds 8 and 9 on two-object scenes only: by round 7
+      # shapes and places were right and the errors left were colours swapped between the two
+      # objects. Each round has its own pool of scenes.
       # VAE= names the VAE file when vae.safetensors is not at hand: the bundled single file holds
       # the same VAE in fp16, and the VAE loader takes its first_stage_model. keys.
       ensure_sigma
       n=${stage#unet}
-      lr=$(case $n in 8) echo 2e-4 ;; *) echo 1.5e-4 ;; esac)
-      secs=$(case $n in 8) echo 390 ;; *) echo 250 ;; esac)
+      lr=$(case $n in 4) echo 4e-4 ;; 5) echo 3e-4 ;; 6|7) echo 2.5e-4 ;; 8) echo 2e-4 ;; *) echo 1.5e-4 ;; esac)
+      secs=$(case $n in 8) echo 390 ;; 9) echo 250 ;; *) echo 430 ;; esac)
+      min_objects=$(case $n in 8|9) echo 2 ;; *) echo 1 ;; esac)
       "$sigma" train unet -o "$out/round$n" --device "$device" --vae "${VAE:-$out/vae.safetensors}" --init "$out/sigma-shapes.safetensors" \
         --steps "$(steps 100000)" --max-seconds "${UNET_SECONDS:-$secs}" --batch 1024 --lr "$lr" --warmup 100 --pool 200000 \
-        --min-objects 2 --max-objects 2 --seed $((n + 2))000000
+        --min-objects "$min_objects" --max-objects 2 --seed $((n + 2))000000
       cp "$out/round$n/sigma-shapes.safetensors" "$out/"
       cp "$out/round$n/unet.loss.csv" "$out/unet$n.loss.csv" ;;
     flow)
