@@ -7,7 +7,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "controlnet/image.h"
+#include "imaging/image.h"
 
 namespace sigma::app {
 

@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "app/request.h"
-#include "controlnet/image.h"
+#include "imaging/image.h"
 #include "models/clip_tokenizer.h"
 
 namespace sigma::app {

@@ -22,7 +22,7 @@ ImageTaskResult run_image_task(const ImageTask& task) {
 #ifdef SIGMA_WITH_OPENCV
       const int w = task.width > 0 ? task.width : source->width, h = task.height > 0 ? task.height : source->height;
       out.processed = std::make_shared<Image>(controlnet::prepare_hint(*source, task.preprocessor, w, h,
-                                                                       controlnet::parse_resize_mode(task.resize), task.params));
+                                                                       imaging::parse_resize_mode(task.resize), task.params));
 #else
       if (task.preprocessor != "none")
         throw std::runtime_error("this build has no OpenCV, so hint preprocessors are unavailable; choose 'none'");

@@ -8,6 +8,7 @@
 
 #include "app/conditioning.h"
 #include "app/image_io.h"
+#include "imaging/resize.h"
 #include "samplers/guidance.h"
 #include "samplers/noise.h"
 #include "samplers/registry.h"
@@ -27,7 +28,7 @@ Image fitted_image(const std::string& path, int64_t w, int64_t h, [[maybe_unused
   auto img = load_image(path, channels);
   if (img.width == w && img.height == h) return img;
 #ifdef SIGMA_WITH_OPENCV
-  return controlnet::resize_to(img, static_cast<int>(w), static_cast<int>(h), controlnet::parse_resize_mode(mode));
+  return imaging::resize_to(img, static_cast<int>(w), static_cast<int>(h), imaging::parse_resize_mode(mode));
 #else
   throw ImageError(path + ": is " + std::to_string(img.width) + "x" + std::to_string(img.height) + ", not " +
                    std::to_string(w) + "x" + std::to_string(h) + "; this build has no OpenCV to resize it");
@@ -38,7 +39,7 @@ Image control_hint(const ControlUnit& u, int64_t w, int64_t h) {
 #ifdef SIGMA_WITH_OPENCV
   auto img = load_image(u.image, 3);
   return controlnet::prepare_hint(img, u.preprocessor, static_cast<int>(w), static_cast<int>(h),
-                                  controlnet::parse_resize_mode(u.resize), u.params);
+                                  imaging::parse_resize_mode(u.resize), u.params);
 #else
   if (u.preprocessor != "none")
     throw std::invalid_argument("ControlNet preprocessor '" + u.preprocessor + "' needs OpenCV, which this build lacks");
@@ -68,13 +69,6 @@ samplers::NoiseSource stream_noise(std::vector<at::Generator> gens, std::vector<
                                    torch::ScalarType dtype) {
   return [gens, shape, device, dtype](double, double) mutable { return draw(gens, shape).to(device, dtype); };
 }
-
-struct ActiveControl {
-  controlnet::ControlNet net{nullptr};
-  torch::Tensor hint;     // [1,3,H,W] in [0,1]
-  double strength;
-  double sigma_start, sigma_end;  // acts for sigma_end < σ ≤ sigma_start
-};
 
 }  // namespace
 
@@ -133,72 +127,111 @@ Image preview_image(const Engine& engine, const torch::Tensor& latents) {
   return tensor_to_images(rgb.clamp(-1, 1))[0];
 }
 
-GenerateResult generate(Engine& engine, const Request& request, const GenerateHooks& hooks) {
-  c10::InferenceMode guard;
-  GenerateResult result;
-  const Request r = resolve_request(request, engine);
-  result.request = r;
-  const auto device = engine.device();
-  const auto dtype = engine.dtype();
-  const auto& ms = engine.sampling();
-  const auto sigmas = request_sigmas(r, engine);
-  const int64_t B = r.batch_size, f = engine.downscale();
-  const std::vector<int64_t> shape = {B, engine.latent_channels(), r.height / f, r.width / f};
+// generate(), step by step. Each step is a function of the resolved request and what the
+// steps before it made; the order of the tensor operations is the reference's, so the
+// conformance and e2e suites see the same numbers whichever way the code is cut.
+namespace {
 
-  // Conditioning, repeated for the batch; [uncond; cond] for the CFG pass.
+// Step 2, conditioning: the prompt pair, repeated for the batch. `pair` is [uncond; cond]
+// for the CFG pass, `cond` alone for the passes outside the CFG interval.
+struct BatchContext {
+  torch::Tensor cond, pair;  // [B, 77·chunks, width], [2B, 77·chunks, width]
+};
+
+BatchContext batch_context(Engine& engine, const Request& r, int64_t batch) {
   auto text = encode_prompts(engine, r.prompt, r.negative, r.clip_skip, r.emphasis);
-  auto cond = text.cond.expand({B, -1, -1}).contiguous();
-  auto pair = torch::cat({text.uncond.expand({B, -1, -1}), cond}).contiguous();
+  BatchContext c;
+  c.cond = text.cond.expand({batch, -1, -1}).contiguous();
+  c.pair = torch::cat({text.uncond.expand({batch, -1, -1}), c.cond}).contiguous();
+  return c;
+}
 
-  // img2img / inpainting inputs.
-  torch::Tensor init_latent, mask;
+// Step 3, image inputs: the img2img start latent and the inpainting mask at latent size
+// (each undefined when the request has none).
+struct ImageInputs {
+  torch::Tensor init_latent;  // [B, C, h, w], scaled like the sampler's latents
+  torch::Tensor mask;         // [1, 1, h, w] in [0,1]; 1 = repaint
+};
+
+// Gaussian blur with σ = blur/2 and a (2·blur+1) kernel, as ComfyUI's mask blur, separable.
+torch::Tensor blurred(torch::Tensor m, int64_t blur) {
+  const int64_t k = 2 * blur + 1;
+  auto x = torch::arange(k, torch::kFloat32) - static_cast<double>(blur);
+  auto g = torch::exp(-x * x / (2.0 * std::pow(std::max<double>(blur, 1) / 2.0, 2)));
+  g = g / g.sum();
+  m = F::conv2d(F::pad(m, F::PadFuncOptions({blur, blur, 0, 0}).mode(torch::kReplicate)), g.view({1, 1, 1, k}));
+  return F::conv2d(F::pad(m, F::PadFuncOptions({0, 0, blur, blur}).mode(torch::kReplicate)), g.view({1, 1, k, 1}));
+}
+
+ImageInputs image_inputs(Engine& engine, const Request& r, const std::vector<int64_t>& shape) {
+  ImageInputs in;
   if (!r.init_image.empty()) {
-    auto img = image_to_tensor(fitted_image(r.init_image, r.width, r.height, "stretch")).to(device, dtype) * 2 - 1;
-    init_latent = (engine.vae()->encode_moments(img).first * engine.scaling_factor()).expand(shape).contiguous();
+    auto img = image_to_tensor(fitted_image(r.init_image, r.width, r.height, "stretch")).to(engine.device(), engine.dtype()) * 2 - 1;
+    in.init_latent = (engine.vae()->encode_moments(img).first * engine.scaling_factor()).expand(shape).contiguous();
   }
   if (!r.mask.empty()) {
     auto m = image_to_tensor(fitted_image(r.mask, r.width, r.height, "stretch", 1));
-    if (r.mask_blur > 0) {
-      const int64_t k = 2 * r.mask_blur + 1;  // Gaussian with σ = blur/2, as ComfyUI's mask blur
-      auto x = torch::arange(k, torch::kFloat32) - static_cast<double>(r.mask_blur);
-      auto g = torch::exp(-x * x / (2.0 * std::pow(std::max<double>(r.mask_blur, 1) / 2.0, 2)));
-      g = g / g.sum();
-      m = F::conv2d(F::pad(m, F::PadFuncOptions({r.mask_blur, r.mask_blur, 0, 0}).mode(torch::kReplicate)), g.view({1, 1, 1, k}));
-      m = F::conv2d(F::pad(m, F::PadFuncOptions({0, 0, r.mask_blur, r.mask_blur}).mode(torch::kReplicate)), g.view({1, 1, k, 1}));
-    }
-    mask = F::interpolate(m, F::InterpolateFuncOptions().size(std::vector<int64_t>{shape[2], shape[3]}).mode(torch::kBilinear).align_corners(false))
-               .to(device, dtype);
+    if (r.mask_blur > 0) m = blurred(m, r.mask_blur);
+    in.mask = F::interpolate(m, F::InterpolateFuncOptions()
+                                    .size(std::vector<int64_t>{shape[2], shape[3]})
+                                    .mode(torch::kBilinear)
+                                    .align_corners(false))
+                  .to(engine.device(), engine.dtype());
   }
+  return in;
+}
 
-  // ControlNets: their hints and the σ window each acts in.
+// Step 4, ControlNet units: each net with its hint and the σ window it acts in.
+struct ActiveControl {
+  controlnet::ControlNet net{nullptr};
+  torch::Tensor hint;     // [1,3,H,W] in [0,1]
+  double strength;
+  double sigma_start, sigma_end;  // acts for sigma_end < σ ≤ sigma_start
+};
+
+std::vector<ActiveControl> control_units(Engine& engine, const Request& r, const std::vector<double>& sigmas) {
   std::vector<ActiveControl> controls;
   const int64_t steps = static_cast<int64_t>(sigmas.size()) - 1;
   for (const auto& u : r.controlnets) {
     ActiveControl c;
     c.net = engine.controlnet(u.model);
-    c.hint = image_to_tensor(control_hint(u, r.width, r.height)).to(device, dtype);
+    c.hint = image_to_tensor(control_hint(u, r.width, r.height)).to(engine.device(), engine.dtype());
     c.strength = u.strength;
     c.sigma_start = sigmas[static_cast<size_t>(std::llround(u.start * steps))];
     c.sigma_end = sigmas[static_cast<size_t>(std::llround(u.end * steps))];
     controls.push_back(c);
   }
+  return controls;
+}
 
-  samplers::Network network = [&](const samplers::NetworkCall& call) {
-    const auto& ctx = call.with_uncond ? pair : cond;
-    models::ControlResiduals residuals;
-    for (auto& c : controls) {
-      if (!(call.sigma <= c.sigma_start && call.sigma > c.sigma_end)) continue;
-      auto hint = c.hint.expand({call.x_in.size(0), -1, -1, -1});
-      auto res = c.net->forward(call.x_in, call.c_noise, ctx, hint);
-      if (residuals.empty()) {
-        residuals.down.resize(res.down.size());
-        for (size_t i = 0; i < res.down.size(); ++i) residuals.down[i] = res.down[i] * c.strength;
-        residuals.mid = res.mid * c.strength;
-      } else {
-        for (size_t i = 0; i < res.down.size(); ++i) residuals.down[i] = residuals.down[i] + res.down[i] * c.strength;
-        residuals.mid = residuals.mid + res.mid * c.strength;
-      }
+// The ControlNet residuals for one network call: the strength-weighted sum of the units
+// whose window contains σ; empty when none acts.
+models::ControlResiduals control_residuals(std::vector<ActiveControl>& controls, const samplers::NetworkCall& call,
+                                           const torch::Tensor& ctx) {
+  models::ControlResiduals residuals;
+  for (auto& c : controls) {
+    if (!(call.sigma <= c.sigma_start && call.sigma > c.sigma_end)) continue;
+    auto hint = c.hint.expand({call.x_in.size(0), -1, -1, -1});
+    auto res = c.net->forward(call.x_in, call.c_noise, ctx, hint);
+    if (residuals.empty()) {
+      residuals.down.resize(res.down.size());
+      for (size_t i = 0; i < res.down.size(); ++i) residuals.down[i] = res.down[i] * c.strength;
+      residuals.mid = res.mid * c.strength;
+    } else {
+      for (size_t i = 0; i < res.down.size(); ++i) residuals.down[i] = residuals.down[i] + res.down[i] * c.strength;
+      residuals.mid = residuals.mid + res.mid * c.strength;
     }
+  }
+  return residuals;
+}
+
+// Step 5, the denoiser closure: network F (UNet + ControlNet residuals) wrapped by the
+// model's parameterization and classifier-free guidance into D(x; σ).
+samplers::Denoiser guided_denoiser(Engine& engine, const Request& r, BatchContext context,
+                                   std::vector<ActiveControl> controls) {
+  samplers::Network network = [&engine, context, controls](const samplers::NetworkCall& call) mutable {
+    const auto& ctx = call.with_uncond ? context.pair : context.cond;
+    auto residuals = control_residuals(controls, call, ctx);
     return engine.unet()->forward(call.x_in, call.c_noise, ctx, residuals.empty() ? nullptr : &residuals);
   };
   samplers::Guidance guidance;
@@ -206,77 +239,117 @@ GenerateResult generate(Engine& engine, const Request& request, const GenerateHo
   guidance.rescale = r.cfg_rescale;
   guidance.sigma_lo = r.cfg_sigma_low;
   guidance.sigma_hi = r.cfg_sigma_high > 0 ? r.cfg_sigma_high : INFINITY;
-  const samplers::Denoiser guided = samplers::make_denoiser(ms, network, guidance);
+  return samplers::make_denoiser(engine.sampling(), network, guidance);
+}
+
+// Inpainting by latent blending (ComfyUI's KSamplerX0Inpaint): outside the mask the
+// state is the original latent noised to σ, and D returns the original latent there.
+samplers::Denoiser inpainting_denoiser(const samplers::ModelSampling& ms, samplers::Denoiser guided,
+                                       const ImageInputs& in, torch::Tensor noise) {
+  return [&ms, guided, mask = in.mask, init_latent = in.init_latent, noise](const torch::Tensor& x_in, double sigma) {
+    auto known = ms.noise_scaling(sigma, noise, init_latent, false);
+    auto blended = x_in * mask + known * (1 - mask);
+    return guided(blended, sigma) * mask + init_latent * (1 - mask);
+  };
+}
+
+// Step 6, one batch: noise from the batch's seed, the solver over the σ list, the final
+// latents (inpainting: the known region put back exactly). Undefined when cancelled.
+torch::Tensor sample_batch(Engine& engine, const Request& r, const std::vector<double>& sigmas,
+                           const std::vector<int64_t>& shape, const samplers::Denoiser& guided, const ImageInputs& in,
+                           int64_t k, const GenerateHooks& hooks) {
+  const auto& ms = engine.sampling();
+  const auto device = engine.device();
+  const auto dtype = engine.dtype();
+  auto gens = seed_generators(r.seed + k * shape[0], shape[0], r.seed_mode);
+  auto noise = (hooks.initial_noise.defined() ? hooks.initial_noise.to(torch::kFloat32) : draw(gens, shape)).to(device, dtype);
+  auto x = in.init_latent.defined() ? ms.noise_scaling(sigmas.front(), noise, in.init_latent, false)
+                                    : ms.noise_scaling(sigmas.front(), noise, torch::zeros_like(noise), true);
+  const samplers::Denoiser denoiser = in.mask.defined() ? inpainting_denoiser(ms, guided, in, noise) : guided;
 
   const auto& solver = samplers::find_sampler(r.sampler);
-  for (int64_t k = 0; k < r.batch_count; ++k) {
-    const int64_t seed = r.seed + k * B;
-    auto gens = seed_generators(seed, B, r.seed_mode);
-    auto noise = (hooks.initial_noise.defined() ? hooks.initial_noise.to(torch::kFloat32) : draw(gens, shape)).to(device, dtype);
-    auto x = init_latent.defined() ? ms.noise_scaling(sigmas.front(), noise, init_latent, false)
-                                   : ms.noise_scaling(sigmas.front(), noise, torch::zeros_like(noise), true);
-
-    samplers::Denoiser denoiser = guided;
-    if (mask.defined()) {
-      // Inpainting by latent blending (ComfyUI's KSamplerX0Inpaint): outside the mask the
-      // state is the original latent noised to σ, and D returns the original latent there.
-      denoiser = [&, noise](const torch::Tensor& x_in, double sigma) {
-        auto known = ms.noise_scaling(sigma, noise, init_latent, false);
-        auto blended = x_in * mask + known * (1 - mask);
-        return guided(blended, sigma) * mask + init_latent * (1 - mask);
-      };
+  samplers::SamplerOptions options;
+  ms.configure(options);
+  options.eta = r.eta >= 0 ? r.eta : solver.default_eta;
+  options.noise = stream_noise(gens, shape, device, dtype);
+  options.on_step = [&](const samplers::StepInfo& info) {
+    if (hooks.on_progress) {
+      Progress p{info.step + 1, info.total, static_cast<int>(k), static_cast<int>(r.batch_count), info.sigma, &info.denoised};
+      hooks.on_progress(p);
     }
-    samplers::SamplerOptions options;
-    ms.configure(options);
-    if (r.eta >= 0) options.eta = r.eta;
-    else options.eta = solver.default_eta;
-    options.noise = stream_noise(gens, shape, device, dtype);
-    options.on_step = [&](const samplers::StepInfo& info) {
-      if (hooks.on_progress) {
-        Progress p{info.step + 1, info.total, static_cast<int>(k), static_cast<int>(r.batch_count), info.sigma, &info.denoised};
-        hooks.on_progress(p);
-      }
-      return !(hooks.cancelled && hooks.cancelled());
-    };
-    auto run = samplers::sample(solver, denoiser, x, sigmas, options);
-    if (run.cancelled) {
+    return !(hooks.cancelled && hooks.cancelled());
+  };
+  auto run = samplers::sample(solver, denoiser, x, sigmas, options);
+  if (run.cancelled) return {};
+  x = ms.inverse_noise_scaling(sigmas.back(), run.x);
+  if (in.mask.defined()) x = x * in.mask + in.init_latent * (1 - in.mask);
+  return x;
+}
+
+// Step 7, the per-image record: the metadata of image i of batch k, its A1111 text, and
+// the request that makes exactly this image again.
+GeneratedImage image_record(const Engine& engine, const Request& r, const std::vector<double>& sigmas, Image image,
+                            int64_t k, int64_t i) {
+  const int64_t batch = r.batch_size, seed = r.seed + k * batch;
+  GeneratedImage g;
+  g.image = std::move(image);
+  g.record.seed = r.seed_mode == "per-image" ? seed + i : seed;
+  g.record.width = r.width;
+  g.record.height = r.height;
+  g.record.model_name = engine.name();
+  g.record.model_hash = engine.hash();
+  g.record.sigmas = sigmas;
+  g.record.batch_size = static_cast<int>(batch);
+  g.record.batch_position = static_cast<int>(i);
+  g.parameters = format_parameters(r, g.record);
+  // One image's own request: its batch (ComfyUI noise is one draw per batch), or just
+  // itself when each image has its own seed.
+  g.reproduce = r;
+  g.reproduce.output.clear();
+  // Absolute paths, so the image can be re-run from any folder.
+  auto absolute = [](std::string& p) {
+    if (!p.empty() && std::filesystem::exists(p)) p = std::filesystem::absolute(p).lexically_normal().string();
+  };
+  for (auto* p : {&g.reproduce.model, &g.reproduce.tokenizer, &g.reproduce.vae, &g.reproduce.init_image, &g.reproduce.mask})
+    absolute(*p);
+  for (auto& u : g.reproduce.controlnets) {
+    absolute(u.model);
+    absolute(u.image);
+  }
+  g.reproduce.batch_count = 1;
+  g.reproduce.seed = g.record.seed;
+  if (r.seed_mode == "per-image") g.reproduce.batch_size = 1;
+  return g;
+}
+
+}  // namespace
+
+GenerateResult generate(Engine& engine, const Request& request, const GenerateHooks& hooks) {
+  c10::InferenceMode guard;
+  GenerateResult result;
+  // 1. Request resolution: seed, size, σ list and latent shape.
+  const Request r = resolve_request(request, engine);
+  result.request = r;
+  const auto sigmas = request_sigmas(r, engine);
+  const int64_t B = r.batch_size, f = engine.downscale();
+  const std::vector<int64_t> shape = {B, engine.latent_channels(), r.height / f, r.width / f};
+
+  // 2-5. Everything the batches share: conditioning, image inputs, ControlNets, D(x; σ).
+  const BatchContext context = batch_context(engine, r, B);
+  const ImageInputs inputs = image_inputs(engine, r, shape);
+  const samplers::Denoiser guided = guided_denoiser(engine, r, context, control_units(engine, r, sigmas));
+
+  // 6-7. Each batch: sample, decode, one record per image.
+  for (int64_t k = 0; k < r.batch_count; ++k) {
+    auto x = sample_batch(engine, r, sigmas, shape, guided, inputs, k, hooks);
+    if (!x.defined()) {
       result.cancelled = true;
       return result;
     }
-    x = run.x;
-    x = ms.inverse_noise_scaling(sigmas.back(), x);
-    if (mask.defined()) x = x * mask + init_latent * (1 - mask);
     result.latents = x;
     auto images = tensor_to_images(decode_latents(engine, x) * 2 - 1);
     for (int64_t i = 0; i < B; ++i) {
-      GeneratedImage g;
-      g.image = std::move(images[static_cast<size_t>(i)]);
-      g.record.seed = r.seed_mode == "per-image" ? seed + i : seed;
-      g.record.width = r.width;
-      g.record.height = r.height;
-      g.record.model_name = engine.name();
-      g.record.model_hash = engine.hash();
-      g.record.sigmas = sigmas;
-      g.record.batch_size = static_cast<int>(B);
-      g.record.batch_position = static_cast<int>(i);
-      g.parameters = format_parameters(r, g.record);
-      // One image's own request: its batch (ComfyUI noise is one draw per batch), or just
-      // itself when each image has its own seed.
-      g.reproduce = r;
-      g.reproduce.output.clear();
-      // Absolute paths, so the image can be re-run from any folder.
-      auto absolute = [](std::string& p) {
-        if (!p.empty() && std::filesystem::exists(p)) p = std::filesystem::absolute(p).lexically_normal().string();
-      };
-      for (auto* p : {&g.reproduce.model, &g.reproduce.tokenizer, &g.reproduce.vae, &g.reproduce.init_image, &g.reproduce.mask})
-        absolute(*p);
-      for (auto& u : g.reproduce.controlnets) {
-        absolute(u.model);
-        absolute(u.image);
-      }
-      g.reproduce.batch_count = 1;
-      g.reproduce.seed = g.record.seed;
-      if (r.seed_mode == "per-image") g.reproduce.batch_size = 1;
+      auto g = image_record(engine, r, sigmas, std::move(images[static_cast<size_t>(i)]), k, i);
       if (hooks.on_image) hooks.on_image(g);
       result.images.push_back(std::move(g));
     }

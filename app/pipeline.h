@@ -13,7 +13,7 @@
 #include "app/engine.h"
 #include "app/parameters.h"
 #include "app/request.h"
-#include "controlnet/image.h"
+#include "imaging/image.h"
 
 namespace sigma::app {
 

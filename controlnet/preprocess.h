@@ -1,9 +1,9 @@
-// ControlNet condition ("hint") preprocessors and the resize modes that fit a condition
-// image to the generation size, named and behaving as users of the AUTOMATIC1111 and
-// ComfyUI ControlNet extensions expect (canny thresholds 100/200, "crop and resize",
-// "resize and fill", "just resize", ...). One registry describes every preprocessor and
-// its parameters, so `--help`, `sigma preprocess`, the job runner and the GUI list the
-// same names and an unknown name fails at the boundary with the known ones listed.
+// ControlNet condition ("hint") preprocessors, named and behaving as users of the
+// AUTOMATIC1111 and ComfyUI ControlNet extensions expect (canny thresholds 100/200, ...).
+// One registry describes every preprocessor and its parameters, so `--help`,
+// `sigma preprocess`, the job runner and the GUI list the same names and an unknown name
+// fails at the boundary with the known ones listed. Fitting the condition image to the
+// generation size uses the shared resize modes of imaging/resize.h.
 //
 // Built only where OpenCV is (the GPU machine has none: controlnet/CMakeLists.txt leaves
 // files named *preprocess* out there); this header keeps OpenCV out of its includers.
@@ -15,11 +15,8 @@
 #include <string_view>
 #include <vector>
 
-#include "controlnet/image.h"
-
-namespace cv {
-class Mat;  // only for the conversion helpers at the end
-}
+#include "imaging/image.h"
+#include "imaging/resize.h"
 
 namespace sigma::controlnet {
 
@@ -50,29 +47,10 @@ using PreprocessParams = std::map<std::string, double>;
 // A1111's HWC3 does) at the input's own size.
 Image preprocess(const Image& input, std::string_view name, const PreprocessParams& params = {});
 
-// How a condition image is fitted to the generation size.
-enum class ResizeMode {
-  crop,     // scale to cover, then center-crop  (A1111 "Crop and Resize", the default)
-  fit,      // scale to fit, pad with black      (A1111 "Resize and Fill")
-  stretch,  // scale each axis independently     (A1111 "Just Resize")
-};
-ResizeMode parse_resize_mode(std::string_view name);  // "crop" | "fit" | "stretch"; else invalid_argument
-const char* resize_mode_name(ResizeMode mode);
-
-// `input` (any channel count, kept) scaled to exactly width x height: INTER_AREA when
-// shrinking, INTER_CUBIC when enlarging. Padding in `fit` is split evenly (the odd pixel
-// goes to the right/bottom).
-Image resize_to(const Image& input, int width, int height, ResizeMode mode);
-
 // The hint a generation uses: `input` fitted to width x height first, then preprocessed,
 // so edge maps are found at the generation resolution and stay one pixel thin (resizing
 // an edge map afterwards would blur its lines).
 Image prepare_hint(const Image& input, std::string_view name, int width, int height,
-                   ResizeMode mode = ResizeMode::crop, const PreprocessParams& params = {});
-
-// Conversions for code that works in OpenCV (include <opencv2/core.hpp> to use them).
-// The Mat keeps the Image's channel order (RGB, not OpenCV's usual BGR) and owns a copy.
-cv::Mat to_mat(const Image& image);
-Image from_mat(const cv::Mat& mat);  // CV_8UC1/3/4; anything else => invalid_argument
+                   imaging::ResizeMode mode = imaging::ResizeMode::crop, const PreprocessParams& params = {});
 
 }  // namespace sigma::controlnet

@@ -6,7 +6,7 @@
 #include <set>
 
 #include "app/image_io.h"
-#include "app/jobs.h"
+#include "app/cli/jobs.h"
 #include "app/parameters.h"
 #include "app/pipeline.h"
 #include "tests/support.h"

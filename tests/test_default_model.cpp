@@ -7,8 +7,8 @@
 #include <cmath>
 
 #include "app/engine.h"
-#include "app/shape_eval.h"
-#include "app/shape_world.h"
+#include "app/training/shape_eval.h"
+#include "app/training/shape_world.h"
 #include "models/loader.h"
 #include "tests/support.h"
 

@@ -13,9 +13,12 @@
 #include <set>
 
 #include "controlnet/preprocess.h"
+#include "imaging/opencv.h"
+#include "imaging/resize.h"
 #include "tests/support.h"
 
 using namespace sigma::controlnet;
+using namespace sigma::imaging;
 using sigma::Image;
 
 using sigma::test::error_of;

@@ -9,9 +9,9 @@
 #include <set>
 #include <sstream>
 
-#include "app/shape_vocab.h"
-#include "app/shape_world.h"
-#include "app/train_util.h"
+#include "app/training/shape_vocab.h"
+#include "app/training/shape_world.h"
+#include "app/training/train_util.h"
 #include "models/clip_tokenizer.h"
 #include "tests/support.h"
 #ifdef SIGMA_WITH_OPENCV
@@ -19,8 +19,9 @@
 
 #include <random>
 
-#include "app/shape_judge.h"
+#include "app/training/shape_judge.h"
 #include "controlnet/preprocess.h"
+#include "imaging/opencv.h"
 #endif
 
 using namespace sigma::app;
@@ -315,14 +316,14 @@ TEST_SUITE("unit.shapes") {
     int asked[4] = {}, right[4] = {};
     for (uint64_t seed = 4000; seed < 4200; ++seed) {
       const ShapeSample s = generate(seed);
-      cv::Mat m = sigma::controlnet::to_mat(s.image), f;
+      cv::Mat m = sigma::imaging::to_mat(s.image), f;
       m.convertTo(f, CV_32FC3);
       cv::GaussianBlur(f, f, {0, 0}, 1.0);
       for (auto it = f.begin<cv::Vec3f>(); it != f.end<cv::Vec3f>(); ++it)
         for (int c = 0; c < 3; ++c)
           (*it)[c] = 128 + ((*it)[c] - 128) * 0.8f + 20 * static_cast<float>((grain() >> 11) * 0x1.0p-53 * 2 - 1);
       f.convertTo(m, CV_8UC3);
-      for (const auto& v : judge(sigma::controlnet::from_mat(m), s.scene).objects) {
+      for (const auto& v : judge(sigma::imaging::from_mat(m), s.scene).objects) {
         const AttributeCheck* checks[4] = {&v.color, &v.shape, &v.size, &v.position};
         for (int a = 0; a < 4; ++a) asked[a] += checks[a]->asked, right[a] += checks[a]->correct;
       }

@@ -1,5 +1,5 @@
 // `sigma eval-shapes`: generates pictures from shape-world captions with fixed seeds
-// through the normal pipeline and judges each one with OpenCV (app/shape_judge.h):
+// through the normal pipeline and judges each one with OpenCV (app/training/shape_judge.h):
 // per-attribute accuracy, exact-match rate, and for a ControlNet the IoU between the
 // shape its canny hint encloses and the shape it generated.
 #pragma once

@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "app/train.h"
+#include "app/training/train.h"
 #include "models/clip_tokenizer.h"
 
 namespace sigma::app::training {

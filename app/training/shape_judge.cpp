@@ -4,7 +4,7 @@
 // neighbours so a model's slightly wrong drawing still lands on the nearest class.
 // Tuned on generated pictures both crisp and degraded (blur, grain, lost contrast).
 // Compiled only with OpenCV.
-#include "app/shape_judge.h"
+#include "app/training/shape_judge.h"
 
 #ifdef SIGMA_WITH_OPENCV
 
@@ -16,7 +16,7 @@
 #include <functional>
 #include <stdexcept>
 
-#include "controlnet/preprocess.h"
+#include "imaging/opencv.h"
 
 namespace sigma::app {
 namespace {
@@ -29,7 +29,7 @@ constexpr int kMaxMatched = 8;              // the largest components considered
 cv::Mat rgb_mat(const Image& picture, const char* what) {
   if (!picture.valid() || picture.channels != 3)
     throw std::invalid_argument(std::string(what) + ": needs a non-empty RGB image (3 channels)");
-  return controlnet::to_mat(picture);
+  return imaging::to_mat(picture);
 }
 
 // Per-channel median of the 2-pixel frame: the background, even if an object touches the edge.
@@ -238,7 +238,7 @@ FoundObject describe(const cv::Mat& rgb, const cv::Mat& comp, double scale) {
 
 cv::Mat mask_mat(const Image& mask, const char* what) {
   if (!mask.valid()) throw std::invalid_argument(std::string(what) + ": empty or malformed mask");
-  cv::Mat m = controlnet::to_mat(mask), gray;
+  cv::Mat m = imaging::to_mat(mask), gray;
   if (m.channels() == 1) gray = m;
   else {
     std::vector<cv::Mat> ch;
@@ -324,7 +324,7 @@ Judgement judge(const Image& picture, const Scene& intended) {
 Image foreground_mask(const Image& picture) {
   cv::Vec3d bg;
   const cv::Mat rgb = analysed(picture, "foreground_mask", bg);
-  return controlnet::from_mat(foreground(rgb, bg));
+  return imaging::from_mat(foreground(rgb, bg));
 }
 
 // Edge lines are closed (a 3x3 closing bridges canny's one-pixel gaps at corners), then
@@ -350,7 +350,7 @@ Image edge_hint_mask(const Image& edges) {
     for (size_t i = 0; i < contours.size(); ++i)
       if (depth[i] == d && (d % 4 == 1 || d % 4 == 2))  // depth 4k+1 fills, 4k+2 clears
         cv::drawContours(out, contours, static_cast<int>(i), cv::Scalar(d % 4 == 1 ? 255 : 0), cv::FILLED);
-  return controlnet::from_mat(out);
+  return imaging::from_mat(out);
 }
 
 double mask_iou(const Image& a, const Image& b) {

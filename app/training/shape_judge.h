@@ -16,8 +16,8 @@
 #include <optional>
 #include <vector>
 
-#include "app/shape_world.h"
-#include "controlnet/image.h"
+#include "app/training/shape_world.h"
+#include "imaging/image.h"
 
 namespace sigma::app {
 

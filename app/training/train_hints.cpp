@@ -1,9 +1,9 @@
 // Canny hint packs for ControlNet training: made here, where OpenCV is, with the same
 // preprocessor the CLI's `--preprocessor canny` runs, and read by `sigma train controlnet`
 // on a machine without OpenCV.
-#include "app/shape_world.h"
-#include "app/train.h"
-#include "app/train_util.h"
+#include "app/training/shape_world.h"
+#include "app/training/train.h"
+#include "app/training/train_util.h"
 #include "controlnet/preprocess.h"
 #include "models/safetensors.h"
 

@@ -2,10 +2,10 @@
 // its checker (issue 6). scripts/train-default-model.sh is the exact recipe.
 #include <memory>
 
-#include "app/cli.h"
-#include "app/train.h"
+#include "app/cli/cli.h"
+#include "app/training/train.h"
 #ifdef SIGMA_WITH_OPENCV
-#include "app/shape_eval.h"
+#include "app/training/shape_eval.h"
 #endif
 
 namespace sigma::app {

@@ -1,4 +1,4 @@
-#include "app/train_util.h"
+#include "app/training/train_util.h"
 
 #include <atomic>
 #include <cmath>
@@ -7,8 +7,8 @@
 #include <mutex>
 #include <thread>
 
-#include "app/shape_vocab.h"
-#include "app/shape_world.h"
+#include "app/training/shape_vocab.h"
+#include "app/training/shape_world.h"
 #include "models/safetensors.h"
 #include "models/torch_compat.h"
 

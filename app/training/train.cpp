@@ -1,17 +1,17 @@
 // The trainer's stages (see train.h). Each stage: build or load its networks, make the
 // sample pool, run the loop with AdamW + EMA (+ bf16 autocast on CUDA), log, checkpoint,
 // and export the EMA weights as an SD single-file checkpoint.
-#include "app/train.h"
+#include "app/training/train.h"
 
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 
 #include "app/engine.h"
-#include "app/shape_vocab.h"
-#include "app/shape_world.h"
-#include "app/train_presets.h"
-#include "app/train_util.h"
+#include "app/training/shape_vocab.h"
+#include "app/training/shape_world.h"
+#include "app/training/train_presets.h"
+#include "app/training/train_util.h"
 #include "models/loader.h"
 #include "models/torch_compat.h"
 #include "samplers/model_sampling.h"

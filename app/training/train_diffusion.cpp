@@ -4,10 +4,10 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "app/shape_world.h"
-#include "app/train.h"
-#include "app/train_presets.h"
-#include "app/train_util.h"
+#include "app/training/shape_world.h"
+#include "app/training/train.h"
+#include "app/training/train_presets.h"
+#include "app/training/train_util.h"
 #include "models/loader.h"
 #include "samplers/model_sampling.h"
 

@@ -2,7 +2,7 @@
 // why). Everything random flows through Rng below, in a fixed order of draws, so a
 // seed means the same picture on every platform; changing the order of draws changes
 // the data set, so do it only on purpose (and retrain).
-#include "app/shape_world.h"
+#include "app/training/shape_world.h"
 
 #include <algorithm>
 #include <cctype>

@@ -25,7 +25,7 @@
 #include <string>
 #include <vector>
 
-#include "controlnet/image.h"
+#include "imaging/image.h"
 
 namespace sigma::app {
 

@@ -5,11 +5,11 @@
 #include <map>
 #include <memory>
 
-#include "app/cli.h"
+#include "app/cli/cli.h"
 #include "app/image_io.h"
-#include "app/jobs.h"
+#include "app/cli/jobs.h"
 #include "app/pipeline.h"
-#include "app/progress.h"
+#include "app/cli/progress.h"
 #include "samplers/registry.h"
 #include "samplers/schedules.h"
 

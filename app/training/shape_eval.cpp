@@ -1,4 +1,4 @@
-#include "app/shape_eval.h"
+#include "app/training/shape_eval.h"
 
 #include <chrono>
 #include <cstdio>
@@ -8,8 +8,8 @@
 #include "app/engine.h"
 #include "app/image_io.h"
 #include "app/pipeline.h"
-#include "app/shape_judge.h"
-#include "app/shape_world.h"
+#include "app/training/shape_judge.h"
+#include "app/training/shape_world.h"
 #include "controlnet/preprocess.h"
 
 namespace fs = std::filesystem;

@@ -3,7 +3,7 @@
 #include <filesystem>
 #include <memory>
 
-#include "app/cli.h"
+#include "app/cli/cli.h"
 #include "app/image_io.h"
 #include "controlnet/controlnet.h"
 #include "models/checkpoint_info.h"
@@ -77,7 +77,7 @@ int run_preprocess(const PreprocessArgs& a) {
   const auto params = parse_name_values(a.params, "--param");
   auto img = load_image(a.image, 3);
   const int w = a.width > 0 ? a.width : img.width, h = a.height > 0 ? a.height : img.height;
-  auto hint = controlnet::prepare_hint(img, a.preprocessor, w, h, controlnet::parse_resize_mode(a.resize), params);
+  auto hint = controlnet::prepare_hint(img, a.preprocessor, w, h, imaging::parse_resize_mode(a.resize), params);
   write_file_atomic(a.output, encode_png(hint), a.overwrite);
   std::printf("%s\n", a.output.c_str());
   return 0;

@@ -4,7 +4,7 @@
 #include <cstdio>
 #include <exception>
 
-#include "app/cli.h"
+#include "app/cli/cli.h"
 #include "app/process.h"
 #include "models/runtime.h"
 

@@ -4,7 +4,7 @@
 // merge ranks after every earlier one, so words already finished keep encoding to one
 // token (at each of their steps a lower-ranked merge applied), and the final check
 // re-encodes every word to prove it.
-#include "app/shape_vocab.h"
+#include "app/training/shape_vocab.h"
 
 #include <nlohmann/json.hpp>
 
@@ -15,7 +15,7 @@
 #include <map>
 #include <stdexcept>
 
-#include "app/shape_world.h"
+#include "app/training/shape_world.h"
 
 namespace sigma::app {
 namespace {

@@ -1,4 +1,4 @@
-#include "app/jobs.h"
+#include "app/cli/jobs.h"
 
 #include <filesystem>
 #include <fstream>
