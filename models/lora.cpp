@@ -344,7 +344,7 @@ torch::Tensor AdapterModule::delta(const std::vector<int64_t>& weight_shape, tor
       break;
   }
   d = d.reshape(weight_shape);
-  return scale == 1.0 ? d : d * scale;
+  return scale == 1.0 ? d : d.mul_(scale);  // the formula's result is a fresh tensor: scale it in place
 }
 
 std::shared_ptr<const Adapter> load_adapter(const std::string& path, const AdapterModel& model,
@@ -526,9 +526,11 @@ bool ModelPatcher::apply(const PatchSet& patches) {
     for (const auto& [key, list] : by_weight) {
       auto& w = live[key];
       backups_.push_back(Backup{w, w.clone()});
-      auto merged = w.to(torch::kFloat32, /*non_blocking=*/false, /*copy=*/true);
+      // float32 weights merge in place; others through a float32 copy, cast back once.
+      const bool fp32 = w.scalar_type() == torch::kFloat32;
+      auto merged = fp32 ? w : w.to(torch::kFloat32);
       for (const Patch* p : list) merged.add_(p->module->delta(w.sizes().vec(), w.device()), p->strength);
-      w.copy_(merged);  // back to the weight's dtype, in place: the module sees it
+      if (!fp32) w.copy_(merged);  // back to the weight's dtype, in place: the module sees it
     }
   } catch (...) {
     restore();

@@ -381,6 +381,60 @@ TEST_SUITE("unit.adapters") {
     CHECK(contains(error_of([&] { models::load_adapter(dora, m.model); }), "lora_te_text_model_encoder_layers_0_mlp_fc1.dora_scale"));
   }
 
+  TEST_CASE("Tucker LoCon (lora_mid), Tucker LoHa, full-factor LoKr and full diffs follow their formulas") {
+    c10::InferenceMode guard;
+    Sd15 m(torch::kCPU, torch::kFloat32);
+    torch::manual_seed(3);
+    auto r = [](std::vector<int64_t> shape) { return torch::randn(shape).mul(0.1).to(torch::kHalf); };
+    // Targets: conv_in [32, 4, 3, 3], a resnet conv [32, 32, 3, 3], attn1.to_q [32, 32], attn1.to_k [32, 32].
+    const std::string conv_in = "lora_unet_conv_in", conv1 = "lora_unet_down_blocks_0_resnets_0_conv1";
+    const std::string to_q = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q";
+    const std::string to_k = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_k";
+    std::vector<std::pair<std::string, torch::Tensor>> t = {
+        {conv_in + ".lora_down.weight", r({2, 4, 1, 1})}, {conv_in + ".lora_mid.weight", r({2, 2, 3, 3})},
+        {conv_in + ".lora_up.weight", r({32, 2, 1, 1})},  {conv_in + ".alpha", torch::tensor(1.0).to(torch::kHalf)},
+        {conv1 + ".hada_w1_a", r({3, 32})}, {conv1 + ".hada_w1_b", r({3, 32})}, {conv1 + ".hada_t1", r({3, 3, 3, 3})},
+        {conv1 + ".hada_w2_a", r({3, 32})}, {conv1 + ".hada_w2_b", r({3, 32})}, {conv1 + ".hada_t2", r({3, 3, 3, 3})},
+        {conv1 + ".alpha", torch::tensor(1.5).to(torch::kHalf)},
+        {to_q + ".lokr_w1", r({4, 2})}, {to_q + ".lokr_w2", r({8, 16})}, {to_q + ".alpha", torch::tensor(7.0).to(torch::kHalf)},
+        {to_k + ".diff", r({32, 32})}};
+    const auto path = (test::scratch("adapter-formulas") / "mixed.safetensors").string();
+    models::save_safetensors(path, t);
+    auto a = models::load_adapter(path, m.model);
+    REQUIRE(a->modules.size() == 4);
+    std::map<std::string, const models::AdapterModule*> by;
+    for (const auto& x : a->modules) by[x.source] = &x;
+    auto f = [&](const std::string& key) {
+      for (const auto& [k, v] : t)
+        if (k == key) return v.to(torch::kFloat64);
+      throw std::runtime_error(key);
+    };
+    auto close = [](const torch::Tensor& ours, const torch::Tensor& ref) { return test::rel_error(ours, ref) < 1e-6; };
+    // Tucker LoCon: ΔW[o,i] = (alpha/r) Σ up[o,a] mid[a,b] down[b,i], r = 2.
+    auto want = torch::einsum("oa,abkl,bi->oikl", {f(conv_in + ".lora_up.weight").flatten(1), f(conv_in + ".lora_mid.weight"),
+                                                   f(conv_in + ".lora_down.weight").flatten(1)}) * 0.5;
+    CHECK(by.at(conv_in)->kind == models::AdapterKind::LoRA);
+    CHECK(close(by.at(conv_in)->delta({32, 4, 3, 3}, torch::kCPU), want));
+    // Tucker LoHa: each factor Σ t[a,b,k,l] w_a[a,o] w_b[b,i]; scale alpha / rank = 1.5 / 3.
+    auto factor = [&](const std::string& n) {
+      return torch::einsum("abkl,ao,bi->oikl", {f(conv1 + ".hada_t" + n), f(conv1 + ".hada_w" + n + "_a"), f(conv1 + ".hada_w" + n + "_b")});
+    };
+    CHECK(by.at(conv1)->scale == doctest::Approx(0.5));
+    CHECK(close(by.at(conv1)->delta({32, 32, 3, 3}, torch::kCPU), factor("1") * factor("2") * 0.5));
+    // LoKr with both factors full: no low-rank factor, so the alpha is not used (ComfyUI).
+    CHECK(by.at(to_q)->scale == 1.0);
+    CHECK(close(by.at(to_q)->delta({32, 32}, torch::kCPU), torch::kron(f(to_q + ".lokr_w1"), f(to_q + ".lokr_w2"))));
+    CHECK(by.at(to_k)->kind == models::AdapterKind::Diff);
+    CHECK(close(by.at(to_k)->delta({32, 32}, torch::kCPU), f(to_k + ".diff")));
+    // Merged: W + strength·ΔW.
+    const auto base = snapshot(*m.unet);
+    m.patcher.apply(models::adapter_patches(a, 0.7, 0.0));
+    const auto params = m.unet->named_parameters();
+    CHECK(close(params["input_blocks.0.0.weight"], base.at("input_blocks.0.0.weight").to(torch::kFloat64) + 0.7 * want));
+    m.patcher.restore();
+    CHECK(changed(*m.unet, base).empty());
+  }
+
   TEST_CASE("pickle adapters and embeddings are refused with the conversion hint") {
     Sd15 m(torch::kCPU, torch::kFloat32);
     const auto dir = test::scratch("adapters-pickle");
