@@ -347,6 +347,16 @@ torch::Tensor AdapterModule::delta(const std::vector<int64_t>& weight_shape, tor
   return scale == 1.0 ? d : d.mul_(scale);  // the formula's result is a fresh tensor: scale it in place
 }
 
+void AdapterModule::add_to(torch::Tensor& weight, double strength) const {
+  if (kind == AdapterKind::LoRA && !factors.count("mid") && weight.is_contiguous()) {
+    auto up = factors.at("up").to(weight.device(), torch::kFloat32).flatten(1);
+    auto down = factors.at("down").to(weight.device(), torch::kFloat32).flatten(1);
+    weight.view({weight.size(0), -1}).addmm_(up, down, /*beta=*/1.0, /*alpha=*/strength * scale);
+    return;
+  }
+  weight.add_(delta(weight.sizes().vec(), weight.device()), strength);
+}
+
 std::shared_ptr<const Adapter> load_adapter(const std::string& path, const AdapterModel& model,
                                             const AdapterOptions& options) {
   const std::string name = file_name(path);
@@ -529,7 +539,7 @@ bool ModelPatcher::apply(const PatchSet& patches) {
       // float32 weights merge in place; others through a float32 copy, cast back once.
       const bool fp32 = w.scalar_type() == torch::kFloat32;
       auto merged = fp32 ? w : w.to(torch::kFloat32);
-      for (const Patch* p : list) merged.add_(p->module->delta(w.sizes().vec(), w.device()), p->strength);
+      for (const Patch* p : list) p->module->add_to(merged, p->strength);
       if (!fp32) w.copy_(merged);  // back to the weight's dtype, in place: the module sees it
     }
   } catch (...) {

@@ -70,6 +70,9 @@ struct AdapterModule {
   std::vector<int64_t> delta_shape;  // what the formula yields, before the reshape to the weight
   // scale·ΔW in float32 on `device`, reshaped to `weight_shape` (strength not applied).
   torch::Tensor delta(const std::vector<int64_t>& weight_shape, torch::Device device) const;
+  // weight += strength·scale·ΔW for a float32 weight; a plain LoRA goes through addmm_ in
+  // place, without materialising ΔW (most of the merge time of a full-size model).
+  void add_to(torch::Tensor& weight, double strength) const;
 };
 
 struct Adapter {
@@ -126,7 +129,9 @@ PatchSet adapter_patches(const std::shared_ptr<const Adapter>& adapter, double u
 
 // Merges a PatchSet into live modules and takes it out again. The modules stay the
 // caller's (the engine's); only the touched tensors are backed up (same device and dtype),
-// and restore() copies them back, so the base weights return bit for bit.
+// and restore() copies them back, so the base weights return bit for bit. Not thread-safe:
+// apply and restore on the thread that runs the model, and restore before moving a module
+// to another device or dtype (the backups hold the parameters of the time of apply).
 class ModelPatcher {
  public:
   void add_component(const std::string& name, std::shared_ptr<torch::nn::Module> module);

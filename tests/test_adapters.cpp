@@ -435,6 +435,24 @@ TEST_SUITE("unit.adapters") {
     CHECK(changed(*m.unet, base).empty());
   }
 
+  TEST_CASE("modules aimed at weights the model does not run are dropped, not reported") {
+    // As SD 2.x's last text layer (Checkpoint::text_encoder_ignored): here the tiny model's layer 2.
+    Sd15 m(torch::kCPU, torch::kFloat32);
+    auto& te = m.model.components[models::kTextEncoder];
+    for (auto it = te.weights.begin(); it != te.weights.end();) {
+      if (it->first.rfind("text_model.encoder.layers.2.", 0) == 0) {
+        te.skipped.insert(it->first);
+        it = te.weights.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    auto a = m.load("tiny-sd15-lora-kohya.safetensors");
+    CHECK(a->modules.size() == 144);
+    CHECK(a->skipped.size() == 6);
+    CHECK(a->skipped.front().rfind("lora_te_text_model_encoder_layers_2_", 0) == 0);
+  }
+
   TEST_CASE("pickle adapters and embeddings are refused with the conversion hint") {
     Sd15 m(torch::kCPU, torch::kFloat32);
     const auto dir = test::scratch("adapters-pickle");
