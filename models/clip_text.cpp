@@ -78,6 +78,29 @@ ClipTextModelImpl::ClipTextModelImpl(ClipTextConfig c) : config(std::move(c)) {
 }
 
 torch::Tensor ClipTextModelImpl::forward(const torch::Tensor& ids, int64_t clip_skip, bool final_norm) {
+  return forward_with_extra_tokens(ids, torch::Tensor(), clip_skip, final_norm);
+}
+
+torch::Tensor ClipTextModelImpl::embed_tokens(const torch::Tensor& ids, const torch::Tensor& extra) {
+  auto& table = text_model->embeddings->token_embedding;
+  const auto device = table->weight.device();
+  auto on = ids.to(device);
+  if (!extra.defined()) return table->forward(on);
+  const int64_t vocab = config.vocab_size, n = extra.size(0);
+  if (extra.dim() != 2 || extra.size(1) != config.width)
+    throw std::invalid_argument("extra token vectors must be [n, " + std::to_string(config.width) + "]");
+  if (on.numel() > 0 && on.max().item<int64_t>() >= vocab + n)
+    throw std::invalid_argument("token id " + std::to_string(on.max().item<int64_t>()) + " is past the vocabulary (" +
+                                std::to_string(vocab) + ") and the " + std::to_string(n) + " extra vectors");
+  // Look both tables up with clamped ids and pick per position: no copy of the 49408-row table.
+  const auto is_extra = (on >= vocab).unsqueeze(-1);
+  auto base = table->forward(on.clamp_max(vocab - 1));
+  auto added = torch::embedding(extra.to(device, table->weight.scalar_type()), (on - vocab).clamp_min(0));
+  return torch::where(is_extra, added, base);
+}
+
+torch::Tensor ClipTextModelImpl::forward_with_extra_tokens(const torch::Tensor& ids, const torch::Tensor& extra,
+                                                           int64_t clip_skip, bool final_norm) {
   if (clip_skip < 1 || clip_skip > config.layers)
     throw std::invalid_argument("clip skip must be between 1 and " + std::to_string(config.layers) + ", got " +
                                 std::to_string(clip_skip));
@@ -87,7 +110,7 @@ torch::Tensor ClipTextModelImpl::forward(const torch::Tensor& ids, int64_t clip_
   auto& emb = text_model->embeddings;
   const auto device = emb->token_embedding->weight.device();
   auto positions = torch::arange(ids.size(1), torch::TensorOptions().dtype(torch::kLong).device(device));
-  auto x = emb->token_embedding->forward(ids.to(device)) + emb->position_embedding->forward(positions).unsqueeze(0);
+  auto x = embed_tokens(ids, extra) + emb->position_embedding->forward(positions).unsqueeze(0);
   const int64_t run = config.layers - clip_skip + 1;  // layers to run
   auto& layers = text_model->encoder->layers;
   for (int64_t i = 0; i < run; ++i) x = layers[static_cast<size_t>(i)]->as<ClipLayer>()->forward(x);

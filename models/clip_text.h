@@ -67,6 +67,13 @@ struct ClipTextModelImpl : torch::nn::Module {
   // is the last layer, 2 the penultimate ("clip skip 2"); final_norm applies final_layer_norm
   // to that state, as SD 1.x/2.x do.
   torch::Tensor forward(const torch::Tensor& ids, int64_t clip_skip = 1, bool final_norm = true);
+  // The same with extra token vectors (textual inversion, models/embedding.h): an id >=
+  // config.vocab_size picks row (id − vocab_size) of `extra` [n, width], given per call so
+  // the loaded model stays unchanged. An undefined `extra` is plain forward().
+  torch::Tensor forward_with_extra_tokens(const torch::Tensor& ids, const torch::Tensor& extra, int64_t clip_skip = 1,
+                                          bool final_norm = true);
+  // Token embeddings [B,L,width] of ids, on the model's device, extra ids as above.
+  torch::Tensor embed_tokens(const torch::Tensor& ids, const torch::Tensor& extra = {});
   ClipTextConfig config;
   ClipTransformer text_model{nullptr};
 };
