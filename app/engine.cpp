@@ -151,6 +151,17 @@ std::string Engine::hash() const {
   return hash_;
 }
 
+models::AutoencoderKL& Engine::vae_float32() {
+  if (spec_.dtype == torch::kFloat32) return vae_;
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!vae_float32_) {
+    const models::LoadOptions opt{device_, torch::kFloat32};
+    vae_float32_ = spec_.vae.empty() ? models::load_vae(checkpoint_, opt)
+                                     : models::load_vae_file(spec_.vae, checkpoint_.vae_config.scaling_factor, opt);
+  }
+  return vae_float32_;
+}
+
 controlnet::ControlNet Engine::controlnet(const std::string& path) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (auto it = controlnets_.find(path); it != controlnets_.end()) return it->second;

@@ -62,6 +62,9 @@ class Engine {
   models::ClipTextModel& clip() { return clip_; }
   models::UNet& unet() { return unet_; }
   models::AutoencoderKL& vae() { return vae_; }
+  // The same VAE in float32, read from the file on first use and kept: the fallback when
+  // a float16 decode overflows (SDXL's original VAE does). Equals vae() when that is float32.
+  models::AutoencoderKL& vae_float32();
   // A ControlNet for this model, loaded on first use and kept; throws if it does not fit.
   controlnet::ControlNet controlnet(const std::string& path);
 
@@ -76,6 +79,7 @@ class Engine {
   models::ClipTextModel clip_{nullptr};
   models::UNet unet_{nullptr};
   models::AutoencoderKL vae_{nullptr};
+  models::AutoencoderKL vae_float32_{nullptr};
   int64_t native_size_ = 512;
   torch::Tensor latent_rgb_;
   mutable std::mutex mutex_;

@@ -1,6 +1,7 @@
 #include "app/parameters.h"
 
 #include <cstdio>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 
@@ -145,11 +146,26 @@ std::string format_parameters(const Request& r, const ImageRecord& rec) {
   s << ", Emphasis: " << r.emphasis << ", Sigma sampler: " << r.sampler << ", Sigma schedule: " << r.scheduler;
   std::string grid;
   for (size_t i = 0; i < rec.sigmas.size(); ++i) grid += (i ? " " : "") + number(rec.sigmas[i]);
-  s << ", Sigmas: " << quote(grid) << ", Version: sigma-studio " << SIGMA_VERSION;
+  s << ", Sigmas: " << quote(grid);
+  if (!rec.vae_retry.empty()) s << ", VAE retry: " << quote(rec.vae_retry);
+  s << ", Version: sigma-studio " << SIGMA_VERSION;
   return s.str();
 }
 
-Request parse_parameters(const std::string& text, std::map<std::string, std::string>* unparsed) {
+namespace {
+
+// Entries that describe an image rather than set a generation: nothing is lost by not
+// taking them (the model is chosen by the user; Sigmas/Sigma* are our own record).
+bool informational(const std::string& key) {
+  static const std::set<std::string> keys = {"Model hash", "Model", "Version", "VAE hash", "VAE", "Sigmas",
+                                             "Sigma sampler", "Sigma schedule", "VAE retry"};
+  return keys.count(key) > 0 || key.rfind("ControlNet ", 0) == 0;
+}
+
+}  // namespace
+
+Request parse_parameters(const std::string& text, std::map<std::string, std::string>* unparsed,
+                         std::vector<std::string>* not_taken) {
   std::vector<std::string> lines;
   std::istringstream in(text);
   for (std::string line; std::getline(in, line);) lines.push_back(line);
@@ -191,7 +207,10 @@ Request parse_parameters(const std::string& text, std::map<std::string, std::str
       else if (k == "Eta") r.eta = std::stod(v);
       else if (k == "CFG rescale phi") r.cfg_rescale = std::stod(v);
       else if (k == "Emphasis") r.emphasis = v == "Original" ? "original" : v == "No norm" ? "no-norm" : v == "None" ? "none" : v;
-      else if (unparsed) (*unparsed)[k] = v;
+      else {
+        if (unparsed) (*unparsed)[k] = v;
+        if (not_taken && !informational(k)) not_taken->push_back(k + ": " + v + " (no such setting here; ignored)");
+      }
     } catch (const std::exception&) {
       throw std::invalid_argument("metadata: cannot read '" + k + ": " + v + "'");
     }
@@ -199,12 +218,15 @@ Request parse_parameters(const std::string& text, std::map<std::string, std::str
   if (params.find("Sigma sampler:") == std::string::npos && !sampler.empty()) {
     auto [name, sched] = sampler_from_a1111(sampler, schedule);
     if (!name.empty()) r.sampler = name;
+    else if (not_taken) not_taken->push_back("Sampler: " + sampler + " (no equivalent here; using " + r.sampler + ")");
     if (!sched.empty()) r.scheduler = sched;
+    else if (not_taken && !schedule.empty())
+      not_taken->push_back("Schedule type: " + schedule + " (no equivalent here; using " + r.scheduler + ")");
   }
   return r;
 }
 
-Request request_from_png(const std::string& path) {
+Request request_from_png(const std::string& path, std::vector<std::string>* not_taken) {
   const auto text = read_png_text(path);
   if (auto it = text.find("sigma-request"); it != text.end()) {
     try {
@@ -213,7 +235,7 @@ Request request_from_png(const std::string& path) {
       throw std::invalid_argument(path + ": damaged sigma-request metadata (" + e.what() + ")");
     }
   }
-  if (auto it = text.find("parameters"); it != text.end()) return parse_parameters(it->second);
+  if (auto it = text.find("parameters"); it != text.end()) return parse_parameters(it->second, nullptr, not_taken);
   throw std::invalid_argument(path + ": the PNG carries no generation settings (no 'parameters' or 'sigma-request' text)");
 }
 

@@ -21,6 +21,7 @@ struct ImageRecord {
   std::string model_name, model_hash;
   std::vector<double> sigmas;       // the σ grid actually used
   int batch_size = 1, batch_position = 0;
+  std::string vae_retry;            // set when the decode was redone in another precision
 };
 
 std::string a1111_sampler_name(const std::string& sampler, const std::string& solver_type = "");
@@ -32,10 +33,14 @@ std::string format_parameters(const Request& r, const ImageRecord& rec);
 
 // Parses a parameters text into a request (fields it does not carry keep their defaults).
 // `unparsed` collects "key: value" entries with no request field (Model hash, Version, ...).
-Request parse_parameters(const std::string& text, std::map<std::string, std::string>* unparsed = nullptr);
+// `not_taken` gets one line for each setting that changes a picture but was not taken
+// (a sampler or schedule with no equivalent here, an extension's or hires fix's entries),
+// so front ends can say that the re-run will differ.
+Request parse_parameters(const std::string& text, std::map<std::string, std::string>* unparsed = nullptr,
+                         std::vector<std::string>* not_taken = nullptr);
 
-// The request that made an image: our JSON chunk if present, else the A1111 text.
-// Throws std::invalid_argument naming the file when it carries neither.
-Request request_from_png(const std::string& path);
+// The request that made an image: our JSON chunk if present, else the A1111 text
+// (`not_taken` as above). Throws std::invalid_argument naming the file when it carries neither.
+Request request_from_png(const std::string& path, std::vector<std::string>* not_taken = nullptr);
 
 }  // namespace sigma::app

@@ -3,6 +3,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <random>
 
@@ -121,6 +122,36 @@ torch::Tensor decode_latents(Engine& engine, const torch::Tensor& latents) {
   return ((engine.vae()->decode(latents / engine.scaling_factor()) + 1) / 2).clamp(0, 1);
 }
 
+namespace {
+
+// One host sync; called once per stage and batch, never per step.
+bool all_finite(const torch::Tensor& t) { return torch::isfinite(t).all().item<bool>(); }
+
+std::string dtype_name(torch::ScalarType t) {
+  return t == torch::kFloat16 ? "float16" : t == torch::kBFloat16 ? "bfloat16" : "float32";
+}
+
+}  // namespace
+
+torch::Tensor decode_latents_checked(Engine& engine, const torch::Tensor& latents, std::string* retried) {
+  // clamp() keeps NaN, so the check on the clamped pixels sees every bad decode.
+  auto images = decode_latents(engine, latents);
+  if (all_finite(images)) return images;
+  if (engine.dtype() == torch::kFloat16) {
+    auto& vae = engine.vae_float32();
+    images = ((vae->decode(latents.to(torch::kFloat32) / engine.scaling_factor()) + 1) / 2).clamp(0, 1);
+    if (all_finite(images)) {
+      std::fprintf(stderr, "sigma: note: the float16 VAE decode gave NaN/Inf; decoded again in float32\n");
+      if (retried) *retried = "float32 (float16 overflowed)";
+      return images;
+    }
+  }
+  const std::string tried = engine.dtype() == torch::kFloat16 ? "float16 and float32" : dtype_name(engine.dtype());
+  throw GenerationError("the VAE decode produced NaN/Inf in " + tried +
+                        " from finite latents; the VAE weights may be damaged: try another --vae" +
+                        (engine.dtype() == torch::kFloat32 ? "" : " or --dtype fp32"));
+}
+
 Image preview_image(const Engine& engine, const torch::Tensor& latents) {
   auto f = engine.latent_rgb().to(latents.device(), torch::kFloat32);
   auto rgb = torch::einsum("bchw,cr->brhw", {latents.narrow(0, 0, 1).to(torch::kFloat32), f});
@@ -140,6 +171,9 @@ struct BatchContext {
 
 BatchContext batch_context(Engine& engine, const Request& r, int64_t batch) {
   auto text = encode_prompts(engine, r.prompt, r.negative, r.clip_skip, r.emphasis);
+  if (!all_finite(text.cond) || !all_finite(text.uncond))
+    throw GenerationError("the text encoder produced NaN/Inf in " + dtype_name(engine.dtype()) +
+                          "; try --dtype fp32 (or bf16)");
   BatchContext c;
   c.cond = text.cond.expand({batch, -1, -1}).contiguous();
   c.pair = torch::cat({text.uncond.expand({batch, -1, -1}), c.cond}).contiguous();
@@ -283,13 +317,17 @@ torch::Tensor sample_batch(Engine& engine, const Request& r, const std::vector<d
   if (run.cancelled) return {};
   x = ms.inverse_noise_scaling(sigmas.back(), run.x);
   if (in.mask.defined()) x = x * in.mask + in.init_latent * (1 - in.mask);
+  if (!all_finite(x))
+    throw GenerationError("sampling produced NaN/Inf latents (batch " + std::to_string(k + 1) + " of " +
+                          std::to_string(r.batch_count) + ", " + dtype_name(dtype) +
+                          "): the UNet overflowed; try --dtype fp32 (or bf16), a lower --cfg, or another --sampler");
   return x;
 }
 
 // Step 7, the per-image record: the metadata of image i of batch k, its A1111 text, and
 // the request that makes exactly this image again.
 GeneratedImage image_record(const Engine& engine, const Request& r, const std::vector<double>& sigmas, Image image,
-                            int64_t k, int64_t i) {
+                            int64_t k, int64_t i, const std::string& vae_retry) {
   const int64_t batch = r.batch_size, seed = r.seed + k * batch;
   GeneratedImage g;
   g.image = std::move(image);
@@ -301,6 +339,7 @@ GeneratedImage image_record(const Engine& engine, const Request& r, const std::v
   g.record.sigmas = sigmas;
   g.record.batch_size = static_cast<int>(batch);
   g.record.batch_position = static_cast<int>(i);
+  g.record.vae_retry = vae_retry;
   g.parameters = format_parameters(r, g.record);
   // One image's own request: its batch (ComfyUI noise is one draw per batch), or just
   // itself when each image has its own seed.
@@ -339,7 +378,7 @@ GenerateResult generate(Engine& engine, const Request& request, const GenerateHo
   const ImageInputs inputs = image_inputs(engine, r, shape);
   const samplers::Denoiser guided = guided_denoiser(engine, r, context, control_units(engine, r, sigmas));
 
-  // 6-7. Each batch: sample, decode, one record per image.
+  // 6-7. Each batch: sample, decode (NaN-checked), one record per image.
   for (int64_t k = 0; k < r.batch_count; ++k) {
     auto x = sample_batch(engine, r, sigmas, shape, guided, inputs, k, hooks);
     if (!x.defined()) {
@@ -347,9 +386,10 @@ GenerateResult generate(Engine& engine, const Request& request, const GenerateHo
       return result;
     }
     result.latents = x;
-    auto images = tensor_to_images(decode_latents(engine, x) * 2 - 1);
+    std::string vae_retry;
+    auto images = tensor_to_images(decode_latents_checked(engine, x, &vae_retry) * 2 - 1);
     for (int64_t i = 0; i < B; ++i) {
-      auto g = image_record(engine, r, sigmas, std::move(images[static_cast<size_t>(i)]), k, i);
+      auto g = image_record(engine, r, sigmas, std::move(images[static_cast<size_t>(i)]), k, i, vae_retry);
       if (hooks.on_image) hooks.on_image(g);
       result.images.push_back(std::move(g));
     }

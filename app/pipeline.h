@@ -17,6 +17,12 @@
 
 namespace sigma::app {
 
+// A generation that cannot give a right picture (NaN/Inf in the conditioning, the sampled
+// latents or the decoded image): the message names the stage and a fix, and no file is written.
+struct GenerationError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 struct Progress {
   int step = 0, total = 0;          // steps done in this batch, of total
   int batch = 0, batches = 1;       // which of batch_count
@@ -61,6 +67,10 @@ Image preview_image(const Engine& engine, const torch::Tensor& latents);
 
 // Latents (scaled, as the sampler produces them) -> decoded images [B,3,H,W] in [0,1].
 torch::Tensor decode_latents(Engine& engine, const torch::Tensor& latents);
+// The same, never NaN: a float16 decode that overflows is redone with the float32 VAE
+// (`retried` then says so, for the log and the metadata); a decode that is still not
+// finite throws GenerationError.
+torch::Tensor decode_latents_checked(Engine& engine, const torch::Tensor& latents, std::string* retried = nullptr);
 
 // [B,3,H,W] in [-1,1] -> images (rounded to 8 bit)
 std::vector<Image> tensor_to_images(const torch::Tensor& x);

@@ -1,7 +1,9 @@
 #include "app/request.h"
 
+#include <cmath>
 #include <functional>
 #include <map>
+#include <sstream>
 #include <stdexcept>
 
 namespace sigma::app {
@@ -154,21 +156,52 @@ Request request_from_json(const nlohmann::json& j) {
   return r;
 }
 
+namespace {
+
+// "nan", "inf", "-inf" or the number as the user wrote it (shortest round trip).
+std::string number_text(double v) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  std::ostringstream ss;
+  ss << v;
+  return ss.str();
+}
+
+}  // namespace
+
 void validate(const Request& r) {
   auto fail = [](const std::string& msg) { throw std::invalid_argument(msg); };
+  // Every real-valued field must be a finite number in its range: a NaN or an infinity
+  // passes every `<` test and would reach the sampler, which then writes a black image.
+  auto in_range = [&](const std::string& flag, double v, double lo, double hi, const std::string& meaning = "") {
+    if (!std::isfinite(v)) fail(flag + " must be a finite number, got " + number_text(v));
+    if (v < lo || v > hi)
+      fail(flag + " must be between " + number_text(lo) + " and " + number_text(hi) + (meaning.empty() ? "" : " (" + meaning + ")") +
+           ", got " + number_text(v));
+  };
+  // Size: the range first (a size above the limit is wrong whatever its multiple), then
+  // the VAE's 8-pixel blocks.
   for (auto [flag, v] : {std::pair{"--width", r.width}, std::pair{"--height", r.height}}) {
-    if (v < 0 || v % 8 != 0)
+    if (v < 0 || v > 4096)
+      fail(std::string(flag) + " " + std::to_string(v) + " is outside 8..4096 pixels (0 = the model's native size)");
+    if (v % 8 != 0)
       fail(std::string(flag) + " " + std::to_string(v) + " is not a multiple of 8 (the VAE works on 8x8 pixel blocks); try " +
-           std::to_string(std::max<int64_t>(8, (v + 4) / 8 * 8)));
-    if (v > 4096) fail(std::string(flag) + " " + std::to_string(v) + " is larger than the 4096-pixel limit");
+           std::to_string(std::min<int64_t>(4096, std::max<int64_t>(8, (v + 4) / 8 * 8))));
   }
+  in_range("--cfg", r.cfg, 0, 100, "classifier-free guidance scale; 1 = no guidance");
+  in_range("--cfg-rescale", r.cfg_rescale, 0, 1);
+  in_range("--cfg-sigma-low", r.cfg_sigma_low, 0, 1e4, "sigma below which guidance is off");
+  in_range("--cfg-sigma-high", r.cfg_sigma_high, 0, 1e4, "sigma above which guidance is off; 0 = no upper bound");
+  if (r.cfg_sigma_high > 0 && r.cfg_sigma_low >= r.cfg_sigma_high)
+    fail("--cfg-sigma-low " + number_text(r.cfg_sigma_low) + " must be below --cfg-sigma-high " + number_text(r.cfg_sigma_high));
+  if (!std::isfinite(r.eta) || r.eta >= 0) in_range("--eta", r.eta, 0, 10, "noise of ancestral/SDE steps; negative = the sampler's default");
+  if (!std::isfinite(r.strength) || r.strength <= 0 || r.strength > 1)
+    fail("--strength must be in (0, 1] (img2img denoising strength), got " + number_text(r.strength));
+  for (double s : r.sigmas) in_range("--sigmas", s, 0, 1e4);
   if (r.scheduler != "custom" && (r.steps < 1 || r.steps > 1000)) fail("--steps must be between 1 and 1000, got " + std::to_string(r.steps));
-  if (r.cfg < 0) fail("--cfg must be 0 or more");
-  if (r.cfg_rescale < 0 || r.cfg_rescale > 1) fail("--cfg-rescale must be between 0 and 1");
   if (r.batch_size < 1 || r.batch_size > 64) fail("--batch-size must be between 1 and 64");
   if (r.batch_count < 1) fail("--batch-count must be 1 or more");
   if (r.clip_skip < 1) fail("--clip-skip must be 1 (last layer) or more");
-  if (r.strength <= 0 || r.strength > 1) fail("--strength must be in (0, 1]");
   if (r.seed < -1) fail("--seed must be -1 (random) or a non-negative number");
   if (r.seed_mode != "batch" && r.seed_mode != "per-image") fail("--seed-mode must be 'batch' or 'per-image', got '" + r.seed_mode + "'");
   if (r.emphasis != "original" && r.emphasis != "no-norm" && r.emphasis != "none")
@@ -191,7 +224,12 @@ void validate(const Request& r) {
     const std::string which = "ControlNet " + std::to_string(i + 1) + ": ";
     if (u.model.empty()) fail(which + "--control-net PATH is missing");
     if (u.image.empty()) fail(which + "--control-image PATH is missing");
-    if (u.start < 0 || u.end > 1 || u.start >= u.end) fail(which + "--control-start/--control-end must satisfy 0 <= start < end <= 1");
+    in_range(which + "--control-strength", u.strength, 0, 10, "residual multiplier; 1 = as trained");
+    in_range(which + "--control-start", u.start, 0, 1);
+    in_range(which + "--control-end", u.end, 0, 1);
+    if (u.start >= u.end) fail(which + "--control-start/--control-end must satisfy 0 <= start < end <= 1");
+    for (const auto& [name, v] : u.params)
+      if (!std::isfinite(v)) fail(which + "--control-param " + name + " must be a finite number, got " + number_text(v));
     if (u.resize != "crop" && u.resize != "fit" && u.resize != "stretch")
       fail(which + "--control-resize must be crop, fit or stretch");
   }

@@ -4,7 +4,13 @@
 
 #include <torch/torch.h>
 #include <torch/version.h>
+
+#include <cstdlib>
+#include <string>
 #include <ATen/autocast_mode.h>
+#ifdef SIGMA_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 namespace sigma::compat {
 
@@ -13,11 +19,17 @@ inline constexpr bool kHasFusedAttention = TORCH_VERSION_MAJOR >= 2;
 // softmax(q·kᵀ·scale + mask)·v for q [B,H,Lq,D], k/v [B,H,Lk,D].
 // LibTorch 2.x dispatches to flash / memory-efficient kernels on CUDA; 1.13 has no
 // public SDPA, so the exact math is written out (as fast as the private op on CPU).
+// SIGMA_ATTENTION=math forces the written-out path on 2.x too (to tell a fused kernel's
+// fault from ours when a result looks wrong).
 inline torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                bool causal = false) {
 #if TORCH_VERSION_MAJOR >= 2
-  return at::scaled_dot_product_attention(q, k, v, {}, 0.0, causal);
-#else
+  static const bool math = [] {
+    const char* env = std::getenv("SIGMA_ATTENTION");
+    return env && std::string(env) == "math";
+  }();
+  if (!math) return at::scaled_dot_product_attention(q, k, v, {}, 0.0, causal);
+#endif
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
   auto w = torch::matmul(q, k.transpose(-2, -1)) * scale;
   if (causal) {
@@ -25,7 +37,6 @@ inline torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, c
     w = w.masked_fill(mask, -std::numeric_limits<float>::infinity());
   }
   return torch::matmul(w.softmax(-1), v);
-#endif
 }
 
 // TF32 silently lowers float32 matmul/conv precision on Ampere+ GPUs; the conformance
@@ -36,6 +47,23 @@ inline void set_allow_tf32(bool allow) {
 }
 
 inline bool cuda_available() { return torch::cuda::is_available(); }
+
+// Waits for the current CUDA device's queued work (timing); a no-op in CPU-only builds.
+inline void cuda_synchronize() {
+#ifdef SIGMA_WITH_CUDA
+  torch::cuda::synchronize();
+#endif
+}
+
+// The caching allocator's peak of allocated bytes on device 0 since start, in GB (0 without CUDA).
+inline double cuda_peak_allocated_gb() {
+#ifdef SIGMA_WITH_CUDA
+  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(0);
+  return static_cast<double>(stats.allocated_bytes[0].peak) / 1e9;
+#else
+  return 0;
+#endif
+}
 
 // tensors[i] *= factor (a 0-dim tensor on their device), without a host sync.
 inline void foreach_mul(std::vector<torch::Tensor>& tensors, const torch::Tensor& factor) {

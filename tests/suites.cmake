@@ -41,3 +41,9 @@ sigma_add_suite(e2e.default_model e2e TIMEOUT 2400)
 sigma_add_suite(conformance.sd2 conformance)
 sigma_add_suite(conformance.adapters conformance)
 sigma_add_suite(unit.adapters unit)
+
+# No silent bad output (issue 14): validation of every number, NaN stages, no PNG on failure.
+sigma_add_suite(unit.reliability unit)
+sigma_add_suite(e2e.reliability e2e)
+# The CLI's whole path on CUDA in fp32, fp16 and bf16 against the CPU's picture.
+sigma_add_suite(gpu.cli_path gpu ARGS --require-cuda)

@@ -177,11 +177,18 @@ void handle_drop(AppState& s, const std::vector<std::string>& paths) {
       // Elsewhere, an image with generation metadata brings its settings; any other image
       // becomes the img2img input.
       try {
-        app::Request r = app::request_from_png(p);
+        std::vector<std::string> not_taken;
+        app::Request r = app::request_from_png(p, &not_taken);
         app::JobResult res;
         res.request = r;
         res.path = p;
         use_settings(s, res);
+        if (!not_taken.empty()) {
+          // Say what the re-run will not reproduce, as the CLI's --from-png warns.
+          std::string list;
+          for (const auto& w : not_taken) list += (list.empty() ? "" : "; ") + w;
+          s.message = "Settings from " + fs::path(p).filename().string() + "; not taken: " + list;
+        }
       } catch (const std::exception&) {
         send_to_img2img(s, p);
         s.message = "No generation settings in " + fs::path(p).filename().string() + "; using it for image to image";

@@ -191,10 +191,22 @@ void draw_sampling_tab(AppState& s) {
     const char* name;
     int w, h;
   };
-  static const Preset presets[] = {{"512 x 512  square", 512, 512},       {"512 x 768  portrait", 512, 768},
-                                   {"768 x 512  landscape", 768, 512},    {"640 x 448  3:2 landscape", 640, 448},
-                                   {"448 x 640  2:3 portrait", 448, 640}, {"768 x 768  SD 2.x", 768, 768},
-                                   {"1024 x 1024", 1024, 1024},           {"256 x 256  quick", 256, 256},
+  // SD 1.x/2.x sizes, then SDXL's training buckets (about one megapixel each), as the
+  // A1111/ComfyUI resolution pickers list them.
+  static const Preset presets[] = {{"512 x 512  square", 512, 512},
+                                   {"512 x 768  portrait", 512, 768},
+                                   {"768 x 512  landscape", 768, 512},
+                                   {"640 x 448  3:2 landscape", 640, 448},
+                                   {"448 x 640  2:3 portrait", 448, 640},
+                                   {"768 x 768  SD 2.x", 768, 768},
+                                   {"1024 x 1024  SDXL square", 1024, 1024},
+                                   {"1152 x 896  SDXL 9:7", 1152, 896},
+                                   {"896 x 1152  SDXL 7:9", 896, 1152},
+                                   {"1216 x 832  SDXL 3:2", 1216, 832},
+                                   {"832 x 1216  SDXL 2:3", 832, 1216},
+                                   {"1344 x 768  SDXL 16:9", 1344, 768},
+                                   {"768 x 1344  SDXL 9:16", 768, 1344},
+                                   {"256 x 256  quick", 256, 256},
                                    {"128 x 128  tiny test model", 128, 128}};
   ImGui::SetNextItemWidth(field);
   if (ImGui::BeginCombo("Preset", (std::to_string(r.width) + " x " + std::to_string(r.height)).c_str())) {

@@ -25,5 +25,6 @@ std::map<std::string, double> parse_name_values(const std::vector<std::string>& 
 void register_generate(CLI::App& app, CliState& state);   // generate, batch
 void register_tools(CLI::App& app, CliState& state);      // info, samplers, preprocess
 void register_train(CLI::App& app, CliState& state);      // train, train-hints, eval-shapes
+void register_bench(CLI::App& app, CliState& state);      // bench
 
 }  // namespace sigma::app

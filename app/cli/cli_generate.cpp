@@ -185,7 +185,9 @@ RunOutcome run_request(EngineCache& cache, const Request& r, const std::vector<s
 }
 
 int run_generate(const RequestFlags& f, const std::string& from_png, bool overwrite, bool quiet) {
-  Request r = from_png.empty() ? Request{} : request_from_png(from_png);
+  std::vector<std::string> not_taken;
+  Request r = from_png.empty() ? Request{} : request_from_png(from_png, &not_taken);
+  for (const auto& w : not_taken) std::fprintf(stderr, "sigma: warning: --from-png %s: not taken: %s\n", from_png.c_str(), w.c_str());
   if (!from_png.empty()) r.output.clear();  // never aim a re-run at the original's file
   f.apply(r);
   precheck(r);
