@@ -149,7 +149,7 @@ torch::Tensor decode_latents_checked(Engine& engine, const torch::Tensor& latent
   const std::string tried = engine.dtype() == torch::kFloat16 ? "float16 and float32" : dtype_name(engine.dtype());
   throw GenerationError("the VAE decode produced NaN/Inf in " + tried +
                         " from finite latents; the VAE weights may be damaged: try another --vae" +
-                        (engine.dtype() == torch::kFloat32 ? "" : " or --dtype fp32"));
+                        (engine.dtype() == torch::kBFloat16 ? " or --dtype fp32" : ""));
 }
 
 Image preview_image(const Engine& engine, const torch::Tensor& latents) {
