@@ -16,7 +16,7 @@ sigma_add_suite(e2e.cli e2e)
 # The same suites on an NVIDIA GPU (scripts/gpu-test.sh): float32 with TF32 off, and float16.
 # `--require-cuda` makes them skip (exit 77, shown as skipped) on a CPU-only machine.
 foreach(dtype fp32 fp16)
-  foreach(suite conformance.components conformance.samplers e2e.pipeline)
+  foreach(suite conformance.components conformance.samplers e2e.pipeline conformance.sdxl)
     sigma_add_suite(${suite} gpu NAME gpu.${suite}.${dtype} ARGS --require-cuda
                     ENV SIGMA_TEST_DEVICE=cuda SIGMA_TEST_DTYPE=${dtype})
   endforeach()
@@ -39,3 +39,5 @@ endif()
 # ~5.5 minutes on 2 cores: 352 generated pictures judged (docs/default-model.md has the numbers).
 sigma_add_suite(e2e.default_model e2e TIMEOUT 2400)
 sigma_add_suite(conformance.sd2 conformance)
+sigma_add_suite(conformance.sdxl conformance)
+sigma_add_suite(unit.sdxl unit)

@@ -1,0 +1,193 @@
+// The SDXL family on sdxl-tiny: two text encoders (CLIP-L in Hugging Face names, OpenCLIP-bigG
+// in OpenCLIP names with the stacked in_proj and the transposed text_projection), both read at
+// the penultimate layer without the final LayerNorm, the pooled vector, and the UNet's
+// additional embedding of [pooled, Fourier(time_ids)], from both layouts.
+#include <doctest/doctest.h>
+
+#include "models/checkpoint_info.h"
+#include "models/loader.h"
+#include "tests/support.h"
+
+namespace {
+using namespace sigma;
+std::string sdxl() { return test::fixtures() + "/sdxl-tiny"; }
+
+struct SdxlLayout {
+  std::string name, model;
+};
+std::vector<SdxlLayout> sdxl_layouts() {
+  return {{"single-file", sdxl() + "/models/tiny-sdxl.safetensors"}, {"diffusers", sdxl() + "/models/tiny-sdxl-diffusers"}};
+}
+
+// Both encoders as the family describes them: [context [B,77,sum of widths], pooled [B,P]].
+std::pair<torch::Tensor, torch::Tensor> encode(const models::Checkpoint& ck, const models::LoadOptions& opt,
+                                               const torch::Tensor& ids_1, const torch::Tensor& ids_2) {
+  const auto& roles = ck.description.text_encoders;
+  REQUIRE(roles.size() == 2);
+  auto clip_1 = models::load_text_encoder(ck, opt, 0);
+  auto clip_2 = models::load_text_encoder(ck, opt, 1);
+  auto h1 = clip_1->forward(ids_1, roles[0].clip_skip, roles[0].final_norm);
+  auto [h2, pooled] = clip_2->forward_pooled(ids_2, roles[1].clip_skip, roles[1].final_norm);
+  return {torch::cat({h1, h2}, -1), pooled};
+}
+
+models::TensorIndex keys(const std::vector<std::string>& names) {
+  models::TensorIndex index;
+  for (const auto& n : names) index[n] = models::TensorRef{};
+  return index;
+}
+
+}  // namespace
+
+TEST_SUITE("conformance.sdxl") {
+  TEST_CASE("SDXL: text encoders, pooled vector and UNet with micro-conditioning from both layouts") {
+    auto refs = models::SafeTensors::open(sdxl() + "/refs/refs.safetensors");
+    auto ref = [&](const std::string& n) { return refs->load(n, torch::kFloat32); };
+    const auto device = test::test_device();
+    const auto dtype = test::test_dtype();
+    auto in = [&](const std::string& n) { return ref(n).to(device, dtype); };
+    const double tol = test::tolerance(1e-4);
+    std::printf("sdxl on %s, %s:\n", device.str().c_str(), c10::toString(dtype));
+    test::CaseReport report("sdxl");
+    for (const auto& layout : sdxl_layouts()) {
+      const auto ck = models::open_checkpoint(layout.model);
+      REQUIRE(ck.family == models::Family::SDXL);
+      const auto& L = layout.name;
+      c10::InferenceMode guard;
+      const models::LoadOptions opt{device, dtype};
+      auto [context, pooled] = encode(ck, opt, refs->load("clip.ids_1"), refs->load("clip.ids_2"));
+      CHECK(report.add("clip.context [" + L + "]", test::rel_error(context, ref("clip.context")), tol));
+      CHECK(report.add("clip.pooled [" + L + "]", test::rel_error(pooled, ref("clip.pooled")), tol));
+
+      auto unet = models::load_unet(ck, opt);
+      auto y = models::additional_embedding_input(in("unet.text_embeds"), ref("unet.time_ids"), ck.description.fourier_dim);
+      auto out = unet->forward(in("unet.x"), ref("unet.t").to(device), in("unet.context"), nullptr, y);
+      CHECK(report.add("unet.out [" + L + "]", test::rel_error(out, ref("unet.out")), tol));
+    }
+    report.close();
+  }
+}
+
+TEST_SUITE("unit.sdxl") {
+  TEST_CASE("SDXL configuration inferred from shapes, both layouts") {
+    for (const auto& layout : sdxl_layouts()) {
+      INFO(layout.name);
+      const auto ck = models::open_checkpoint(layout.model);
+      CHECK(ck.family == models::Family::SDXL);
+      CHECK(ck.prediction == "eps");
+      CHECK_FALSE(ck.zero_terminal_snr);
+      const auto& u = ck.unet_config;
+      CHECK(u.model_channels == 64);
+      CHECK(u.channel_mult == std::vector<int64_t>{1, 1, 1});
+      CHECK(u.transformer_depth == std::vector<int64_t>{0, 2, 2});  // the tensors (and unet/config.json) say 2 at both levels
+      CHECK(u.middle_transformer_depth == 2);
+      CHECK(u.linear_proj);
+      CHECK(u.head_dim == 64);
+      CHECK(u.context_dim == 32);
+      CHECK(u.adm_in_channels == 64);
+      const auto& d = ck.description;
+      CHECK(d.context_dim == 32);
+      CHECK(d.pooled_dim == 16);
+      CHECK(d.fourier_dim == 8);
+      CHECK(d.adm_in_channels == 64);
+      CHECK(ck.vae_config.scaling_factor == doctest::Approx(0.13025));
+      REQUIRE(d.text_encoders.size() == 2);
+      CHECK(d.text_encoders[1].pooled);
+      CHECK_FALSE(d.text_encoders[0].final_norm);
+      CHECK(ck.clip_config.width == 16);
+      CHECK(ck.clip_config.heads == 2);
+      CHECK(ck.clip_config.quick_gelu);
+      CHECK(ck.clip_config.projection_dim == 0);
+      CHECK(ck.clip_2_config.width == 16);
+      CHECK(ck.clip_2_config.heads == 2);
+      CHECK(ck.clip_2_config.layers == 3);
+      CHECK_FALSE(ck.clip_2_config.quick_gelu);
+      CHECK(ck.clip_2_config.projection_dim == 16);
+      CHECK(ck.text_encoder_2.count("text_projection.weight"));
+      CHECK(ck.unused.empty());
+    }
+    const auto folder = models::open_checkpoint(sdxl_layouts()[1].model);
+    CHECK(folder.tokenizer_2_dir.find("tokenizer_2") != std::string::npos);
+  }
+
+  TEST_CASE("SDXL: both layouts load identical weights") {
+    c10::InferenceMode guard;
+    const auto single = models::open_checkpoint(sdxl_layouts()[0].model);
+    const auto diffusers = models::open_checkpoint(sdxl_layouts()[1].model);
+    const models::LoadOptions opt;
+    auto same = [](torch::nn::Module& a, torch::nn::Module& b) {
+      auto pa = a.named_parameters(), pb = b.named_parameters();
+      REQUIRE(pa.size() == pb.size());
+      REQUIRE(pa.size() > 0);
+      for (const auto& p : pa) {
+        INFO(p.key());
+        REQUIRE(pb.find(p.key()) != nullptr);
+        CHECK(torch::equal(p.value(), pb[p.key()]));
+      }
+    };
+    same(*models::load_unet(single, opt), *models::load_unet(diffusers, opt));
+    same(*models::load_vae(single, opt), *models::load_vae(diffusers, opt));
+    same(*models::load_text_encoder(single, opt, 0), *models::load_text_encoder(diffusers, opt, 0));
+    same(*models::load_text_encoder(single, opt, 1), *models::load_text_encoder(diffusers, opt, 1));
+  }
+
+  TEST_CASE("family detection from the keys and configs") {
+    const std::string p = "m.safetensors";
+    using models::Family;
+    CHECK(models::detect_single_file_family(keys({"model.diffusion_model.input_blocks.0.0.weight",
+                                                  "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"}),
+                                            p) == Family::SD1);
+    CHECK(models::detect_single_file_family(
+              keys({"model.diffusion_model.input_blocks.0.0.weight", "cond_stage_model.model.token_embedding.weight"}), p) ==
+          Family::SD2);
+    CHECK(models::detect_single_file_family(keys({"model.diffusion_model.label_emb.0.0.weight",
+                                                  "conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight",
+                                                  "conditioner.embedders.1.model.token_embedding.weight"}),
+                                            p) == Family::SDXL);
+    auto message = [](const std::function<void()>& f) {
+      try {
+        f();
+      } catch (const models::ModelLoadError& e) {
+        return std::string(e.what());
+      }
+      return std::string();
+    };
+    // The refiner: one OpenCLIP-bigG encoder in embedders.0.
+    CHECK(message([&] {
+            models::detect_single_file_family(
+                keys({"model.diffusion_model.label_emb.0.0.weight", "conditioner.embedders.0.model.token_embedding.weight"}), p);
+          }).find("refiner") != std::string::npos);
+    CHECK(message([&] { models::detect_single_file_family(keys({"model.diffusion_model.input_blocks.0.0.weight"}), p); })
+              .find("no text encoder") != std::string::npos);
+
+    const nlohmann::json sdxl_unet = {{"addition_embed_type", "text_time"}};
+    const nlohmann::json clip_l = {{"hidden_act", "quick_gelu"}}, open_clip = {{"hidden_act", "gelu"}};
+    CHECK(models::detect_diffusers_family(sdxl_unet, clip_l, true, true, p) == Family::SDXL);
+    CHECK(models::detect_diffusers_family(nlohmann::json::object(), clip_l, true, true, p) == Family::SDXL);
+    CHECK(models::detect_diffusers_family(nlohmann::json::object(), clip_l, true, false, p) == Family::SD1);
+    CHECK(models::detect_diffusers_family(nlohmann::json::object(), open_clip, true, false, p) == Family::SD2);
+    CHECK(message([&] { models::detect_diffusers_family(sdxl_unet, open_clip, false, true, p); }).find("refiner") !=
+          std::string::npos);
+    CHECK(message([&] { models::detect_diffusers_family(sdxl_unet, clip_l, true, false, p); }).find("text_encoder_2") !=
+          std::string::npos);
+
+    // The descriptions are data: real SDXL sizes.
+    const auto& xl = models::family_description(Family::SDXL);
+    CHECK(xl.context_dim == 2048);
+    CHECK(xl.adm_in_channels == xl.pooled_dim + xl.micro_conditioning * xl.fourier_dim);
+    CHECK(xl.native_size == 1024);
+    CHECK(xl.vae_scale == doctest::Approx(0.13025));
+    CHECK(models::family_description(Family::SD1).vae_scale == doctest::Approx(0.18215));
+  }
+
+  TEST_CASE("an SDXL checkpoint is described by sigma info's text") {
+    const auto ck = models::open_checkpoint(sdxl_layouts()[0].model);
+    const auto text = models::describe_checkpoint(ck);
+    INFO(text);
+    CHECK(text.find("Stable Diffusion XL") != std::string::npos);
+    CHECK(text.find("additional embedding 64 = pooled 16 + 6 x 8 Fourier") != std::string::npos);
+    CHECK(text.find("transformer depth per level (0, 2, 2), middle 2") != std::string::npos);
+    CHECK(text.find("text encoder 2:") != std::string::npos);
+    CHECK(text.find("OpenCLIP-bigG") != std::string::npos);
+  }
+}
