@@ -116,6 +116,7 @@ Request resolve_request(const Request& in, const Engine& engine) {
 std::vector<double> request_sigmas(const Request& r, const Engine& engine) {
   auto opt = engine.schedule_options();
   opt.custom = r.sigmas;
+  if (r.sampler != "ddim") opt.set_alpha_to_one = true;  // only diffusers' DDIM stops at σ(ᾱ_0); Euler & co. end at 0
   if (r.init_image.empty()) return samplers::make_sigmas(r.scheduler, engine.sampling(), static_cast<int>(r.steps), opt);
   // img2img runs the last `steps` of a schedule of steps/strength (ComfyUI's denoise rule).
   const int total = static_cast<int>(static_cast<double>(r.steps) / r.strength);
@@ -146,9 +147,12 @@ GenerateResult generate(Engine& engine, const Request& request, const GenerateHo
   const std::vector<int64_t> shape = {B, engine.latent_channels(), r.height / f, r.width / f};
 
   // Conditioning, repeated for the batch; [uncond; cond] for the CFG pass.
-  auto text = encode_prompts(engine, r.prompt, r.negative, r.clip_skip, r.emphasis);
+  auto text = encode_request(engine, r);
   auto cond = text.cond.expand({B, -1, -1}).contiguous();
   auto pair = torch::cat({text.uncond.expand({B, -1, -1}), cond}).contiguous();
+  // SDXL's additional embedding input y, batched like the context (undefined for SD 1.x/2.x).
+  auto y = text.y_cond.defined() ? text.y_cond.expand({B, -1}).contiguous() : torch::Tensor();
+  auto y_pair = y.defined() ? torch::cat({text.y_uncond.expand({B, -1}), y}).contiguous() : torch::Tensor();
 
   // img2img / inpainting inputs.
   torch::Tensor init_latent, mask;
@@ -199,7 +203,8 @@ GenerateResult generate(Engine& engine, const Request& request, const GenerateHo
         residuals.mid = residuals.mid + res.mid * c.strength;
       }
     }
-    return engine.unet()->forward(call.x_in, call.c_noise, ctx, residuals.empty() ? nullptr : &residuals);
+    return engine.unet()->forward(call.x_in, call.c_noise, ctx, residuals.empty() ? nullptr : &residuals,
+                                  call.with_uncond ? y_pair : y);
   };
   samplers::Guidance guidance;
   guidance.scale = r.cfg;

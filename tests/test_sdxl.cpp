@@ -1,12 +1,15 @@
 // The SDXL family on sdxl-tiny: two text encoders (CLIP-L in Hugging Face names, OpenCLIP-bigG
 // in OpenCLIP names with the stacked in_proj and the transposed text_projection), both read at
 // the penultimate layer without the final LayerNorm, the pooled vector, and the UNet's
-// additional embedding of [pooled, Fourier(time_ids)], from both layouts.
+// additional embedding of [pooled, Fourier(time_ids)], and diffusers' StableDiffusionXLPipeline
+// (Euler, leading, 8 steps, CFG 5) end to end, from both layouts.
 #include <doctest/doctest.h>
 
+#include "app/conditioning.h"
+#include "app/pipeline.h"
 #include "models/checkpoint_info.h"
 #include "models/loader.h"
-#include "tests/support.h"
+#include "tests/reference_request.h"
 
 namespace {
 using namespace sigma;
@@ -63,6 +66,40 @@ TEST_SUITE("conformance.sdxl") {
       auto y = models::additional_embedding_input(in("unet.text_embeds"), ref("unet.time_ids"), ck.description.fourier_dim);
       auto out = unet->forward(in("unet.x"), ref("unet.t").to(device), in("unet.context"), nullptr, y);
       CHECK(report.add("unet.out [" + L + "]", test::rel_error(out, ref("unet.out")), tol));
+    }
+    // The app's conditioning (tokenizers, padding per encoder, chunks, penultimate states, pooled):
+    // "a red circle on the left" and the empty negative prompt, encoded as text (not zeros).
+    for (const auto& layout : sdxl_layouts()) {
+      auto r = test::diffusers_ddim8_request(layout.model, "");
+      auto engine = app::Engine::load(app::model_spec(r));
+      c10::InferenceMode guard;
+      auto c = app::encode_prompts(*engine, "a red circle on the left", "", 1, "original");
+      const auto context = ref("clip.context"), pooled = ref("clip.pooled");
+      const auto& L = layout.name;
+      CHECK(report.add("app conditioning: context, pooled [" + L + "]",
+                       std::max({test::rel_error(c.cond, context.narrow(0, 0, 1)), test::rel_error(c.uncond, context.narrow(0, 1, 1)),
+                                 test::rel_error(c.pooled_cond, pooled.narrow(0, 0, 1)),
+                                 test::rel_error(c.pooled_uncond, pooled.narrow(0, 1, 1))}),
+                       tol));
+    }
+    // The pipeline: the single file finds no tokenizer beside it and uses the bundled CLIP
+    // vocabulary (assets/clip-bpe, padded per encoder); the folder brings tokenizer/ and tokenizer_2/.
+    const double pipe_tol = test::tolerance(1e-3);
+    for (const auto& layout : sdxl_layouts()) {
+      auto r = test::diffusers_ddim8_request(layout.model, "");
+      r.sampler = "euler";
+      r.cfg = 5.0;
+      auto engine = app::Engine::load(app::model_spec(r));
+      REQUIRE(engine->native_size() == 1024);
+      app::GenerateHooks hooks;
+      hooks.initial_noise = ref("pipe.latents");
+      auto out = app::generate(*engine, r, hooks);
+      REQUIRE(out.images.size() == 1);
+      const auto& L = layout.name;
+      CHECK(report.add("pipe.euler8.latent [" + L + "]", test::rel_error(out.latents, ref("pipe.euler8.latent")), pipe_tol));
+      c10::InferenceMode guard;
+      CHECK(report.add("pipe.euler8.image [" + L + "]",
+                       test::rel_error(app::decode_latents(*engine, out.latents), ref("pipe.euler8.image")), pipe_tol));
     }
     report.close();
   }
@@ -178,6 +215,39 @@ TEST_SUITE("unit.sdxl") {
     CHECK(xl.native_size == 1024);
     CHECK(xl.vae_scale == doctest::Approx(0.13025));
     CHECK(models::family_description(Family::SD1).vae_scale == doctest::Approx(0.18215));
+  }
+
+  TEST_CASE("SDXL engine: a tokenizer per encoder, micro-conditioning from the request, no ControlNet yet") {
+    for (const auto& layout : sdxl_layouts()) {
+      INFO(layout.name);
+      auto r = test::diffusers_ddim8_request(layout.model, "");
+      auto engine = app::Engine::load(app::model_spec(r));
+      CHECK(engine->tokenizer(0).pad() == 49407);  // CLIP-L pads with the end token
+      CHECK(engine->tokenizer(1).pad() == 0);      // OpenCLIP-bigG with "!"
+      CHECK(engine->scaling_factor() == doctest::Approx(0.13025));
+      std::string error;
+      try {
+        engine->controlnet(test::sd15() + "/models/tiny-controlnet.safetensors");
+      } catch (const models::ModelLoadError& e) {
+        error = e.what();
+      }
+      CHECK(error.find("not supported yet") != std::string::npos);
+    }
+    app::Request r;
+    r.width = 1024;
+    r.height = 768;
+    CHECK(app::micro_conditioning(r) == std::array<double, 6>{768, 1024, 0, 0, 768, 1024});
+    r.original_width = 2048;
+    r.original_height = 1536;
+    r.crop_top = 16;
+    r.crop_left = 32;
+    r.target_width = 512;
+    r.target_height = 512;
+    CHECK(app::micro_conditioning(r) == std::array<double, 6>{1536, 2048, 16, 32, 512, 512});
+    CHECK(app::request_from_json(app::to_json(r)) == r);
+    CHECK(app::request_from_json({{"crop_top", 8}, {"original-width", 4096}}).crop_top == 8);
+    r.crop_left = -1;
+    CHECK(test::error_of([&] { app::validate(r); }).find("--crop-left -1") != std::string::npos);
   }
 
   TEST_CASE("an SDXL checkpoint is described by sigma info's text") {
