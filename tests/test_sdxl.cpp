@@ -147,6 +147,63 @@ TEST_SUITE("unit.sdxl") {
     CHECK(folder.tokenizer_2_dir.find("tokenizer_2") != std::string::npos);
   }
 
+  TEST_CASE("real SDXL sizes are inferred from shapes alone (no weights needed)") {
+    auto shaped = [](models::TensorIndex& idx, const std::string& k, std::vector<int64_t> shape) {
+      idx[k] = models::TensorRef{nullptr, k, std::move(shape), {}};
+    };
+    // sd_xl_base_1.0's UNet: 320 channels, mult (1, 2, 4), depth (0, 2, 10), middle 10,
+    // linear projections, context 2048, label_emb input 2816.
+    models::TensorIndex u;
+    shaped(u, "input_blocks.0.0.weight", {320, 4, 3, 3});
+    shaped(u, "out.2.weight", {4, 320, 3, 3});
+    const std::vector<int64_t> ch = {320, 640, 1280}, depth = {0, 2, 10};
+    int block = 1;
+    for (size_t level = 0; level < 3; ++level) {
+      for (int r = 0; r < 2; ++r, ++block) {
+        const auto b = "input_blocks." + std::to_string(block) + ".";
+        shaped(u, b + "0.out_layers.3.weight", {ch[level], ch[level], 3, 3});
+        for (int64_t d = 0; d < depth[level]; ++d) {
+          const auto t = b + "1.transformer_blocks." + std::to_string(d) + ".";
+          shaped(u, t + "norm1.weight", {ch[level]});
+          shaped(u, t + "attn2.to_k.weight", {ch[level], 2048});
+        }
+        if (depth[level]) shaped(u, b + "1.proj_in.weight", {ch[level], ch[level]});
+      }
+      if (level < 2) shaped(u, "input_blocks." + std::to_string(block++) + ".0.op.weight", {ch[level], ch[level], 3, 3});
+    }
+    for (int d = 0; d < 10; ++d) shaped(u, "middle_block.1.transformer_blocks." + std::to_string(d) + ".norm1.weight", {1280});
+    shaped(u, "label_emb.0.0.weight", {1280, 2816});
+    const auto c = models::infer_unet_config(u, models::Family::SDXL, "real SDXL");
+    CHECK(c.channel_mult == std::vector<int64_t>{1, 2, 4});
+    CHECK(c.transformer_depth == std::vector<int64_t>{0, 2, 10});
+    CHECK(c.middle_transformer_depth == 10);
+    CHECK(c.context_dim == 2048);
+    CHECK(c.adm_in_channels == 2816);
+    CHECK(c.linear_proj);
+    CHECK(c.heads_for(640) == 10);
+    CHECK(c.heads_for(1280) == 20);
+    // OpenCLIP-bigG (encoder 2) and CLIP-L (encoder 1).
+    auto clip = [&](int64_t width, int64_t layers, int64_t mlp, bool projection) {
+      models::TensorIndex t;
+      shaped(t, "text_model.embeddings.token_embedding.weight", {49408, width});
+      shaped(t, "text_model.embeddings.position_embedding.weight", {77, width});
+      for (int64_t i = 0; i < layers; ++i) shaped(t, "text_model.encoder.layers." + std::to_string(i) + ".layer_norm1.weight", {width});
+      shaped(t, "text_model.encoder.layers.0.mlp.fc1.weight", {mlp, width});
+      if (projection) shaped(t, "text_projection.weight", {width, width});
+      return t;
+    };
+    const auto g = models::infer_clip_config(clip(1280, 32, 5120, true), models::Family::SDXL, "bigG", 1);
+    CHECK(g.layers == 32);
+    CHECK(g.heads == 20);
+    CHECK(g.mlp == 5120);
+    CHECK_FALSE(g.quick_gelu);
+    CHECK(g.projection_dim == 1280);
+    const auto l = models::infer_clip_config(clip(768, 12, 3072, false), models::Family::SDXL, "CLIP-L", 0);
+    CHECK(l.heads == 12);
+    CHECK(l.quick_gelu);
+    CHECK(l.projection_dim == 0);
+  }
+
   TEST_CASE("SDXL: both layouts load identical weights") {
     c10::InferenceMode guard;
     const auto single = models::open_checkpoint(sdxl_layouts()[0].model);
@@ -233,6 +290,19 @@ TEST_SUITE("unit.sdxl") {
       }
       CHECK(error.find("not supported yet") != std::string::npos);
     }
+    {
+      // A1111's chunks and BREAK on both encoders; the pooled vector is the first chunk's.
+      auto engine = app::Engine::load(app::model_spec(test::diffusers_ddim8_request(sdxl_layouts()[0].model, "")));
+      c10::InferenceMode guard;
+      auto two = app::encode_prompts(*engine, "a red circle BREAK on the (left:1.2)", "", 1, "original");
+      auto one = app::encode_prompts(*engine, "a red circle", "", 1, "original");
+      CHECK(two.chunks == 2);
+      CHECK(two.cond.sizes() == torch::IntArrayRef({1, 154, 32}));
+      CHECK(two.uncond.sizes() == torch::IntArrayRef({1, 154, 32}));
+      CHECK(test::rel_error(two.cond.narrow(1, 0, 77), one.cond) < 1e-6);
+      CHECK(test::rel_error(two.pooled_cond, one.pooled_cond) < 1e-6);
+      CHECK(two.pooled_cond.sizes() == torch::IntArrayRef({1, 16}));
+    }
     app::Request r;
     r.width = 1024;
     r.height = 768;
@@ -248,6 +318,34 @@ TEST_SUITE("unit.sdxl") {
     CHECK(app::request_from_json({{"crop_top", 8}, {"original-width", 4096}}).crop_top == 8);
     r.crop_left = -1;
     CHECK(test::error_of([&] { app::validate(r); }).find("--crop-left -1") != std::string::npos);
+  }
+
+  TEST_CASE("v_pred / ztsnr keys: v-prediction, zero-terminal SNR only with ztsnr (ComfyUI's rule)") {
+    c10::InferenceMode guard;
+    auto f = models::SafeTensors::open(sdxl_layouts()[0].model);
+    std::vector<std::pair<std::string, torch::Tensor>> tensors;
+    for (const auto& t : f->tensors()) tensors.emplace_back(t.name, f->load(t.name));
+    const auto dir = test::scratch("sdxl-vpred");
+    tensors.emplace_back("v_pred", torch::zeros({0}));
+    models::save_safetensors((dir / "vpred.safetensors").string(), tensors);
+    tensors.emplace_back("ztsnr", torch::zeros({0}));
+    models::save_safetensors((dir / "vpred-ztsnr.safetensors").string(), tensors);
+    const auto v = models::open_checkpoint((dir / "vpred.safetensors").string());
+    CHECK(v.prediction == "v");
+    CHECK_FALSE(v.zero_terminal_snr);
+    CHECK(v.unused.empty());
+    const auto z = models::open_checkpoint((dir / "vpred-ztsnr.safetensors").string());
+    CHECK(z.prediction == "v");
+    CHECK(z.zero_terminal_snr);
+    CHECK(models::describe_checkpoint(z).find("v-prediction, zero-terminal SNR") != std::string::npos);
+    // The engine's noise schedule then ends at zero SNR (sigma_max ~ 4.5e3 as ComfyUI's 4.9e-8 floor gives).
+    app::Request r;
+    r.model = (dir / "vpred-ztsnr.safetensors").string();
+    r.device = "cpu";
+    r.dtype = "fp32";
+    auto engine = app::Engine::load(app::model_spec(r));
+    CHECK(engine->sampling().prediction() == samplers::Prediction::v);
+    CHECK(engine->sampling().sigma_max() > 1000);
   }
 
   TEST_CASE("an SDXL checkpoint is described by sigma info's text") {
