@@ -153,7 +153,11 @@ std::shared_ptr<Engine> Engine::load(const ModelSpec& spec) {
   e->clip_ = models::load_text_encoder(ck, opt, 0);
   if (ck.description.text_encoders.size() > 1) e->clip_2_ = models::load_text_encoder(ck, opt, 1);
   e->unet_ = models::load_unet(ck, opt);
-  e->vae_ = spec.vae.empty() ? models::load_vae(ck, opt) : models::load_vae_file(spec.vae, ck.vae_config.scaling_factor, opt);
+  // SDXL's VAE overflows float16: it runs in float32 then, as diffusers' force_upcast (the
+  // latents and images still come and go in the pipeline's dtype).
+  auto vae_opt = opt;
+  if (spec.dtype == torch::kFloat16 && ck.description.vae_fp16_upcast) vae_opt.dtype = torch::kFloat32;
+  e->vae_ = spec.vae.empty() ? models::load_vae(ck, vae_opt) : models::load_vae_file(spec.vae, ck.vae_config.scaling_factor, vae_opt);
   const auto& family = ck.description;
   e->native_size_ = ck.metadata.count("sigma.native_size") ? std::stoll(ck.metadata.at("sigma.native_size"))
                     : family.native_size_v > 0 && ck.prediction == "v" ? family.native_size_v

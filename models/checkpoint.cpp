@@ -103,18 +103,23 @@ TensorIndex clip_from_openclip(const TensorIndex& oc, std::vector<std::string>& 
 // Drops the text-encoder layer a family never runs: SD 2.x reads the penultimate block of
 // OpenCLIP, and its single files carry the last one too (diffusers folders already omit it).
 void drop_unused_clip_layers(Checkpoint& ck) {
-  if (ck.family != Family::SD2 || ck.layout != Layout::SingleFile) return;
-  const int64_t last = ck.clip_config.layers - 1;
-  const std::string prefix = "text_model.encoder.layers." + std::to_string(last) + ".";
-  for (auto it = ck.text_encoder.begin(); it != ck.text_encoder.end();) {
-    if (it->first.compare(0, prefix.size(), prefix) == 0) {
-      ck.text_encoder_ignored.push_back(it->first);
-      it = ck.text_encoder.erase(it);
-    } else {
-      ++it;
+  if (ck.layout != Layout::SingleFile) return;
+  for (size_t i = 0; i < ck.description.text_encoders.size(); ++i) {
+    if (!ck.description.text_encoders[i].single_file_unused_last_layer) continue;
+    auto& config = ck.encoder_config(i);
+    auto& weights = ck.encoder_weights(i);
+    const int64_t last = config.layers - 1;
+    const std::string prefix = "text_model.encoder.layers." + std::to_string(last) + ".";
+    for (auto it = weights.begin(); it != weights.end();) {
+      if (it->first.compare(0, prefix.size(), prefix) == 0) {
+        ck.text_encoder_ignored.push_back(it->first);
+        it = weights.erase(it);
+      } else {
+        ++it;
+      }
     }
+    config.layers = last;  // what runs; clip skip 1 on SD 2.x means this (penultimate) layer
   }
-  ck.clip_config.layers = last;  // what runs; clip skip 1 on SD 2.x means this (penultimate) layer
 }
 
 Checkpoint open_single_file(const std::string& path) {
@@ -321,7 +326,11 @@ Checkpoint open_checkpoint(const std::string& path) {
   ck.vae_config.scaling_factor = ck.description.vae_scale;
   if (ck.layout == Layout::Diffusers) {
     const auto vcfg = fs::path(path) / "vae" / "config.json";
-    if (fs::exists(vcfg)) ck.vae_config.scaling_factor = read_json_file(vcfg.string()).value("scaling_factor", ck.description.vae_scale);
+    if (fs::exists(vcfg)) {
+      const auto j = read_json_file(vcfg.string());
+      ck.vae_config.scaling_factor = j.value("scaling_factor", ck.description.vae_scale);
+      if (ck.description.vae_fp16_upcast) ck.description.vae_fp16_upcast = j.value("force_upcast", true);
+    }
     const auto ucfg = fs::path(path) / "unet" / "config.json";
     if (fs::exists(ucfg)) {
       apply_diffusers_heads(ck.unet_config, read_json_file(ucfg.string()));

@@ -38,7 +38,8 @@ FamilyDescription sd2() {
   // folders omit it), so "the last loaded layer" is the penultimate one, with the final norm.
   d.text_encoders = {{.component = "text_encoder", .tokenizer = "tokenizer", .kind = "OpenCLIP-H",
                       .single_file_prefix = "cond_stage_model.model.", .openclip_names = true,
-                      .clip_skip = 1, .final_norm = true, .pooled = false, .quick_gelu = false, .pad_id = 0}};
+                      .clip_skip = 1, .final_norm = true, .pooled = false, .quick_gelu = false, .pad_id = 0,
+                      .single_file_unused_last_layer = true}};
   d.context_dim = 1024;
   d.vae_scale = 0.18215;
   d.native_size = 512;
@@ -66,6 +67,7 @@ FamilyDescription sdxl() {
   d.fourier_dim = 256;
   d.adm_in_channels = 2816;  // 1280 + 6 · 256
   d.vae_scale = 0.13025;
+  d.vae_fp16_upcast = true;  // (a fixed VAE's diffusers config says force_upcast false)
   d.native_size = 1024;
   d.default_prediction = "eps";
   d.unet_num_heads = -1;

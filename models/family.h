@@ -28,6 +28,7 @@ struct TextEncoderRole {
   bool pooled = false;       // also gives the pooled vector: final-normed end-token state · text_projection
   bool quick_gelu = true;    // OpenAI CLIP: quick_gelu; OpenCLIP: exact gelu
   int pad_id = -1;           // tokenizer padding when no tokenizer_config.json says: -1 end token, 0 "!"
+  bool single_file_unused_last_layer = false;  // single files carry a last block that is never run (SD 2.x): dropped on load
 };
 
 struct FamilyDescription {
@@ -42,6 +43,7 @@ struct FamilyDescription {
   int64_t micro_conditioning = 0; // numbers in time_ids: (original h, w, crop top, left, target h, w)
   int64_t fourier_dim = 0;        // sinusoidal width per number (SDXL: 256)
   double vae_scale = 0.18215;     // latents = z · vae_scale
+  bool vae_fp16_upcast = false;   // the VAE overflows float16 (SDXL): run it in float32 then (diffusers' force_upcast)
   int64_t native_size = 512;      // default canvas
   int64_t native_size_v = 0;      // the canvas of the family's v-prediction models when it differs (SD 2.x-768)
   std::string default_prediction = "eps";  // of single files; diffusers folders say so in scheduler/

@@ -128,6 +128,7 @@ TEST_SUITE("unit.sdxl") {
       CHECK(d.fourier_dim == 8);
       CHECK(d.adm_in_channels == 64);
       CHECK(ck.vae_config.scaling_factor == doctest::Approx(0.13025));
+      CHECK(d.vae_fp16_upcast);  // float16 pipelines keep SDXL's VAE in float32
       REQUIRE(d.text_encoders.size() == 2);
       CHECK(d.text_encoders[1].pooled);
       CHECK_FALSE(d.text_encoders[0].final_norm);
