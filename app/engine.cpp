@@ -117,11 +117,10 @@ samplers::ModelSampling make_sampling(const models::Checkpoint& ck, const std::s
   return samplers::ModelSampling::discrete(p, o);
 }
 
-// Stable Diffusion 1.x/2.x latent -> RGB, least squares over decoded images (as ComfyUI's
-// previewers use); models may carry their own in metadata ("sigma.latent_rgb": 12 numbers).
+// Latent -> RGB of the family, least squares over decoded images (as ComfyUI's previewers
+// use); models may carry their own in metadata ("sigma.latent_rgb": 12 numbers).
 torch::Tensor latent_rgb_factors(const models::Checkpoint& ck, int64_t channels) {
-  std::vector<float> f = {0.3512f, 0.2297f, 0.3227f, 0.3250f, 0.4974f, 0.2350f,
-                          -0.2829f, 0.1762f, 0.2721f, -0.2120f, -0.2616f, -0.7177f};
+  std::vector<float> f = ck.description.latent_rgb;
   if (auto it = ck.metadata.find("sigma.latent_rgb"); it != ck.metadata.end()) {
     const auto j = nlohmann::json::parse(it->second);
     f = j.get<std::vector<float>>();

@@ -16,6 +16,15 @@ std::string to_string(Family f) {
 
 namespace {
 
+// SD 1.x/2.x share the VAE latent space; SDXL's VAE has its own (ComfyUI's latent_formats).
+// (Functions, not globals: descriptions may be built during other files' static initialization.)
+std::vector<float> sd_latent_rgb() {
+  return {0.3512f, 0.2297f, 0.3227f, 0.3250f, 0.4974f, 0.2350f, -0.2829f, 0.1762f, 0.2721f, -0.2120f, -0.2616f, -0.7177f};
+}
+std::vector<float> sdxl_latent_rgb() {
+  return {0.3651f, 0.4232f, 0.4341f, -0.2533f, -0.0042f, 0.1068f, 0.1076f, 0.1111f, -0.0362f, -0.3165f, -0.2492f, -0.2188f};
+}
+
 FamilyDescription sd1() {
   FamilyDescription d;
   d.family = Family::SD1;
@@ -24,6 +33,7 @@ FamilyDescription sd1() {
                       .clip_skip = 1, .final_norm = true, .pooled = false, .quick_gelu = true, .pad_id = -1}};
   d.context_dim = 768;
   d.vae_scale = 0.18215;
+  d.latent_rgb = sd_latent_rgb();
   d.native_size = 512;
   d.default_prediction = "eps";
   d.unet_num_heads = 8;
@@ -42,6 +52,7 @@ FamilyDescription sd2() {
                       .single_file_unused_last_layer = true}};
   d.context_dim = 1024;
   d.vae_scale = 0.18215;
+  d.latent_rgb = sd_latent_rgb();
   d.native_size = 512;
   d.native_size_v = 768;
   d.default_prediction = "v";  // single files are the 768-v models unless told otherwise
@@ -68,6 +79,7 @@ FamilyDescription sdxl() {
   d.adm_in_channels = 2816;  // 1280 + 6 · 256
   d.vae_scale = 0.13025;
   d.vae_fp16_upcast = true;  // (a fixed VAE's diffusers config says force_upcast false)
+  d.latent_rgb = sdxl_latent_rgb();
   d.native_size = 1024;
   d.default_prediction = "eps";
   d.unet_num_heads = -1;

@@ -44,6 +44,9 @@ struct FamilyDescription {
   int64_t fourier_dim = 0;        // sinusoidal width per number (SDXL: 256)
   double vae_scale = 0.18215;     // latents = z · vae_scale
   bool vae_fp16_upcast = false;   // the VAE overflows float16 (SDXL): run it in float32 then (diffusers' force_upcast)
+  // Latent -> RGB factors for live previews, [channels x 3] row-major, least squares over
+  // decoded images (ComfyUI's latent_formats; bias terms left out).
+  std::vector<float> latent_rgb;
   int64_t native_size = 512;      // default canvas
   int64_t native_size_v = 0;      // the canvas of the family's v-prediction models when it differs (SD 2.x-768)
   std::string default_prediction = "eps";  // of single files; diffusers folders say so in scheduler/

@@ -283,6 +283,7 @@ TEST_SUITE("unit.sdxl") {
       CHECK(engine->tokenizer(0).pad() == 49407);  // CLIP-L pads with the end token
       CHECK(engine->tokenizer(1).pad() == 0);      // OpenCLIP-bigG with "!"
       CHECK(engine->scaling_factor() == doctest::Approx(0.13025));
+      CHECK(engine->latent_rgb()[0][0].item<float>() == doctest::Approx(0.3651));  // SDXL's own preview colours
       std::string error;
       try {
         engine->controlnet(test::sd15() + "/models/tiny-controlnet.safetensors");
