@@ -2,7 +2,9 @@
 
 namespace sigma::app {
 
-torch::Tensor encode_chunks(Engine& engine, const PromptChunks& chunks, int64_t clip_skip, const std::string& emphasis) {
+torch::Tensor encode_chunks(Engine& engine, const PromptChunks& chunks, int64_t clip_skip, const std::string& emphasis,
+                            size_t encoder, torch::Tensor* pooled) {
+  const auto& role = engine.family().text_encoders.at(encoder);
   const int64_t n = static_cast<int64_t>(chunks.ids.size());
   auto ids = torch::empty({n, kChunkLength}, torch::kLong);
   auto weights = torch::empty({n, kChunkLength}, torch::kFloat32);
@@ -11,8 +13,17 @@ torch::Tensor encode_chunks(Engine& engine, const PromptChunks& chunks, int64_t 
       ids[c][i] = chunks.ids[c][i];
       weights[c][i] = chunks.weights[c][i];
     }
-  // All chunks in one batch: [n, 77, width]
-  auto z = engine.clip()->forward(ids.to(engine.device()), clip_skip, /*final_norm=*/true);
+  // All chunks in one batch: [n, 77, width]. The family's layer is clip skip 1.
+  const int64_t skip = role.clip_skip + clip_skip - 1;
+  auto& clip = engine.text_encoder(encoder);
+  torch::Tensor z;
+  if (role.pooled && pooled) {
+    auto [hidden, p] = clip->forward_pooled(ids.to(engine.device()), skip, role.final_norm);
+    z = hidden;
+    *pooled = p.narrow(0, 0, 1);  // the first chunk's, before emphasis (A1111)
+  } else {
+    z = clip->forward(ids.to(engine.device()), skip, role.final_norm);
+  }
   if (emphasis != "none") {
     auto w = weights.to(z.device(), z.scalar_type()).unsqueeze(-1);
     // Per chunk, as A1111 (each chunk is its own forward there).
@@ -26,15 +37,46 @@ torch::Tensor encode_chunks(Engine& engine, const PromptChunks& chunks, int64_t 
 Conditioning encode_prompts(Engine& engine, const std::string& prompt, const std::string& negative, int64_t clip_skip,
                             const std::string& emphasis) {
   const bool use_emphasis = emphasis != "none";
-  auto pos = tokenize_prompt(engine.tokenizer(), prompt, use_emphasis);
-  auto neg = tokenize_prompt(engine.tokenizer(), negative, use_emphasis);
-  const size_t n = std::max(pos.ids.size(), neg.ids.size());
-  pad_to_chunks(pos, n, engine.tokenizer());
-  pad_to_chunks(neg, n, engine.tokenizer());
+  const size_t encoders = engine.family().text_encoders.size();
+  // Each encoder tokenizes with its own tokenizer (they differ in padding only).
+  std::vector<PromptChunks> pos, neg;
+  size_t n = 0;
+  for (size_t e = 0; e < encoders; ++e) {
+    pos.push_back(tokenize_prompt(engine.tokenizer(e), prompt, use_emphasis));
+    neg.push_back(tokenize_prompt(engine.tokenizer(e), negative, use_emphasis));
+    n = std::max({n, pos.back().ids.size(), neg.back().ids.size()});
+  }
+  std::vector<torch::Tensor> cond, uncond;
   Conditioning c;
-  c.cond = encode_chunks(engine, pos, clip_skip, emphasis);
-  c.uncond = encode_chunks(engine, neg, clip_skip, emphasis);
+  for (size_t e = 0; e < encoders; ++e) {
+    pad_to_chunks(pos[e], n, engine.tokenizer(e));
+    pad_to_chunks(neg[e], n, engine.tokenizer(e));
+    cond.push_back(encode_chunks(engine, pos[e], clip_skip, emphasis, e, &c.pooled_cond));
+    uncond.push_back(encode_chunks(engine, neg[e], clip_skip, emphasis, e, &c.pooled_uncond));
+  }
+  c.cond = cond.size() == 1 ? cond[0] : torch::cat(cond, -1);
+  c.uncond = uncond.size() == 1 ? uncond[0] : torch::cat(uncond, -1);
   c.chunks = static_cast<int>(n);
+  return c;
+}
+
+std::array<double, 6> micro_conditioning(const Request& r) {
+  auto or_canvas = [](int64_t v, int64_t canvas) { return static_cast<double>(v > 0 ? v : canvas); };
+  return {or_canvas(r.original_height, r.height), or_canvas(r.original_width, r.width), static_cast<double>(r.crop_top),
+          static_cast<double>(r.crop_left),       or_canvas(r.target_height, r.height), or_canvas(r.target_width, r.width)};
+}
+
+Conditioning encode_request(Engine& engine, const Request& r) {
+  auto c = encode_prompts(engine, r.prompt, r.negative, r.clip_skip, r.emphasis);
+  const auto& family = engine.family();
+  if (!family.has_additional_embedding()) return c;
+  const auto m = micro_conditioning(r);
+  auto time_ids = torch::tensor(std::vector<double>(m.begin(), m.end()), torch::kFloat32).reshape({1, -1});
+  if (time_ids.size(1) != family.micro_conditioning)
+    throw std::invalid_argument("the model's additional embedding expects " + std::to_string(family.micro_conditioning) +
+                                " micro-conditioning numbers");
+  c.y_cond = models::additional_embedding_input(c.pooled_cond, time_ids, family.fourier_dim);
+  c.y_uncond = models::additional_embedding_input(c.pooled_uncond, time_ids, family.fourier_dim);
   return c;
 }
 

@@ -1,11 +1,15 @@
 // Prompt text -> the UNet's cross-attention context, as AUTOMATIC1111 builds it:
 // 75-token chunks encoded separately and concatenated, emphasis weights applied to the
 // token states with the chunk's mean restored; the negative prompt padded to as many
-// chunks as the positive one.
+// chunks as the positive one. Families with several text encoders (SDXL) run every step
+// for each encoder with its own tokenizer and concatenate the states on the feature axis;
+// the pooled vector is the first chunk's (as A1111), and the UNet's additional embedding
+// input y = [pooled, Fourier(time ids)] is built from the request's micro-conditioning.
 #pragma once
 
 #include <torch/torch.h>
 
+#include <array>
 #include <string>
 
 #include "app/engine.h"
@@ -14,13 +18,25 @@
 namespace sigma::app {
 
 struct Conditioning {
-  torch::Tensor cond, uncond;  // [1, 77·chunks, width], on the engine's device and dtype
+  torch::Tensor cond, uncond;  // [1, 77·chunks, context width], on the engine's device and dtype
+  torch::Tensor pooled_cond, pooled_uncond;  // [1, pooled width] (SDXL), else undefined
+  torch::Tensor y_cond, y_uncond;            // [1, adm] the UNet's label_emb input (SDXL), else undefined
   int chunks = 1;
 };
 
 // emphasis: "original" (scale, then restore the mean), "no-norm" (scale only), "none" (plain text).
-torch::Tensor encode_chunks(Engine& engine, const PromptChunks& chunks, int64_t clip_skip, const std::string& emphasis);
+// Text encoder `encoder` of the family, read at its layer (the request's clip skip counts from
+// it); `pooled`, when given and the encoder has one, receives the first chunk's pooled vector.
+torch::Tensor encode_chunks(Engine& engine, const PromptChunks& chunks, int64_t clip_skip, const std::string& emphasis,
+                            size_t encoder = 0, torch::Tensor* pooled = nullptr);
 Conditioning encode_prompts(Engine& engine, const std::string& prompt, const std::string& negative, int64_t clip_skip,
                             const std::string& emphasis);
+
+// SDXL's micro-conditioning of a resolved request: (original h, w, crop top, left, target h, w),
+// original and target defaulting to the canvas, crop to 0, 0.
+std::array<double, 6> micro_conditioning(const Request& r);
+// encode_prompts, plus y for families with an additional embedding (the same time ids for
+// cond and uncond, as diffusers and ComfyUI).
+Conditioning encode_request(Engine& engine, const Request& r);
 
 }  // namespace sigma::app

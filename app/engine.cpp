@@ -57,23 +57,42 @@ ModelSpec model_spec(const Request& r) {
 
 namespace {
 
-// vocab.json + merges.txt: the given folder, the diffusers tokenizer/, or a tokenizer/ beside the file.
-models::ClipTokenizer find_tokenizer(const ModelSpec& spec, const models::Checkpoint& ck) {
+// The tokenizer of text encoder `role`: vocab.json + merges.txt from the given folder (encoder
+// 1; later encoders reuse its vocabulary), the diffusers folder's own tokenizer/ or tokenizer_2/,
+// a NAME.tokenizer/ or tokenizer/ (NAME.tokenizer_2/, tokenizer_2/) beside the file, or, last,
+// the CLIP vocabulary bundled in assets/clip-bpe (every SD text encoder uses CLIP's BPE).
+// A folder's tokenizer_config.json picks the pad token; without one the family's pad applies
+// (SD 1.x: the end token; SD 2.x and SDXL's encoder 2: "!" = id 0).
+models::ClipTokenizer find_tokenizer(const ModelSpec& spec, const models::Checkpoint& ck, size_t role) {
+  const auto& r = ck.description.text_encoders.at(role);
   std::vector<std::string> tried;
-  auto try_dir = [&](const fs::path& dir) -> std::optional<models::ClipTokenizer> {
+  auto has_vocab = [](const fs::path& dir) { return fs::exists(dir / "vocab.json") && fs::exists(dir / "merges.txt"); };
+  auto from = [&](const fs::path& dir, bool use_config) {
+    if (use_config && fs::exists(dir / "tokenizer_config.json")) return models::ClipTokenizer::from_dir(dir.string());
+    return models::ClipTokenizer::from_files((dir / "vocab.json").string(), (dir / "merges.txt").string(), r.pad_id);
+  };
+  auto try_dir = [&](const fs::path& dir, bool use_config) -> std::optional<models::ClipTokenizer> {
     tried.push_back(dir.string());
-    if (fs::exists(dir / "vocab.json") && fs::exists(dir / "merges.txt")) return models::ClipTokenizer::from_dir(dir.string());
+    if (has_vocab(dir)) return from(dir, use_config);
     return std::nullopt;
   };
+  const std::string& own = role == 0 ? ck.tokenizer_dir : ck.tokenizer_2_dir;
   if (!spec.tokenizer.empty()) {
-    if (auto t = try_dir(spec.tokenizer)) return *t;
+    if (role > 0 && !own.empty())
+      if (auto t = try_dir(own, true)) return *t;
+    if (auto t = try_dir(spec.tokenizer, role == 0)) return *t;
     throw models::ModelLoadError("--tokenizer " + spec.tokenizer + ": no vocab.json and merges.txt in this folder");
   }
-  if (!ck.tokenizer_dir.empty())
-    if (auto t = try_dir(ck.tokenizer_dir)) return *t;
+  if (!own.empty())
+    if (auto t = try_dir(own, true)) return *t;
   const fs::path file(ck.path);
-  for (const auto& dir : {file.parent_path() / (file.stem().string() + ".tokenizer"), file.parent_path() / "tokenizer"})
-    if (auto t = try_dir(dir)) return *t;
+  const std::string sub = r.tokenizer;  // "tokenizer", "tokenizer_2"
+  for (const auto& dir : {file.parent_path() / (file.stem().string() + "." + sub), file.parent_path() / sub})
+    if (auto t = try_dir(dir, true)) return *t;
+  if (role > 0)  // the first encoder's vocabulary, with this encoder's padding
+    for (const auto& dir : {file.parent_path() / (file.stem().string() + ".tokenizer"), file.parent_path() / "tokenizer"})
+      if (auto t = try_dir(dir, false)) return *t;
+  if (auto t = try_dir(fs::path(assets_dir()) / "clip-bpe", false)) return *t;
   std::string where;
   for (const auto& t : tried) where += "\n  " + t;
   throw models::ModelLoadError(
@@ -90,15 +109,18 @@ samplers::ModelSampling make_sampling(const models::Checkpoint& ck, const std::s
     return samplers::ModelSampling::flow(shift);
   }
   const auto p = samplers::parse_prediction(prediction);
-  if (!ck.alphas_cumprod.empty()) return samplers::ModelSampling::from_alphas_cumprod(p, ck.alphas_cumprod);
-  return samplers::ModelSampling::discrete(p);
+  if (!ck.alphas_cumprod.empty())
+    return samplers::ModelSampling::from_alphas_cumprod(
+        p, ck.zero_terminal_snr ? samplers::rescale_zero_terminal_snr(ck.alphas_cumprod) : ck.alphas_cumprod);
+  samplers::DiscreteOptions o;
+  o.zero_terminal_snr = ck.zero_terminal_snr;  // SDXL v-prediction files with a `ztsnr` key, diffusers' rescale_betas_zero_snr
+  return samplers::ModelSampling::discrete(p, o);
 }
 
-// Stable Diffusion 1.x/2.x latent -> RGB, least squares over decoded images (as ComfyUI's
-// previewers use); models may carry their own in metadata ("sigma.latent_rgb": 12 numbers).
+// Latent -> RGB of the family, least squares over decoded images (as ComfyUI's previewers
+// use); models may carry their own in metadata ("sigma.latent_rgb": 12 numbers).
 torch::Tensor latent_rgb_factors(const models::Checkpoint& ck, int64_t channels) {
-  std::vector<float> f = {0.3512f, 0.2297f, 0.3227f, 0.3250f, 0.4974f, 0.2350f,
-                          -0.2829f, 0.1762f, 0.2721f, -0.2120f, -0.2616f, -0.7177f};
+  std::vector<float> f = ck.description.latent_rgb;
   if (auto it = ck.metadata.find("sigma.latent_rgb"); it != ck.metadata.end()) {
     const auto j = nlohmann::json::parse(it->second);
     f = j.get<std::vector<float>>();
@@ -115,7 +137,8 @@ std::shared_ptr<Engine> Engine::load(const ModelSpec& spec) {
   e->device_ = parse_device(spec.device);
   e->checkpoint_ = models::open_checkpoint(spec.model);
   const auto& ck = e->checkpoint_;
-  e->tokenizer_ = find_tokenizer(spec, ck);
+  e->tokenizer_ = find_tokenizer(spec, ck, 0);
+  if (ck.description.text_encoders.size() > 1) e->tokenizer_2_ = find_tokenizer(spec, ck, 1);
   e->sampling_ = make_sampling(ck, spec.prediction);
   e->schedule_options_.steps_offset = 1;
   e->schedule_options_.set_alpha_to_one = false;
@@ -126,12 +149,18 @@ std::shared_ptr<Engine> Engine::load(const ModelSpec& spec) {
     e->schedule_options_.set_alpha_to_one = j.value("set_alpha_to_one", false);
   }
   const models::LoadOptions opt{e->device_, spec.dtype};
-  e->clip_ = models::load_text_encoder(ck, opt);
+  e->clip_ = models::load_text_encoder(ck, opt, 0);
+  if (ck.description.text_encoders.size() > 1) e->clip_2_ = models::load_text_encoder(ck, opt, 1);
   e->unet_ = models::load_unet(ck, opt);
-  e->vae_ = spec.vae.empty() ? models::load_vae(ck, opt) : models::load_vae_file(spec.vae, ck.vae_config.scaling_factor, opt);
+  // SDXL's VAE overflows float16: it runs in float32 then, as diffusers' force_upcast (the
+  // latents and images still come and go in the pipeline's dtype).
+  auto vae_opt = opt;
+  if (spec.dtype == torch::kFloat16 && ck.description.vae_fp16_upcast) vae_opt.dtype = torch::kFloat32;
+  e->vae_ = spec.vae.empty() ? models::load_vae(ck, vae_opt) : models::load_vae_file(spec.vae, ck.vae_config.scaling_factor, vae_opt);
+  const auto& family = ck.description;
   e->native_size_ = ck.metadata.count("sigma.native_size") ? std::stoll(ck.metadata.at("sigma.native_size"))
-                    : ck.family == models::Family::SD2 && ck.prediction == "v" ? 768
-                                                                              : 512;
+                    : family.native_size_v > 0 && ck.prediction == "v" ? family.native_size_v
+                                                                       : family.native_size;
   e->latent_rgb_ = latent_rgb_factors(ck, e->vae_->config.z_channels);
   return e;
 }
@@ -165,7 +194,13 @@ models::AutoencoderKL& Engine::vae_float32() {
 controlnet::ControlNet Engine::controlnet(const std::string& path) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (auto it = controlnets_.find(path); it != controlnets_.end()) return it->second;
+  if (checkpoint_.description.has_additional_embedding())
+    throw models::ModelLoadError(path + ": ControlNet on " + models::to_string(checkpoint_.family) +
+                                 " models is not supported yet (base model " + checkpoint_.path + ")");
   auto ck = controlnet::open_controlnet(path, checkpoint_.family);
+  if (models::has_prefix(ck.weights, "label_emb."))
+    throw models::ModelLoadError(path + ": this is an SDXL ControlNet (it has SDXL's additional embedding, label_emb); "
+                                        "ControlNet for SDXL is not supported yet");
   const auto& u = unet_->config;
   const auto& c = ck.config.unet;
   if (c.model_channels != u.model_channels || c.channel_mult != u.channel_mult || c.context_dim != u.context_dim ||

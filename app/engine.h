@@ -44,7 +44,8 @@ class Engine {
 
   const ModelSpec& spec() const { return spec_; }
   const models::Checkpoint& checkpoint() const { return checkpoint_; }
-  const models::ClipTokenizer& tokenizer() const { return *tokenizer_; }
+  // Tokenizer of text encoder i (SDXL's encoder 2 pads with "!" = id 0).
+  const models::ClipTokenizer& tokenizer(size_t i = 0) const { return i == 0 ? *tokenizer_ : *tokenizer_2_; }
   const samplers::ModelSampling& sampling() const { return *sampling_; }
   // diffusers-style spacings follow the model's scheduler config (SD: steps_offset 1, set_alpha_to_one off).
   const samplers::ScheduleOptions& schedule_options() const { return schedule_options_; }
@@ -60,6 +61,9 @@ class Engine {
 
   // The networks. Loaded modules are never modified after load (eval, no grad).
   models::ClipTextModel& clip() { return clip_; }
+  // Text encoder i of the family's description (0: clip(), 1: SDXL's OpenCLIP-bigG).
+  models::ClipTextModel& text_encoder(size_t i) { return i == 0 ? clip_ : clip_2_; }
+  const models::FamilyDescription& family() const { return checkpoint_.description; }
   models::UNet& unet() { return unet_; }
   models::AutoencoderKL& vae() { return vae_; }
   // The same VAE in float32, read from the file on first use and kept: the fallback when
@@ -73,10 +77,10 @@ class Engine {
   ModelSpec spec_;
   torch::Device device_ = torch::kCPU;
   models::Checkpoint checkpoint_;
-  std::optional<models::ClipTokenizer> tokenizer_;
+  std::optional<models::ClipTokenizer> tokenizer_, tokenizer_2_;
   std::optional<samplers::ModelSampling> sampling_;
   samplers::ScheduleOptions schedule_options_;
-  models::ClipTextModel clip_{nullptr};
+  models::ClipTextModel clip_{nullptr}, clip_2_{nullptr};
   models::UNet unet_{nullptr};
   models::AutoencoderKL vae_{nullptr};
   models::AutoencoderKL vae_float32_{nullptr};

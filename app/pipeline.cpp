@@ -111,6 +111,7 @@ Request resolve_request(const Request& in, const Engine& engine) {
 std::vector<double> request_sigmas(const Request& r, const Engine& engine) {
   auto opt = engine.schedule_options();
   opt.custom = r.sigmas;
+  if (r.sampler != "ddim") opt.set_alpha_to_one = true;  // only diffusers' DDIM stops at σ(ᾱ_0); Euler & co. end at 0
   if (r.init_image.empty()) return samplers::make_sigmas(r.scheduler, engine.sampling(), static_cast<int>(r.steps), opt);
   // img2img runs the last `steps` of a schedule of steps/strength (ComfyUI's denoise rule).
   const int total = static_cast<int>(static_cast<double>(r.steps) / r.strength);
@@ -164,19 +165,25 @@ Image preview_image(const Engine& engine, const torch::Tensor& latents) {
 namespace {
 
 // Step 2, conditioning: the prompt pair, repeated for the batch. `pair` is [uncond; cond]
-// for the CFG pass, `cond` alone for the passes outside the CFG interval.
+// for the CFG pass, `cond` alone for the passes outside the CFG interval; y and y_pair the
+// same for SDXL's additional embedding input (undefined for SD 1.x/2.x).
 struct BatchContext {
   torch::Tensor cond, pair;  // [B, 77·chunks, width], [2B, 77·chunks, width]
+  torch::Tensor y, y_pair;   // [B, adm_in], [2B, adm_in]
 };
 
 BatchContext batch_context(Engine& engine, const Request& r, int64_t batch) {
-  auto text = encode_prompts(engine, r.prompt, r.negative, r.clip_skip, r.emphasis);
+  auto text = encode_request(engine, r);
   if (!all_finite(text.cond) || !all_finite(text.uncond))
     throw GenerationError("the text encoder produced NaN/Inf in " + dtype_name(engine.dtype()) +
                           "; try --dtype fp32 (or bf16)");
   BatchContext c;
   c.cond = text.cond.expand({batch, -1, -1}).contiguous();
   c.pair = torch::cat({text.uncond.expand({batch, -1, -1}), c.cond}).contiguous();
+  if (text.y_cond.defined()) {
+    c.y = text.y_cond.expand({batch, -1}).contiguous();
+    c.y_pair = torch::cat({text.y_uncond.expand({batch, -1}), c.y}).contiguous();
+  }
   return c;
 }
 
@@ -266,7 +273,8 @@ samplers::Denoiser guided_denoiser(Engine& engine, const Request& r, BatchContex
   samplers::Network network = [&engine, context, controls](const samplers::NetworkCall& call) mutable {
     const auto& ctx = call.with_uncond ? context.pair : context.cond;
     auto residuals = control_residuals(controls, call, ctx);
-    return engine.unet()->forward(call.x_in, call.c_noise, ctx, residuals.empty() ? nullptr : &residuals);
+    return engine.unet()->forward(call.x_in, call.c_noise, ctx, residuals.empty() ? nullptr : &residuals,
+                                  call.with_uncond ? context.y_pair : context.y);
   };
   samplers::Guidance guidance;
   guidance.scale = r.cfg;

@@ -76,6 +76,12 @@ const std::vector<Field>& fields() {
       SIGMA_FIELD("clip-skip", clip_skip, int64_t),
       SIGMA_FIELD("width", width, int64_t),
       SIGMA_FIELD("height", height, int64_t),
+      SIGMA_FIELD("original-width", original_width, int64_t),
+      SIGMA_FIELD("original-height", original_height, int64_t),
+      SIGMA_FIELD("crop-top", crop_top, int64_t),
+      SIGMA_FIELD("crop-left", crop_left, int64_t),
+      SIGMA_FIELD("target-width", target_width, int64_t),
+      SIGMA_FIELD("target-height", target_height, int64_t),
       SIGMA_FIELD("steps", steps, int64_t),
       SIGMA_FIELD("cfg", cfg, double, "cfg-scale"),
       SIGMA_FIELD("cfg-rescale", cfg_rescale, double),
@@ -198,6 +204,11 @@ void validate(const Request& r) {
   if (!std::isfinite(r.strength) || r.strength <= 0 || r.strength > 1)
     fail("--strength must be in (0, 1] (img2img denoising strength), got " + number_text(r.strength));
   for (double s : r.sigmas) in_range("--sigmas", s, 0, 1e4);
+  for (auto [flag, v] : {std::pair{"--original-width", r.original_width}, std::pair{"--original-height", r.original_height},
+                         std::pair{"--target-width", r.target_width}, std::pair{"--target-height", r.target_height},
+                         std::pair{"--crop-top", r.crop_top}, std::pair{"--crop-left", r.crop_left}})
+    if (v < 0 || v > 16384)
+      fail(std::string(flag) + " " + std::to_string(v) + " must be between 0 and 16384 (SDXL micro-conditioning; 0 for the sizes: the canvas)");
   if (r.scheduler != "custom" && (r.steps < 1 || r.steps > 1000)) fail("--steps must be between 1 and 1000, got " + std::to_string(r.steps));
   if (r.batch_size < 1 || r.batch_size > 64) fail("--batch-size must be between 1 and 64");
   if (r.batch_count < 1) fail("--batch-count must be 1 or more");

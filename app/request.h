@@ -35,6 +35,10 @@ struct Request {
   int64_t clip_skip = 1;
   // canvas and sampling
   int64_t width = 0, height = 0;    // 0: the model's native size
+  // SDXL's micro-conditioning (time ids): original size (0: the canvas), crop top-left, target size (0: the canvas)
+  int64_t original_width = 0, original_height = 0;
+  int64_t crop_top = 0, crop_left = 0;
+  int64_t target_width = 0, target_height = 0;
   int64_t steps = 20;
   double cfg = 7.0;
   double cfg_rescale = 0.0;         // φ of Lin et al. 2023

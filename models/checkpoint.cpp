@@ -11,7 +11,6 @@ namespace fs = std::filesystem;
 namespace sigma::models {
 
 std::string to_string(Layout l) { return l == Layout::SingleFile ? "single file (original LDM layout)" : "diffusers folder"; }
-std::string to_string(Family f) { return f == Family::SD1 ? "Stable Diffusion 1.x" : "Stable Diffusion 2.x"; }
 
 nlohmann::json read_json_file(const std::string& path) {
   std::ifstream in(path);
@@ -27,8 +26,6 @@ namespace {
 
 constexpr const char* kUnetPrefix = "model.diffusion_model.";
 constexpr const char* kVaePrefix = "first_stage_model.";
-constexpr const char* kClipPrefix = "cond_stage_model.transformer.";
-constexpr const char* kOpenClipPrefix = "cond_stage_model.model.";
 
 // Names that say what a file is when it is not a full checkpoint, so the error can say what to do.
 void reject_other_kinds(const SafeTensors& f) {
@@ -42,7 +39,8 @@ void reject_other_kinds(const SafeTensors& f) {
   if (any("lora_unet_") || any("lora_te_"))
     throw ModelLoadError(p + ": this is a LoRA, not a base model; give a base model with --model");
   if (any("conditioner.embedders."))
-    throw ModelLoadError(p + ": this is an SDXL checkpoint; Sigma Studio runs Stable Diffusion 1.x and 2.x checkpoints");
+    throw ModelLoadError(p + ": SDXL-style text encoders ('conditioner.embedders.*') but no UNet ('model.diffusion_model.*' keys); "
+                             "the file is incomplete");
   if (f.contains("decoder.conv_in.weight") && f.contains("encoder.conv_in.weight"))
     throw ModelLoadError(p + ": this is a standalone VAE; pass it with --vae and give a base model with --model");
   if (f.contains("conv_in.weight") && f.contains("time_embedding.linear_1.weight"))
@@ -53,8 +51,10 @@ void reject_other_kinds(const SafeTensors& f) {
                        (sample.empty() ? "none" : sample) + ")");
 }
 
-// OpenCLIP (SD 2.x) text encoder names -> Hugging Face CLIP names; q/k/v come stacked in in_proj.
-TensorIndex clip_from_openclip(const TensorIndex& oc, std::vector<std::string>& ignored) {
+// OpenCLIP (SD 2.x, SDXL's encoder 2) text encoder names -> Hugging Face CLIP names; q/k/v come
+// stacked in in_proj. with_projection: `text_projection` (stored for x @ P) becomes
+// CLIPTextModelWithProjection's `text_projection.weight` = Pᵀ.
+TensorIndex clip_from_openclip(const TensorIndex& oc, std::vector<std::string>& ignored, bool with_projection) {
   TensorIndex out;
   auto put = [&](const std::string& name, const TensorRef& ref) { out["text_model." + name] = ref; };
   for (const auto& [k, ref] : oc) {
@@ -67,7 +67,7 @@ TensorIndex clip_from_openclip(const TensorIndex& oc, std::vector<std::string>& 
       const std::string layer = "encoder.layers." + rest.substr(0, dot) + ".";
       const std::string p = rest.substr(dot + 1);
       if (p == "attn.in_proj_weight" || p == "attn.in_proj_bias") {
-        auto full = ref.load(torch::kFloat32);  // split once in memory: q, k, v
+        auto full = ref.file->load(ref.key);  // split once in memory, in the stored dtype: q, k, v
         auto parts = full.chunk(3, 0);
         const char* names[] = {"q_proj", "k_proj", "v_proj"};
         for (int i = 0; i < 3; ++i) {
@@ -88,8 +88,13 @@ TensorIndex clip_from_openclip(const TensorIndex& oc, std::vector<std::string>& 
           }
         if (!done) put("unknown." + k, ref);
       }
+    } else if (k == "text_projection" && with_projection) {
+      TensorRef t;
+      t.value = ref.file->load(ref.key).t().contiguous();
+      t.shape = t.value.sizes().vec();
+      out["text_projection.weight"] = t;
     } else {
-      ignored.push_back(k);  // text_projection, logit_scale: the image-text head, unused for conditioning
+      ignored.push_back(k);  // logit_scale (and SD 2.x's text_projection): the image-text head, unused for conditioning
     }
   }
   return out;
@@ -98,18 +103,23 @@ TensorIndex clip_from_openclip(const TensorIndex& oc, std::vector<std::string>& 
 // Drops the text-encoder layer a family never runs: SD 2.x reads the penultimate block of
 // OpenCLIP, and its single files carry the last one too (diffusers folders already omit it).
 void drop_unused_clip_layers(Checkpoint& ck) {
-  if (ck.family != Family::SD2 || ck.layout != Layout::SingleFile) return;
-  const int64_t last = ck.clip_config.layers - 1;
-  const std::string prefix = "text_model.encoder.layers." + std::to_string(last) + ".";
-  for (auto it = ck.text_encoder.begin(); it != ck.text_encoder.end();) {
-    if (it->first.compare(0, prefix.size(), prefix) == 0) {
-      ck.text_encoder_ignored.push_back(it->first);
-      it = ck.text_encoder.erase(it);
-    } else {
-      ++it;
+  if (ck.layout != Layout::SingleFile) return;
+  for (size_t i = 0; i < ck.description.text_encoders.size(); ++i) {
+    if (!ck.description.text_encoders[i].single_file_unused_last_layer) continue;
+    auto& config = ck.encoder_config(i);
+    auto& weights = ck.encoder_weights(i);
+    const int64_t last = config.layers - 1;
+    const std::string prefix = "text_model.encoder.layers." + std::to_string(last) + ".";
+    for (auto it = weights.begin(); it != weights.end();) {
+      if (it->first.compare(0, prefix.size(), prefix) == 0) {
+        ck.text_encoder_ignored.push_back(it->first);
+        it = weights.erase(it);
+      } else {
+        ++it;
+      }
     }
+    config.layers = last;  // what runs; clip skip 1 on SD 2.x means this (penultimate) layer
   }
-  ck.clip_config.layers = last;  // what runs; clip skip 1 on SD 2.x means this (penultimate) layer
 }
 
 Checkpoint open_single_file(const std::string& path) {
@@ -120,26 +130,32 @@ Checkpoint open_single_file(const std::string& path) {
   ck.metadata = f->metadata();
   ck.unet = index_file(f, kUnetPrefix);
   if (ck.unet.empty()) reject_other_kinds(*f);
+  ck.family = detect_single_file_family(index_file(f), path);
+  ck.description = family_description(ck.family);
+  ck.prediction = ck.description.default_prediction;  // SD 2.x single files: the 768-v models unless told otherwise (--prediction eps)
   ck.vae = index_file(f, kVaePrefix);
-  ck.text_encoder = index_file(f, kClipPrefix);
-  if (!ck.text_encoder.empty()) {
-    ck.family = Family::SD1;
-  } else if (auto oc = index_file(f, kOpenClipPrefix); !oc.empty()) {
-    ck.family = Family::SD2;
-    ck.text_encoder = clip_from_openclip(oc, ck.text_encoder_ignored);
-    ck.prediction = "v";  // SD 2.x single files are the 768-v models unless told otherwise (--prediction eps)
-  } else {
-    throw ModelLoadError(path + ": the checkpoint has a UNet but no text encoder ('cond_stage_model.*' keys)");
+  const auto& roles = ck.description.text_encoders;
+  for (size_t i = 0; i < roles.size(); ++i) {
+    auto index = index_file(f, roles[i].single_file_prefix);
+    ck.encoder_weights(i) = roles[i].openclip_names ? clip_from_openclip(index, ck.text_encoder_ignored, roles[i].pooled) : index;
+  }
+  // SDXL v-prediction files mark themselves with a `v_pred` key, zero-terminal-SNR ones also
+  // with `ztsnr` (ComfyUI's supported_models.SDXL.model_type reads exactly these).
+  if (ck.family == Family::SDXL && f->contains("v_pred")) {
+    ck.prediction = "v";
+    ck.zero_terminal_snr = f->contains("ztsnr");
   }
   if (ck.vae.empty()) throw ModelLoadError(path + ": the checkpoint has no VAE ('first_stage_model.*' keys); pass one with --vae");
   for (const auto& t : f->tensors()) {
     const auto& n = t.name;
     if (n.rfind(kUnetPrefix, 0) == 0 || n.rfind(kVaePrefix, 0) == 0 || n.rfind("cond_stage_model.", 0) == 0) continue;
+    if (std::any_of(roles.begin(), roles.end(), [&](const TextEncoderRole& r) { return n.rfind(r.single_file_prefix, 0) == 0; }))
+      continue;
     static const std::vector<std::string> schedule_buffers = {
         "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod",
         "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod",
         "posterior_variance", "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2",
-        "logvar", "model_ema.decay", "model_ema.num_updates"};
+        "logvar", "model_ema.decay", "model_ema.num_updates", "v_pred", "ztsnr"};
     if (std::find(schedule_buffers.begin(), schedule_buffers.end(), n) != schedule_buffers.end() ||
         n.rfind("model_ema.", 0) == 0)
       ck.ignored.push_back(n);
@@ -160,40 +176,128 @@ std::string need_file(const fs::path& dir, const std::vector<std::string>& names
                        "); only safetensors are supported: convert .bin files with diffusers' save_pretrained(safe_serialization=True)");
 }
 
+// The sizes a family's description leaves to the tensors, checked against each other.
+void fill_description_sizes(Checkpoint& ck) {
+  auto& d = ck.description;
+  const auto& roles = d.text_encoders;
+  d.context_dim = ck.unet_config.context_dim;
+  int64_t width = 0;
+  std::string widths;
+  for (size_t i = 0; i < roles.size(); ++i) {
+    width += ck.encoder_config(i).width;
+    widths += (i ? " + " : "") + std::to_string(ck.encoder_config(i).width);
+  }
+  if (d.context_dim > 0 && width != d.context_dim)
+    throw ModelLoadError(ck.path + ": the text encoder" + (roles.size() > 1 ? "s give " : " gives ") + widths +
+                         "-wide states but the UNet's cross-attention reads " + std::to_string(d.context_dim) +
+                         " (a UNet and text encoders of different models?)");
+  const int64_t adm = ck.unet_config.adm_in_channels;
+  if (!family_description(ck.family).has_additional_embedding()) {
+    if (adm > 0)
+      throw ModelLoadError(ck.path + ": the UNet has an additional embedding (label_emb, " + std::to_string(adm) +
+                           " wide), as unCLIP and other class-conditional " + to_string(ck.family) +
+                           " models do; those are not supported");
+    return;
+  }
+  if (adm == 0)
+    throw ModelLoadError(ck.path + ": " + to_string(ck.family) + " UNet without its additional embedding ('label_emb.0.0.weight')");
+  d.adm_in_channels = adm;
+  d.pooled_dim = 0;
+  for (size_t i = 0; i < roles.size(); ++i)
+    if (roles[i].pooled) {
+      d.pooled_dim = ck.encoder_config(i).projection_dim;
+      if (d.pooled_dim == 0)
+        throw ModelLoadError(ck.path + ": " + roles[i].component + " has no text_projection, which gives " + to_string(ck.family) +
+                             "'s pooled text vector");
+    }
+  const int64_t rest = adm - d.pooled_dim;
+  if (rest <= 0 || rest % d.micro_conditioning || (rest / d.micro_conditioning) % 2)
+    throw ModelLoadError(ck.path + ": the additional embedding reads " + std::to_string(adm) + " numbers, which is not the pooled " +
+                         std::to_string(d.pooled_dim) + " plus " + std::to_string(d.micro_conditioning) +
+                         " even-sized Fourier embeddings of the micro-conditioning");
+  d.fourier_dim = rest / d.micro_conditioning;
+}
+
+nlohmann::json optional_json(const fs::path& path) {
+  return fs::exists(path) ? read_json_file(path.string()) : nlohmann::json::object();
+}
+
 Checkpoint open_diffusers(const fs::path& dir) {
   Checkpoint ck;
   ck.path = dir.string();
   ck.layout = Layout::Diffusers;
-  for (const char* sub : {"unet", "vae", "text_encoder"})
+  for (const char* sub : {"unet", "vae"})
     if (!fs::is_directory(dir / sub))
       throw ModelLoadError(dir.string() + ": diffusers folder without '" + sub + "/'; is this a complete Stable Diffusion pipeline?");
-  if (fs::is_directory(dir / "text_encoder_2"))
-    throw ModelLoadError(dir.string() + ": this is an SDXL pipeline; Sigma Studio runs Stable Diffusion 1.x and 2.x");
+  const auto te_cfg = optional_json(dir / "text_encoder" / "config.json");
+  ck.family = detect_diffusers_family(optional_json(dir / "unet" / "config.json"), te_cfg, fs::is_directory(dir / "text_encoder"),
+                                      fs::is_directory(dir / "text_encoder_2"), dir.string());
+  ck.description = family_description(ck.family);
   const std::vector<std::string> st = {"diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"};
   auto unet_file = SafeTensors::open(need_file(dir / "unet", st, "UNet"));
   auto vae_file = SafeTensors::open(need_file(dir / "vae", st, "VAE"));
-  auto te_file = SafeTensors::open(need_file(dir / "text_encoder", {"model.safetensors", "model.fp16.safetensors"}, "text encoder"));
   ck.unet = unet_from_diffusers(index_file(unet_file));
   ck.vae = vae_from_diffusers(index_file(vae_file));
-  ck.text_encoder = index_file(te_file);
-
-  const auto te_cfg_path = dir / "text_encoder" / "config.json";
-  const auto te_cfg = fs::exists(te_cfg_path) ? read_json_file(te_cfg_path.string()) : nlohmann::json::object();
-  ck.family = te_cfg.value("hidden_act", "quick_gelu") == "gelu" ? Family::SD2 : Family::SD1;
+  const auto& roles = ck.description.text_encoders;
+  for (size_t i = 0; i < roles.size(); ++i) {
+    const auto sub = dir / roles[i].component;
+    auto file = SafeTensors::open(need_file(sub, {"model.safetensors", "model.fp16.safetensors"}, roles[i].component));
+    ck.encoder_weights(i) = index_file(file);
+    auto& config = ck.encoder_config(i);
+    config = infer_clip_config(ck.encoder_weights(i), ck.family, sub.string(), i);
+    const auto cfg = optional_json(sub / "config.json");
+    if (cfg.contains("num_attention_heads")) config.heads = cfg["num_attention_heads"].get<int64_t>();
+    if (cfg.contains("layer_norm_eps")) config.layer_norm_eps = cfg["layer_norm_eps"].get<double>();
+    if (cfg.contains("hidden_act")) config.quick_gelu = cfg["hidden_act"].get<std::string>() == "quick_gelu";
+    if (cfg.contains("eos_token_id") && cfg["eos_token_id"].is_number_integer() && cfg["eos_token_id"].get<int64_t>() > 2)
+      config.eos_token_id = cfg["eos_token_id"].get<int64_t>();  // (2 is transformers' legacy placeholder: argmax rule)
+    if (fs::is_directory(dir / roles[i].tokenizer)) (i == 0 ? ck.tokenizer_dir : ck.tokenizer_2_dir) = (dir / roles[i].tokenizer).string();
+  }
   const auto sched_path = dir / "scheduler" / "scheduler_config.json";
+  ck.prediction = "eps";
   if (fs::exists(sched_path)) {
     const auto s = read_json_file(sched_path.string());
     const std::string pt = s.value("prediction_type", "epsilon");
     ck.prediction = pt == "v_prediction" ? "v" : "eps";
+    ck.zero_terminal_snr = s.value("rescale_betas_zero_snr", false);
   }
-  if (fs::is_directory(dir / "tokenizer")) ck.tokenizer_dir = (dir / "tokenizer").string();
-  ck.clip_config = infer_clip_config(ck.text_encoder, ck.family, dir.string() + " text encoder");
-  if (te_cfg.contains("num_attention_heads")) ck.clip_config.heads = te_cfg["num_attention_heads"].get<int64_t>();
-  if (te_cfg.contains("layer_norm_eps")) ck.clip_config.layer_norm_eps = te_cfg["layer_norm_eps"].get<double>();
   return ck;
 }
 
 }  // namespace
+
+Family detect_single_file_family(const TensorIndex& f, const std::string& path) {
+  const bool adm = f.count("model.diffusion_model.label_emb.0.0.weight") > 0;
+  if (has_prefix(f, "conditioner.embedders.")) {
+    if (has_prefix(f, "conditioner.embedders.0.transformer.text_model.") && has_prefix(f, "conditioner.embedders.1.model.") && adm)
+      return Family::SDXL;
+    if (has_prefix(f, "conditioner.embedders.0.model.") && !has_prefix(f, "conditioner.embedders.1."))
+      throw ModelLoadError(path + ": this is an SDXL refiner (one OpenCLIP-bigG text encoder); Sigma Studio runs SDXL base "
+                                  "models, not the refiner, yet");
+    throw ModelLoadError(path + ": an SGM-format model ('conditioner.embedders.*') that is not SDXL base (which has CLIP-L in "
+                                "'conditioner.embedders.0.transformer.', OpenCLIP-bigG in 'conditioner.embedders.1.model.' and "
+                                "'model.diffusion_model.label_emb.*'); not supported");
+  }
+  if (has_prefix(f, "cond_stage_model.transformer.")) return Family::SD1;
+  if (has_prefix(f, "cond_stage_model.model.")) return Family::SD2;
+  throw ModelLoadError(path + ": the checkpoint has a UNet but no text encoder ('cond_stage_model.*' or 'conditioner.embedders.*' keys)");
+}
+
+Family detect_diffusers_family(const nlohmann::json& unet_cfg, const nlohmann::json& te_cfg, bool has_te, bool has_te2,
+                               const std::string& path) {
+  const auto it = unet_cfg.is_object() ? unet_cfg.find("addition_embed_type") : unet_cfg.end();
+  const bool text_time = it != unet_cfg.end() && it->is_string() && it->get<std::string>() == "text_time";
+  if (has_te2 || text_time) {
+    if (!has_te)
+      throw ModelLoadError(path + ": an SDXL pipeline with only 'text_encoder_2/' is the SDXL refiner; Sigma Studio runs SDXL base "
+                                  "models, not the refiner, yet");
+    if (!has_te2)
+      throw ModelLoadError(path + ": the UNet takes SDXL's text_time embedding but there is no 'text_encoder_2/'; is the folder complete?");
+    return Family::SDXL;
+  }
+  if (!has_te) throw ModelLoadError(path + ": diffusers folder without 'text_encoder/'; is this a complete Stable Diffusion pipeline?");
+  return te_cfg.value("hidden_act", "quick_gelu") == "gelu" ? Family::SD2 : Family::SD1;
+}
 
 Checkpoint open_checkpoint(const std::string& path) {
   if (!fs::exists(path)) throw ModelLoadError(path + ": no such file or folder");
@@ -209,16 +313,24 @@ Checkpoint open_checkpoint(const std::string& path) {
       throw ModelLoadError(path + ": pickle checkpoints (" + ext + ") can run code when loaded and are not supported; "
                                   "convert it to .safetensors (e.g. with the safetensors package) and pass that");
     ck = open_single_file(path);
-    ck.clip_config = infer_clip_config(ck.text_encoder, ck.family, path + " text encoder");
+    for (size_t i = 0; i < ck.description.text_encoders.size(); ++i)
+      ck.encoder_config(i) = infer_clip_config(ck.encoder_weights(i), ck.family,
+                                               path + " text encoder" + (i ? " " + std::to_string(i + 1) : std::string()), i);
   }
   // A buffer transformers saves and recomputes; our embedding needs no copy of it.
-  if (ck.text_encoder.erase("text_model.embeddings.position_ids"))
-    ck.text_encoder_ignored.push_back("text_model.embeddings.position_ids");
+  for (auto* te : {&ck.text_encoder, &ck.text_encoder_2})
+    if (te->erase("text_model.embeddings.position_ids"))
+      ck.text_encoder_ignored.push_back((te == &ck.text_encoder ? "" : "text_encoder_2: ") + std::string("text_model.embeddings.position_ids"));
   ck.unet_config = infer_unet_config(ck.unet, ck.family, path + " UNet");
   ck.vae_config = infer_vae_config(ck.vae, path + " VAE");
+  ck.vae_config.scaling_factor = ck.description.vae_scale;
   if (ck.layout == Layout::Diffusers) {
     const auto vcfg = fs::path(path) / "vae" / "config.json";
-    if (fs::exists(vcfg)) ck.vae_config.scaling_factor = read_json_file(vcfg.string()).value("scaling_factor", 0.18215);
+    if (fs::exists(vcfg)) {
+      const auto j = read_json_file(vcfg.string());
+      ck.vae_config.scaling_factor = j.value("scaling_factor", ck.description.vae_scale);
+      if (ck.description.vae_fp16_upcast) ck.description.vae_fp16_upcast = j.value("force_upcast", true);
+    }
     const auto ucfg = fs::path(path) / "unet" / "config.json";
     if (fs::exists(ucfg)) {
       apply_diffusers_heads(ck.unet_config, read_json_file(ucfg.string()));
@@ -229,6 +341,7 @@ Checkpoint open_checkpoint(const std::string& path) {
     ck.vae_config.scaling_factor = std::stod(it->second);  // our own models record the scale they were trained with
   drop_unused_clip_layers(ck);
   ck.default_clip_skip = 1;
+  fill_description_sizes(ck);
   return ck;
 }
 

@@ -35,21 +35,30 @@ std::string describe_checkpoint(const Checkpoint& ck) {
     for (size_t i = 0; i < keys.size() && i < 20; ++i) s << "  " << keys[i] << "\n";
     if (keys.size() > 20) s << "  ... and " << keys.size() - 20 << " more\n";
   };
+  const auto& roles = ck.description.text_encoders;
   s << "path:          " << ck.path << "\n"
     << "layout:        " << to_string(ck.layout) << "\n"
     << "family:        " << to_string(ck.family) << " (" << (ck.prediction == "v" ? "v-prediction" : ck.prediction == "flow" ? "rectified flow, velocity" : "epsilon-prediction")
-    << ")\n"
+    << (ck.zero_terminal_snr ? ", zero-terminal SNR" : "") << ")\n"
+    << "conditioning:  " << ck.description.describe() << "\n"
     << "UNet:          " << format_count(count_parameters(ck.unet)) << " parameters, " << dtype_summary(ck.unet) << "\n"
     << "               " << ck.unet_config.describe() << "\n"
     << "VAE:           " << format_count(count_parameters(ck.vae)) << " parameters, " << dtype_summary(ck.vae) << "\n"
-    << "               " << ck.vae_config.describe() << "\n"
-    << "text encoder:  " << format_count(count_parameters(ck.text_encoder)) << " parameters, "
-    << dtype_summary(ck.text_encoder) << "\n"
-    << "               CLIP " << ck.clip_config.describe() << "\n"
-    << "tokenizer:     " << (ck.tokenizer_dir.empty() ? "none in the file; looked for beside it (NAME.tokenizer/ or tokenizer/), else give --tokenizer DIR"
-                                : ck.tokenizer_dir)
-    << "\n"
-    << "schedule:      "
+    << "               " << ck.vae_config.describe() << "\n";
+  for (size_t i = 0; i < roles.size(); ++i) {
+    const auto& config = ck.encoder_config(i);
+    s << (i ? "text encoder " + std::to_string(i + 1) + ": " : std::string("text encoder:  "))
+      << format_count(count_parameters(ck.encoder_weights(i))) << " parameters, " << dtype_summary(ck.encoder_weights(i)) << "\n"
+      << "               CLIP " << config.describe() << " (" << roles[i].kind << ")"
+      << (config.projection_dim > 0 ? ", text_projection " + std::to_string(config.projection_dim) : std::string()) << "\n";
+  }
+  auto none = [](const std::string& sub) {
+    return "none in the file; looked for beside it (NAME." + sub + "/ or " + sub +
+           "/), then the bundled CLIP vocabulary (assets/clip-bpe), or give --tokenizer DIR";
+  };
+  s << "tokenizer:     " << (ck.tokenizer_dir.empty() ? none(roles[0].tokenizer) : ck.tokenizer_dir) << "\n";
+  if (roles.size() > 1) s << "tokenizer 2:   " << (ck.tokenizer_2_dir.empty() ? none(roles[1].tokenizer) : ck.tokenizer_2_dir) << "\n";
+  s << "schedule:      "
     << (ck.alphas_cumprod.empty() ? "not in the file (Stable Diffusion's scaled-linear betas assumed)"
                                   : std::to_string(ck.alphas_cumprod.size()) + "-step alphas_cumprod from the file")
     << "\n";

@@ -75,7 +75,18 @@ ClipTransformerImpl::ClipTransformerImpl(const ClipTextConfig& c) {
 
 ClipTextModelImpl::ClipTextModelImpl(ClipTextConfig c) : config(std::move(c)) {
   text_model = register_module("text_model", ClipTransformer(config));
+  if (config.projection_dim > 0)
+    text_projection = register_module(
+        "text_projection", nn::Linear(nn::LinearOptions(config.width, config.projection_dim).bias(false)));
 }
+
+namespace {
+void check_skip(const ClipTextConfig& config, int64_t clip_skip) {
+  if (clip_skip < 1 || clip_skip > config.layers)
+    throw std::invalid_argument("clip skip must be between 1 and " + std::to_string(config.layers) + ", got " +
+                                std::to_string(clip_skip));
+}
+}  // namespace
 
 torch::Tensor ClipTextModelImpl::forward(const torch::Tensor& ids, int64_t clip_skip, bool final_norm) {
   return forward_with_extra_tokens(ids, torch::Tensor(), clip_skip, final_norm);
@@ -99,22 +110,46 @@ torch::Tensor ClipTextModelImpl::embed_tokens(const torch::Tensor& ids, const to
   return torch::where(is_extra, added, base);
 }
 
-torch::Tensor ClipTextModelImpl::forward_with_extra_tokens(const torch::Tensor& ids, const torch::Tensor& extra,
-                                                           int64_t clip_skip, bool final_norm) {
-  if (clip_skip < 1 || clip_skip > config.layers)
-    throw std::invalid_argument("clip skip must be between 1 and " + std::to_string(config.layers) + ", got " +
-                                std::to_string(clip_skip));
+torch::Tensor ClipTextModelImpl::embed(const torch::Tensor& ids, const torch::Tensor& extra) {
   if (ids.size(1) > config.max_positions)
     throw std::invalid_argument("token sequence of " + std::to_string(ids.size(1)) + " exceeds the text encoder's " +
                                 std::to_string(config.max_positions) + " positions");
   auto& emb = text_model->embeddings;
   const auto device = emb->token_embedding->weight.device();
   auto positions = torch::arange(ids.size(1), torch::TensorOptions().dtype(torch::kLong).device(device));
-  auto x = embed_tokens(ids, extra) + emb->position_embedding->forward(positions).unsqueeze(0);
+  return embed_tokens(ids, extra) + emb->position_embedding->forward(positions).unsqueeze(0);
+}
+
+torch::Tensor ClipTextModelImpl::forward_with_extra_tokens(const torch::Tensor& ids, const torch::Tensor& extra,
+                                                           int64_t clip_skip, bool final_norm) {
+  check_skip(config, clip_skip);
+  auto x = embed(ids, extra);
   const int64_t run = config.layers - clip_skip + 1;  // layers to run
   auto& layers = text_model->encoder->layers;
   for (int64_t i = 0; i < run; ++i) x = layers[static_cast<size_t>(i)]->as<ClipLayer>()->forward(x);
   return final_norm ? text_model->final_layer_norm->forward(x) : x;
+}
+
+std::pair<torch::Tensor, torch::Tensor> ClipTextModelImpl::forward_pooled(const torch::Tensor& ids, int64_t clip_skip,
+                                                                           bool final_norm, const torch::Tensor& extra) {
+  check_skip(config, clip_skip);
+  if (!text_projection) throw std::invalid_argument("this text encoder has no text_projection: it gives no pooled vector");
+  auto x = embed(ids, extra);
+  const int64_t keep = config.layers - clip_skip + 1;  // the state after this many layers is the hidden state read
+  torch::Tensor hidden;
+  auto& layers = text_model->encoder->layers;
+  for (int64_t i = 0; i < config.layers; ++i) {
+    x = layers[static_cast<size_t>(i)]->as<ClipLayer>()->forward(x);
+    if (i + 1 == keep) hidden = final_norm ? text_model->final_layer_norm->forward(x) : x;
+  }
+  auto last = text_model->final_layer_norm->forward(x);
+  // [B]: first end token per row; rows without one use the largest id (transformers' legacy rule).
+  auto ids_d = ids.to(last.device());
+  auto is_end = ids_d == config.eos_token_id;
+  auto index = torch::where(is_end.any(1), is_end.to(torch::kInt).argmax(1), ids_d.argmax(1));
+  auto rows = torch::arange(ids_d.size(0), index.options());
+  auto pooled = text_projection->forward(last.index({rows, index}));
+  return {hidden, pooled};
 }
 
 }  // namespace sigma::models

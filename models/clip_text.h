@@ -1,6 +1,7 @@
 // The CLIP text transformer (Hugging Face CLIPTextModel names: `text_model.encoder.
 // layers.N.self_attn.q_proj`), causal, pre-LayerNorm. SD 1.x uses OpenAI's CLIP-L
 // (quick_gelu); SD 2.x's OpenCLIP weights are renamed to these names on load (gelu).
+// SDXL's OpenCLIP-bigG adds `text_projection` (CLIPTextModelWithProjection) for the pooled vector.
 #pragma once
 
 #include <torch/torch.h>
@@ -13,6 +14,8 @@ struct ClipTextConfig {
   int64_t vocab_size = 49408, max_positions = 77, width = 768, layers = 12, heads = 12, mlp = 3072;
   bool quick_gelu = true;  // OpenAI CLIP; false: exact gelu (OpenCLIP)
   double layer_norm_eps = 1e-5;
+  int64_t projection_dim = 0;   // > 0: a `text_projection` (no bias) for the pooled vector (SDXL's encoder 2)
+  int64_t eos_token_id = 49407; // the end token, whose final state is the pooled one
   std::string describe() const;
 };
 
@@ -74,8 +77,18 @@ struct ClipTextModelImpl : torch::nn::Module {
                                           bool final_norm = true);
   // Token embeddings [B,L,width] of ids, on the model's device, extra ids as above.
   torch::Tensor embed_tokens(const torch::Tensor& ids, const torch::Tensor& extra = {});
+  // The same hidden state, and the pooled vector [B, projection_dim]: the final-LayerNorm'ed
+  // last-layer state at each row's first end token (argmax of the ids where there is none),
+  // times text_projection, as transformers' CLIPTextModelWithProjection.text_embeds.
+  std::pair<torch::Tensor, torch::Tensor> forward_pooled(const torch::Tensor& ids, int64_t clip_skip, bool final_norm,
+                                                         const torch::Tensor& extra = {});
   ClipTextConfig config;
   ClipTransformer text_model{nullptr};
+  torch::nn::Linear text_projection{nullptr};  // only when config.projection_dim > 0
+
+ private:
+  // Token (embed_tokens) + position embeddings of ids [B,L] -> [B,L,width].
+  torch::Tensor embed(const torch::Tensor& ids, const torch::Tensor& extra);
 };
 TORCH_MODULE(ClipTextModel);
 

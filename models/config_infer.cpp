@@ -74,13 +74,10 @@ UNetConfig infer_unet_config(const TensorIndex& u, Family family, const std::str
       c.linear_proj = ref.shape.size() == 2;
       break;
     }
-  if (family == Family::SD1) {
-    c.num_heads = 8;
-    c.head_dim = -1;
-  } else {
-    c.num_heads = -1;
-    c.head_dim = 64;
-  }
+  if (u.count("label_emb.0.0.weight")) c.adm_in_channels = dim(u, "label_emb.0.0.weight", 1, what);
+  const auto& d = family_description(family);
+  c.num_heads = d.unet_num_heads;
+  c.head_dim = d.unet_head_dim;
   return c;
 }
 
@@ -98,16 +95,21 @@ VaeConfig infer_vae_config(const TensorIndex& v, const std::string& what) {
   return c;
 }
 
-ClipTextConfig infer_clip_config(const TensorIndex& t, Family family, const std::string& what) {
+ClipTextConfig infer_clip_config(const TensorIndex& t, Family family, const std::string& what, size_t role) {
   ClipTextConfig c;
   c.vocab_size = dim(t, "text_model.embeddings.token_embedding.weight", 0, what);
   c.width = dim(t, "text_model.embeddings.token_embedding.weight", 1, what);
   c.max_positions = dim(t, "text_model.embeddings.position_embedding.weight", 0, what);
   c.layers = count(t, "text_model.encoder.layers.", ".layer_norm1.weight");
   c.mlp = dim(t, "text_model.encoder.layers.0.mlp.fc1.weight", 0, what);
-  // Every released CLIP text encoder uses 64-wide heads; narrower test-size models use 4 heads.
-  c.heads = (c.width >= 256 && c.width % 64 == 0) ? c.width / 64 : 4;
-  c.quick_gelu = family == Family::SD1;
+  // Every released CLIP text encoder uses 64-wide heads (CLIP-L 12, OpenCLIP-H 16, bigG 20);
+  // narrower test-size models use 4 heads, fewer when heads would be under 8 wide (a 16-wide
+  // encoder has 2). Configs, where the layout has them, override this.
+  c.heads = (c.width >= 256 && c.width % 64 == 0) ? c.width / 64 : std::clamp<int64_t>(c.width / 8, 1, 4);
+  const auto& roles = family_description(family).text_encoders;
+  if (role >= roles.size()) throw ModelLoadError(what + ": " + to_string(family) + " has no text encoder " + std::to_string(role + 1));
+  c.quick_gelu = roles[role].quick_gelu;
+  if (t.count("text_projection.weight")) c.projection_dim = dim(t, "text_projection.weight", 0, what);
   return c;
 }
 

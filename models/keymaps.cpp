@@ -41,6 +41,9 @@ std::optional<std::string> unet_encoder_name(const std::string& k, int nrb) {
   std::smatch m;
   if (auto r = swap_prefix(k, "time_embedding.linear_1.", "time_embed.0.")) return r;
   if (auto r = swap_prefix(k, "time_embedding.linear_2.", "time_embed.2.")) return r;
+  // SDXL's additional embedding ("text_time"): add_embedding = SGM's label_emb.0
+  if (auto r = swap_prefix(k, "add_embedding.linear_1.", "label_emb.0.0.")) return r;
+  if (auto r = swap_prefix(k, "add_embedding.linear_2.", "label_emb.0.2.")) return r;
   if (auto r = swap_prefix(k, "conv_in.", "input_blocks.0.0.")) return r;
   if (std::regex_match(k, m, down)) {
     const int i = std::stoi(m[1]), j = std::stoi(m[3]);

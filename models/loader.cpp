@@ -26,9 +26,12 @@ AutoencoderKL load_vae_file(const std::string& path, double scaling_factor, cons
   return vae;
 }
 
-ClipTextModel load_text_encoder(const Checkpoint& ck, const LoadOptions& opt) {
-  ClipTextModel clip(ck.clip_config);
-  load_module(*clip, ck.text_encoder, "text encoder of " + ck.path, opt.dtype, opt.device);
+ClipTextModel load_text_encoder(const Checkpoint& ck, const LoadOptions& opt, size_t index) {
+  if (index >= ck.description.text_encoders.size())
+    throw ModelLoadError(ck.path + ": " + to_string(ck.family) + " has no text encoder " + std::to_string(index + 1));
+  ClipTextModel clip(ck.encoder_config(index));
+  load_module(*clip, ck.encoder_weights(index), (index ? "text encoder " + std::to_string(index + 1) : std::string("text encoder")) + " of " + ck.path, opt.dtype,
+              opt.device);
   clip->eval();
   return clip;
 }

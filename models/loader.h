@@ -15,6 +15,7 @@ UNet load_unet(const Checkpoint& ck, const LoadOptions& opt);
 AutoencoderKL load_vae(const Checkpoint& ck, const LoadOptions& opt);
 // A VAE from its own file (--vae), at the configuration its shapes give.
 AutoencoderKL load_vae_file(const std::string& path, double scaling_factor, const LoadOptions& opt);
-ClipTextModel load_text_encoder(const Checkpoint& ck, const LoadOptions& opt);
+// Text encoder `index` of the family (0: text_encoder, 1: SDXL's text_encoder_2 with its projection).
+ClipTextModel load_text_encoder(const Checkpoint& ck, const LoadOptions& opt, size_t index = 0);
 
 }  // namespace sigma::models

@@ -17,12 +17,19 @@ std::string UNetConfig::describe() const {
   else s << "head width " << head_dim;
   s << ", " << (linear_proj ? "linear" : "conv") << " proj_in/proj_out, in/out channels " << in_channels << "/"
     << out_channels;
+  if (adm_in_channels > 0) s << ", additional embedding (label_emb) input " << adm_in_channels;
   return s.str();
 }
 
 nn::Sequential make_time_embed(const UNetConfig& c) {
   const auto E = c.time_embed_dim();
   return nn::Sequential(nn::Linear(c.model_channels, E), nn::SiLU(), nn::Linear(E, E));
+}
+
+torch::Tensor additional_embedding_input(const torch::Tensor& pooled, const torch::Tensor& time_ids, int64_t fourier_dim) {
+  const int64_t B = time_ids.size(0);
+  auto fourier = timestep_embedding(time_ids.reshape({-1}), fourier_dim).reshape({B, -1});
+  return torch::cat({pooled, fourier.to(pooled.device(), pooled.scalar_type())}, 1);
 }
 
 namespace {
@@ -71,6 +78,13 @@ UNetImpl::UNetImpl(UNetConfig c) : config(std::move(c)) {
   if (config.transformer_depth.size() != config.channel_mult.size())
     throw std::invalid_argument("UNet: transformer_depth needs one entry per level");
   time_embed = register_module("time_embed", make_time_embed(config));
+  if (config.adm_in_channels > 0) {
+    const auto E = config.time_embed_dim();
+    // SGM's label_emb = Sequential(Sequential(Linear, SiLU, Linear)); a ModuleList gives the
+    // same names (LibTorch cannot nest a Sequential in a Sequential).
+    label_emb_net = nn::Sequential(nn::Linear(config.adm_in_channels, E), nn::SiLU(), nn::Linear(E, E));
+    label_emb = register_module("label_emb", nn::ModuleList(label_emb_net));
+  }
   auto enc = build_unet_encoder(config);
   input_blocks = register_module("input_blocks", enc.input_blocks);
   middle_block = register_module("middle_block", enc.middle_block);
@@ -97,10 +111,17 @@ UNetImpl::UNetImpl(UNetConfig c) : config(std::move(c)) {
 }
 
 torch::Tensor UNetImpl::forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& context,
-                                const ControlResiduals* control) {
-  // x [B,4,H,W], t [B], context [B,M,C] -> [B,4,H,W]
+                                const ControlResiduals* control, const torch::Tensor& y) {
+  // x [B,4,H,W], t [B], context [B,M,C], y [B,adm] -> [B,4,H,W]
   const auto dtype = x.scalar_type();
   auto emb = time_embed->forward(timestep_embedding(t.to(x.device()), config.model_channels).to(dtype));
+  if (label_emb_net) {
+    if (!y.defined() || y.dim() != 2 || y.size(0) != x.size(0) || y.size(1) != config.adm_in_channels)
+      throw std::invalid_argument("UNet: this model (SDXL) needs y [" + std::to_string(x.size(0)) + ", " +
+                                  std::to_string(config.adm_in_channels) +
+                                  "]: the pooled text vector and the micro-conditioning Fourier features");
+    emb = emb + label_emb_net->forward(y.to(x.device(), dtype));
+  }
   const bool with_control = control && !control->empty();
   if (with_control && control->down.size() != input_blocks->size())
     throw std::invalid_argument("UNet: the ControlNet gives " + std::to_string(control->down.size()) +

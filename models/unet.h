@@ -1,6 +1,7 @@
-// The LDM UNet (UNetModel of openaimodel.py) as used by Stable Diffusion 1.x/2.x:
+// The LDM UNet (UNetModel of openaimodel.py) as used by Stable Diffusion 1.x/2.x and SDXL:
 // input_blocks / middle_block / output_blocks of TimestepBlocks, skip connections,
-// and ControlNet residuals added to the skips and the middle block.
+// ControlNet residuals added to the skips and the middle block, and SDXL's additional
+// embedding (`label_emb.0.0`, SiLU, `label_emb.0.2`) of a vector y added to the time embedding.
 #pragma once
 
 #include <torch/torch.h>
@@ -22,6 +23,7 @@ struct UNetConfig {
   int64_t num_heads = 8;       // SD 1.x rule: fixed head count ...
   int64_t head_dim = -1;       // ... or SD 2.x rule: fixed head width (then num_heads = -1)
   bool linear_proj = false;    // SD 2.x: Linear proj_in/proj_out
+  int64_t adm_in_channels = 0; // SDXL: width of y fed to label_emb (real SDXL: 2816); 0 = no label_emb
   int64_t time_embed_dim() const { return model_channels * 4; }
   int64_t heads_for(int64_t channels) const { return num_heads > 0 ? num_heads : channels / head_dim; }
   std::string describe() const;
@@ -44,14 +46,22 @@ UNetEncoder build_unet_encoder(const UNetConfig& c);
 
 torch::nn::Sequential make_time_embed(const UNetConfig& c);
 
+// SDXL's y: [pooled [B,P], timestep_embedding of each micro-conditioning number (time_ids
+// [B,N]: original h, w, crop top, left, target h, w) at fourier_dim, flattened] -> [B, P + N·fourier_dim],
+// as SGM's ConcatTimestepEmbedderND and diffusers' add_time_proj (cos first, no shift) compute it.
+torch::Tensor additional_embedding_input(const torch::Tensor& pooled, const torch::Tensor& time_ids, int64_t fourier_dim);
+
 struct UNetImpl : torch::nn::Module {
   explicit UNetImpl(UNetConfig config);
-  // x [B,Cin,H,W], t [B] (continuous timesteps), context [B,M,context_dim] -> [B,Cout,H,W]
+  // x [B,Cin,H,W], t [B] (continuous timesteps), context [B,M,context_dim] -> [B,Cout,H,W];
+  // y [B, adm_in_channels] when the UNet has label_emb (SDXL), else undefined.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& context,
-                        const ControlResiduals* control = nullptr);
+                        const ControlResiduals* control = nullptr, const torch::Tensor& y = {});
 
   UNetConfig config;
   torch::nn::Sequential time_embed{nullptr};
+  torch::nn::ModuleList label_emb{nullptr};     // [label_emb_net], when adm_in_channels > 0
+  torch::nn::Sequential label_emb_net{nullptr}; // label_emb.0 = Linear, SiLU, Linear
   torch::nn::ModuleList input_blocks{nullptr}, output_blocks{nullptr};
   TimestepBlock middle_block{nullptr};
   torch::nn::Sequential out{nullptr};

@@ -135,11 +135,16 @@ AutoencoderKLImpl::AutoencoderKLImpl(VaeConfig c) : config(std::move(c)) {
   post_quant_conv = register_module("post_quant_conv", conv(config.z_channels, config.z_channels, 1));
 }
 
+// Inputs run in the module's dtype (a VAE kept in float32 for a float16 pipeline), outputs come back in theirs.
 std::pair<torch::Tensor, torch::Tensor> AutoencoderKLImpl::encode_moments(const torch::Tensor& image) {
-  auto moments = quant_conv->forward(encoder->forward(image)).chunk(2, 1);
-  return {moments[0], moments[1].clamp(-30.0, 20.0)};
+  const auto dtype = quant_conv->weight.scalar_type();
+  auto moments = quant_conv->forward(encoder->forward(image.to(dtype))).chunk(2, 1);
+  return {moments[0].to(image.scalar_type()), moments[1].clamp(-30.0, 20.0).to(image.scalar_type())};
 }
 
-torch::Tensor AutoencoderKLImpl::decode(const torch::Tensor& z) { return decoder->forward(post_quant_conv->forward(z)); }
+torch::Tensor AutoencoderKLImpl::decode(const torch::Tensor& z) {
+  const auto dtype = post_quant_conv->weight.scalar_type();
+  return decoder->forward(post_quant_conv->forward(z.to(dtype))).to(z.scalar_type());
+}
 
 }  // namespace sigma::models

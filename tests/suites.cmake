@@ -16,7 +16,7 @@ sigma_add_suite(e2e.cli e2e)
 # The same suites on an NVIDIA GPU (scripts/gpu-test.sh): float32 with TF32 off, and float16.
 # `--require-cuda` makes them skip (exit 77, shown as skipped) on a CPU-only machine.
 foreach(dtype fp32 fp16)
-  foreach(suite conformance.components conformance.samplers e2e.pipeline conformance.adapters)
+  foreach(suite conformance.components conformance.samplers e2e.pipeline conformance.adapters conformance.sdxl)
     sigma_add_suite(${suite} gpu NAME gpu.${suite}.${dtype} ARGS --require-cuda
                     ENV SIGMA_TEST_DEVICE=cuda SIGMA_TEST_DTYPE=${dtype})
   endforeach()
@@ -47,3 +47,5 @@ sigma_add_suite(unit.reliability unit)
 sigma_add_suite(e2e.reliability e2e)
 # The CLI's whole path on CUDA in fp32, fp16 and bf16 against the CPU's picture.
 sigma_add_suite(gpu.cli_path gpu ARGS --require-cuda)
+sigma_add_suite(conformance.sdxl conformance)
+sigma_add_suite(unit.sdxl unit)

@@ -6,7 +6,6 @@
 
 #include <chrono>
 #include <fstream>
-#include <regex>
 #include <set>
 
 #include "models/clip_tokenizer.h"
@@ -80,39 +79,15 @@ std::string rewrite(const std::string& from, const std::string& to,
   return to;
 }
 
-// The SDXL fixture's weights under the canonical names an SDXL loader will give them (LDM
-// UNet names; Hugging Face CLIP names for both text encoders, OpenCLIP's stacked in_proj split
-// into q/k/v), read from the safetensors header: SDXL loading does not exist yet.
+// The SDXL fixture's components as the loader names them (LDM UNet names; Hugging Face
+// CLIP names for both text encoders), before any network is built.
 models::AdapterModel sdxl_model() {
-  auto f = models::SafeTensors::open(sdxl() + "/models/tiny-sdxl.safetensors");
+  const auto ck = models::open_checkpoint(sdxl() + "/models/tiny-sdxl.safetensors");
   models::AdapterModel m;
-  m.family = "SDXL";
-  auto& unet = m.components[models::kUnet].weights;
-  auto& te1 = m.components[models::kTextEncoder].weights;
-  auto& te2 = m.components[models::kTextEncoder2].weights;
-  static const std::regex block(R"(conditioner\.embedders\.1\.model\.transformer\.resblocks\.(\d+)\.(.*))");
-  static const std::vector<std::pair<std::string, std::string>> open_clip = {
-      {"attn.out_proj.", "self_attn.out_proj."}, {"ln_1.", "layer_norm1."}, {"ln_2.", "layer_norm2."},
-      {"mlp.c_fc.", "mlp.fc1."}, {"mlp.c_proj.", "mlp.fc2."}};
-  for (const auto& t : f->tensors()) {
-    std::smatch s;
-    if (t.name.rfind("model.diffusion_model.", 0) == 0) {
-      unet[t.name.substr(22)] = t.shape;
-    } else if (t.name.rfind("conditioner.embedders.0.transformer.", 0) == 0) {
-      te1[t.name.substr(36)] = t.shape;
-    } else if (std::regex_match(t.name, s, block)) {
-      const std::string layer = "text_model.encoder.layers." + std::string(s[1]) + ".", rest = s[2];
-      if (rest == "attn.in_proj_weight" || rest == "attn.in_proj_bias") {
-        auto shape = t.shape;
-        shape[0] /= 3;
-        for (const char* p : {"q_proj", "k_proj", "v_proj"})
-          te2[layer + "self_attn." + p + (rest == "attn.in_proj_weight" ? ".weight" : ".bias")] = shape;
-      } else {
-        for (const auto& [from, to] : open_clip)
-          if (rest.rfind(from, 0) == 0) te2[layer + to + rest.substr(from.size())] = t.shape;
-      }
-    }
-  }
+  m.family = models::to_string(ck.family);
+  m.components[models::kUnet] = models::adapter_target(ck.unet);
+  m.components[models::kTextEncoder] = models::adapter_target(ck.text_encoder);
+  m.components[models::kTextEncoder2] = models::adapter_target(ck.text_encoder_2);
   return m;
 }
 
@@ -197,14 +172,77 @@ TEST_SUITE("conformance.adapters") {
     CHECK(report.add("ti.clip.last_hidden",
                      test::rel_error(m.clip->forward_with_extra_tokens(ti_ids, ti.vectors, 1), ti_ref), tol));
 
-    // ---- SDXL cases go here once SDXL loading exists (models/ on the sdxl branch) ----
-    // sdxl-tiny/lora/adapter_refs.safetensors, m = `lora.multiplier`:
-    //   lora.unet.out (inputs unet.x, unet.t, unet.context, unet.text_embeds, unet.time_ids of
-    //   sdxl-tiny/refs/refs.safetensors), lora.clip.context and lora.clip.pooled (clip.ids_1,
-    //   clip.ids_2): load tiny-sdxl-lora-kohya.safetensors against an AdapterModel with kUnet,
-    //   kTextEncoder and kTextEncoder2 (the key map is unit-tested below, "SDXL kohya keys").
-    //   ti.clip.context / ti.clip.pooled: "a red tinyxlemb on the left" with tinyxlemb's
-    //   vectors (clip_l) and vectors_2 (clip_g) passed to each encoder's forward_with_extra_tokens.
+    // SDXL (sdxl-tiny/lora/adapter_refs.safetensors): the kohya LoRA on the UNet and both
+    // text encoders (te1 = CLIP-L, te2 = OpenCLIP-bigG, both in Hugging Face names), and an
+    // embedding whose clip_l / clip_g vectors go to each encoder.
+    {
+      auto xrefs = models::SafeTensors::open(sdxl() + "/refs/refs.safetensors");
+      auto xr = [&](const std::string& n) { return xrefs->load(n, torch::kFloat32); };
+      auto aref = models::SafeTensors::open(sdxl() + "/lora/adapter_refs.safetensors");
+      auto ar = [&](const std::string& n) { return aref->load(n, torch::kFloat32); };
+      const auto ck = models::open_checkpoint(sdxl() + "/models/tiny-sdxl.safetensors");
+      const models::LoadOptions opt{device, dtype};
+      auto unet = models::load_unet(ck, opt);
+      auto clip_1 = models::load_text_encoder(ck, opt, 0), clip_2 = models::load_text_encoder(ck, opt, 1);
+      const auto& roles = ck.description.text_encoders;
+      auto encode = [&](const torch::Tensor& ids_1, const torch::Tensor& ids_2, const torch::Tensor& extra_1,
+                        const torch::Tensor& extra_2) {
+        auto h1 = clip_1->forward_with_extra_tokens(ids_1, extra_1, roles[0].clip_skip, roles[0].final_norm);
+        auto [h2, pooled] = clip_2->forward_pooled(ids_2, roles[1].clip_skip, roles[1].final_norm, extra_2);
+        return std::pair{torch::cat({h1, h2}, -1), pooled};
+      };
+      auto eps = [&] {
+        auto y = models::additional_embedding_input(xr("unet.text_embeds").to(device, dtype), xr("unet.time_ids"),
+                                                    ck.description.fourier_dim);
+        return unet->forward(xr("unet.x").to(device, dtype), xr("unet.t").to(device), xr("unet.context").to(device, dtype),
+                             nullptr, y);
+      };
+      models::AdapterModel xm;
+      xm.family = models::to_string(ck.family);
+      xm.components[models::kUnet] = models::adapter_target(*unet);
+      xm.components[models::kTextEncoder] = models::adapter_target(*clip_1);
+      xm.components[models::kTextEncoder2] = models::adapter_target(*clip_2);
+      models::ModelPatcher xp;
+      xp.add_component(models::kUnet, unet.ptr());
+      xp.add_component(models::kTextEncoder, clip_1.ptr());
+      xp.add_component(models::kTextEncoder2, clip_2.ptr());
+      const auto base_xl = snapshot(*unet);
+      const auto eps_base_xl = eps();
+      auto [ctx_base, pooled_base] = encode(xrefs->load("clip.ids_1"), xrefs->load("clip.ids_2"), {}, {});
+
+      auto lora = models::load_adapter(sdxl() + "/lora/tiny-sdxl-lora-kohya.safetensors", xm);
+      const double mult = aref->load("lora.multiplier", torch::kFloat64).item<double>();
+      xp.apply(models::adapter_patches(lora, mult, mult));
+      std::printf("  sdxl kohya: %zu modules, m = %.2f\n", lora->modules.size(), mult);
+      CHECK(test::rel_error(eps_base_xl, ar("lora.unet.out")) > 1e-3);
+      CHECK(test::rel_error(ctx_base, ar("lora.clip.context")) > 1e-3);
+      CHECK(test::rel_error(pooled_base, ar("lora.clip.pooled")) > 1e-3);
+      CHECK(report.add("sdxl.lora.unet.out", test::rel_error(eps(), ar("lora.unet.out")), tol));
+      auto [ctx, pooled] = encode(xrefs->load("clip.ids_1"), xrefs->load("clip.ids_2"), {}, {});
+      CHECK(report.add("sdxl.lora.clip.context", test::rel_error(ctx, ar("lora.clip.context")), tol));
+      CHECK(report.add("sdxl.lora.clip.pooled", test::rel_error(pooled, ar("lora.clip.pooled")), tol));
+      xp.restore();
+      CHECK(report.add_exact("sdxl restore: base UNet", changed(*unet, base_xl).empty()));
+
+      // "a red tinyxlemb on the left", each encoder with its own tokenizer (and padding).
+      const auto xti = models::load_embedding(sdxl() + "/embeddings/tinyxlemb.safetensors",
+                                              {xm.family, ck.clip_config.width, ck.clip_2_config.width});
+      const auto dir = sdxl() + "/models/tiny-sdxl-diffusers/";
+      auto ids_for = [&](const models::ClipTokenizer& tk, int vocab_size) {
+        auto words = models::expand_embedding(tk.encode("a red tinyxlemb on the left"), tk.encode(xti.name), vocab_size,
+                                              xti.count());
+        std::vector<int64_t> padded = {tk.bos()};
+        padded.insert(padded.end(), words.begin(), words.end());
+        padded.push_back(tk.eos());
+        padded.resize(77, tk.pad());
+        return torch::tensor(padded, torch::kLong).unsqueeze(0);
+      };
+      const auto tk1 = models::ClipTokenizer::from_dir(dir + "tokenizer"), tk2 = models::ClipTokenizer::from_dir(dir + "tokenizer_2");
+      auto [ti_ctx, ti_pooled] = encode(ids_for(tk1, static_cast<int>(ck.clip_config.vocab_size)),
+                                        ids_for(tk2, static_cast<int>(ck.clip_2_config.vocab_size)), xti.vectors, xti.vectors_2);
+      CHECK(report.add("sdxl.ti.clip.context", test::rel_error(ti_ctx, ar("ti.clip.context")), tol));
+      CHECK(report.add("sdxl.ti.clip.pooled", test::rel_error(ti_pooled, ar("ti.clip.pooled")), tol));
+    }
     report.close();
     CHECK(report.passed == report.total);
   }
@@ -339,7 +377,7 @@ TEST_SUITE("unit.adapters") {
     // And the other way: an SD 1.x LoRA on the SDXL model.
     const auto e2 = error_of([&] { models::load_adapter(lora_dir() + "tiny-sd15-lora-kohya.safetensors", sdxl_model()); });
     INFO(e2);
-    CHECK(contains(e2, "this LoRA is for Stable Diffusion 1.x/2.x, the model is SDXL"));
+    CHECK(contains(e2, "this LoRA is for Stable Diffusion 1.x/2.x, the model is Stable Diffusion XL"));
   }
 
   TEST_CASE("a key that matches no module is reported by name; shape mismatches name key and shapes") {

@@ -100,7 +100,17 @@ TEST_SUITE("e2e.cli") {
     auto missing_model = sigma_cli("generate -m /nope/model.safetensors -p x -o " + out);
     CHECK(missing_model.code == 1);
     CHECK(has(missing_model.output, "/nope/model.safetensors: no such file or folder"));
-    auto no_tok = sigma_cli("generate -m " + test::sd15() + "/models/tiny-sd15.safetensors -p x -q -o " + out);
+    // A single file carries no tokenizer: with none beside it, the bundled CLIP vocabulary serves ...
+    const std::string no_tok_cmd = "generate -m " + test::sd15() + "/models/tiny-sd15.safetensors -W 64 -H 64 --steps 1 -p x -q -o ";
+    auto bundled = sigma_cli(no_tok_cmd + (dir / "bundled-tokenizer.png").string());
+    CHECK_MESSAGE(bundled.code == 0, bundled.output);
+    // ... and without that (assets elsewhere) the error says where it looked and what to do.
+    const char* old_assets = std::getenv("SIGMA_ASSETS");
+    const std::string saved = old_assets ? old_assets : "";
+    setenv("SIGMA_ASSETS", dir.c_str(), 1);
+    auto no_tok = sigma_cli(no_tok_cmd + out);
+    if (old_assets) setenv("SIGMA_ASSETS", saved.c_str(), 1);
+    else unsetenv("SIGMA_ASSETS");
     CHECK(has(no_tok.output, "carries no tokenizer"));
     CHECK(has(no_tok.output, "--tokenizer DIR"));
     CHECK(has(sigma_cli("generate " + model_flags() + "-W 100 -p x -o " + out).output, "--width 100 is not a multiple of 8"));

@@ -1,0 +1,64 @@
+// What a model family is, as data (DESIGN.md: "A family is a description, not a branch";
+// ComfyUI's supported_models.py is the anchor): which text encoders and how each is read,
+// the additional embedding, the VAE scale, the native size, the default prediction and
+// the UNet's attention-head rule. The loader detects the family once, from the tensors,
+// copies its description into the Checkpoint and fills in the sizes that shapes give;
+// the UNet, the conditioning and the pipeline read that copy. No LibTorch here.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace sigma::models {
+
+enum class Family { SD1, SD2, SDXL };
+std::string to_string(Family f);
+
+// One text encoder of a family, in the order their hidden states are concatenated.
+struct TextEncoderRole {
+  std::string component;     // Checkpoint field / diffusers folder: "text_encoder", "text_encoder_2"
+  std::string tokenizer;     // diffusers tokenizer folder: "tokenizer", "tokenizer_2"
+  std::string kind;          // for humans: "CLIP-L", "OpenCLIP-H", "OpenCLIP-bigG"
+  std::string single_file_prefix;  // its keys in an original single file
+  bool openclip_names = false;     // stored in OpenCLIP names there (renamed to Hugging Face names on load)
+  int64_t clip_skip = 1;     // hidden state read from the loaded layers: 1 last, 2 penultimate
+                             // (a request's clip skip k reads clip_skip + k - 1)
+  bool final_norm = true;    // final LayerNorm applied to that hidden state
+  bool pooled = false;       // also gives the pooled vector: final-normed end-token state · text_projection
+  bool quick_gelu = true;    // OpenAI CLIP: quick_gelu; OpenCLIP: exact gelu
+  int pad_id = -1;           // tokenizer padding when no tokenizer_config.json says: -1 end token, 0 "!"
+  bool single_file_unused_last_layer = false;  // single files carry a last block that is never run (SD 2.x): dropped on load
+};
+
+struct FamilyDescription {
+  Family family = Family::SD1;
+  std::vector<TextEncoderRole> text_encoders;
+  // Cross-attention context: the encoders' hidden states concatenated on the feature axis.
+  int64_t context_dim = 768;
+  // SDXL's additional embedding (label_emb, added to the time embedding), fed
+  // y = [pooled, Fourier features of each micro-conditioning number]; 0 = none.
+  int64_t adm_in_channels = 0;
+  int64_t pooled_dim = 0;         // width of the pooled text vector in y
+  int64_t micro_conditioning = 0; // numbers in time_ids: (original h, w, crop top, left, target h, w)
+  int64_t fourier_dim = 0;        // sinusoidal width per number (SDXL: 256)
+  double vae_scale = 0.18215;     // latents = z · vae_scale
+  bool vae_fp16_upcast = false;   // the VAE overflows float16 (SDXL): run it in float32 then (diffusers' force_upcast)
+  // Latent -> RGB factors for live previews, [channels x 3] row-major, least squares over
+  // decoded images (ComfyUI's latent_formats; bias terms left out).
+  std::vector<float> latent_rgb;
+  int64_t native_size = 512;      // default canvas
+  int64_t native_size_v = 0;      // the canvas of the family's v-prediction models when it differs (SD 2.x-768)
+  std::string default_prediction = "eps";  // of single files; diffusers folders say so in scheduler/
+  // UNet attention heads: a fixed count (SD 1.x: 8) or a fixed width (SD 2.x, SDXL: 64).
+  int64_t unet_num_heads = 8, unet_head_dim = -1;
+
+  bool has_additional_embedding() const { return adm_in_channels > 0; }
+  std::string describe() const;   // one line for `sigma info`
+};
+
+// The family's published configuration (real sizes: SDXL context 2048, adm 2816, ...);
+// open_checkpoint overwrites the sizes with what the tensors say.
+const FamilyDescription& family_description(Family f);
+
+}  // namespace sigma::models
