@@ -2,7 +2,8 @@
 
 namespace sigma::app {
 
-torch::Tensor encode_chunks(Engine& engine, const PromptChunks& chunks, int64_t clip_skip, const std::string& emphasis) {
+torch::Tensor encode_chunks(Engine& engine, const PromptChunks& chunks, int64_t clip_skip, const std::string& emphasis,
+                            const torch::Tensor& extra) {
   const int64_t n = static_cast<int64_t>(chunks.ids.size());
   auto ids = torch::empty({n, kChunkLength}, torch::kLong);
   auto weights = torch::empty({n, kChunkLength}, torch::kFloat32);
@@ -12,7 +13,8 @@ torch::Tensor encode_chunks(Engine& engine, const PromptChunks& chunks, int64_t 
       weights[c][i] = chunks.weights[c][i];
     }
   // All chunks in one batch: [n, 77, width]
-  auto z = engine.clip()->forward(ids.to(engine.device()), clip_skip, /*final_norm=*/true);
+  auto z = extra.defined() ? engine.clip()->forward_with_extra_tokens(ids.to(engine.device()), extra, clip_skip, /*final_norm=*/true)
+                           : engine.clip()->forward(ids.to(engine.device()), clip_skip, /*final_norm=*/true);
   if (emphasis != "none") {
     auto w = weights.to(z.device(), z.scalar_type()).unsqueeze(-1);
     // Per chunk, as A1111 (each chunk is its own forward there).

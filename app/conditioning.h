@@ -19,7 +19,9 @@ struct Conditioning {
 };
 
 // emphasis: "original" (scale, then restore the mean), "no-norm" (scale only), "none" (plain text).
-torch::Tensor encode_chunks(Engine& engine, const PromptChunks& chunks, int64_t clip_skip, const std::string& emphasis);
+// extra: textual-inversion vectors [n, width] for the ids from the vocabulary size on (app/adapters.h).
+torch::Tensor encode_chunks(Engine& engine, const PromptChunks& chunks, int64_t clip_skip, const std::string& emphasis,
+                            const torch::Tensor& extra = {});
 Conditioning encode_prompts(Engine& engine, const std::string& prompt, const std::string& negative, int64_t clip_skip,
                             const std::string& emphasis);
 

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <random>
 
+#include "app/adapters.h"
 #include "app/conditioning.h"
 #include "app/image_io.h"
 #include "imaging/resize.h"
@@ -138,8 +139,8 @@ struct BatchContext {
   torch::Tensor cond, pair;  // [B, 77·chunks, width], [2B, 77·chunks, width]
 };
 
-BatchContext batch_context(Engine& engine, const Request& r, int64_t batch) {
-  auto text = encode_prompts(engine, r.prompt, r.negative, r.clip_skip, r.emphasis);
+BatchContext batch_context(Engine& engine, const Request& r, int64_t batch, const RequestAdapters& adapters) {
+  auto text = encode_request_prompts(engine, r, adapters.embeddings);  // app/adapters.h: tags out, embeddings in
   BatchContext c;
   c.cond = text.cond.expand({batch, -1, -1}).contiguous();
   c.pair = torch::cat({text.uncond.expand({batch, -1, -1}), c.cond}).contiguous();
@@ -289,7 +290,7 @@ torch::Tensor sample_batch(Engine& engine, const Request& r, const std::vector<d
 // Step 7, the per-image record: the metadata of image i of batch k, its A1111 text, and
 // the request that makes exactly this image again.
 GeneratedImage image_record(const Engine& engine, const Request& r, const std::vector<double>& sigmas, Image image,
-                            int64_t k, int64_t i) {
+                            int64_t k, int64_t i, const RequestAdapters& adapters) {
   const int64_t batch = r.batch_size, seed = r.seed + k * batch;
   GeneratedImage g;
   g.image = std::move(image);
@@ -301,6 +302,8 @@ GeneratedImage image_record(const Engine& engine, const Request& r, const std::v
   g.record.sigmas = sigmas;
   g.record.batch_size = static_cast<int>(batch);
   g.record.batch_position = static_cast<int>(i);
+  g.record.lora_hashes = adapters.lora_hashes;  // app/adapters.h
+  g.record.ti_hashes = adapters.embeddings.hashes;
   g.parameters = format_parameters(r, g.record);
   // One image's own request: its batch (ComfyUI noise is one draw per batch), or just
   // itself when each image has its own seed.
@@ -316,6 +319,12 @@ GeneratedImage image_record(const Engine& engine, const Request& r, const std::v
     absolute(u.model);
     absolute(u.image);
   }
+  // LoRA names are looked up again in the same folders (--from-png).
+  if (!adapters.loras.empty()) g.reproduce.lora_dir = lora_folder(r);
+  if (!adapters.embeddings.hashes.empty()) g.reproduce.embeddings_dir = embeddings_folder(r);
+  for (auto* p : {&g.reproduce.lora_dir, &g.reproduce.embeddings_dir}) absolute(*p);
+  for (auto& l : g.reproduce.lora)
+    if (l.name.find('/') != std::string::npos || std::filesystem::path(l.name).has_extension()) absolute(l.name);
   g.reproduce.batch_count = 1;
   g.reproduce.seed = g.record.seed;
   if (r.seed_mode == "per-image") g.reproduce.batch_size = 1;
@@ -335,7 +344,9 @@ GenerateResult generate(Engine& engine, const Request& request, const GenerateHo
   const std::vector<int64_t> shape = {B, engine.latent_channels(), r.height / f, r.width / f};
 
   // 2-5. Everything the batches share: conditioning, image inputs, ControlNets, D(x; σ).
-  const BatchContext context = batch_context(engine, r, B);
+  // LoRA set merged (or the base restored) and embeddings found before anything is encoded.
+  const RequestAdapters adapters = prepare_adapters(engine, r);
+  const BatchContext context = batch_context(engine, r, B, adapters);
   const ImageInputs inputs = image_inputs(engine, r, shape);
   const samplers::Denoiser guided = guided_denoiser(engine, r, context, control_units(engine, r, sigmas));
 
@@ -349,7 +360,7 @@ GenerateResult generate(Engine& engine, const Request& request, const GenerateHo
     result.latents = x;
     auto images = tensor_to_images(decode_latents(engine, x) * 2 - 1);
     for (int64_t i = 0; i < B; ++i) {
-      auto g = image_record(engine, r, sigmas, std::move(images[static_cast<size_t>(i)]), k, i);
+      auto g = image_record(engine, r, sigmas, std::move(images[static_cast<size_t>(i)]), k, i, adapters);
       if (hooks.on_image) hooks.on_image(g);
       result.images.push_back(std::move(g));
     }

@@ -41,3 +41,6 @@ sigma_add_suite(e2e.default_model e2e TIMEOUT 2400)
 sigma_add_suite(conformance.sd2 conformance)
 sigma_add_suite(conformance.adapters conformance)
 sigma_add_suite(unit.adapters unit)
+# The app side of LoRA and textual inversion (app/adapters.h, tests/test_lora_app.cpp).
+sigma_add_suite(unit.lora_app unit)
+sigma_add_suite(e2e.lora_app e2e)
