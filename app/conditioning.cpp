@@ -3,7 +3,7 @@
 namespace sigma::app {
 
 torch::Tensor encode_chunks(Engine& engine, const PromptChunks& chunks, int64_t clip_skip, const std::string& emphasis,
-                            size_t encoder, torch::Tensor* pooled) {
+                            size_t encoder, torch::Tensor* pooled, const torch::Tensor& extra) {
   const auto& role = engine.family().text_encoders.at(encoder);
   const int64_t n = static_cast<int64_t>(chunks.ids.size());
   auto ids = torch::empty({n, kChunkLength}, torch::kLong);
@@ -18,11 +18,11 @@ torch::Tensor encode_chunks(Engine& engine, const PromptChunks& chunks, int64_t 
   auto& clip = engine.text_encoder(encoder);
   torch::Tensor z;
   if (role.pooled && pooled) {
-    auto [hidden, p] = clip->forward_pooled(ids.to(engine.device()), skip, role.final_norm);
+    auto [hidden, p] = clip->forward_pooled(ids.to(engine.device()), skip, role.final_norm, extra);
     z = hidden;
     *pooled = p.narrow(0, 0, 1);  // the first chunk's, before emphasis (A1111)
   } else {
-    z = clip->forward(ids.to(engine.device()), skip, role.final_norm);
+    z = clip->forward_with_extra_tokens(ids.to(engine.device()), extra, skip, role.final_norm);
   }
   if (emphasis != "none") {
     auto w = weights.to(z.device(), z.scalar_type()).unsqueeze(-1);
@@ -35,15 +35,17 @@ torch::Tensor encode_chunks(Engine& engine, const PromptChunks& chunks, int64_t 
 }
 
 Conditioning encode_prompts(Engine& engine, const std::string& prompt, const std::string& negative, int64_t clip_skip,
-                            const std::string& emphasis) {
+                            const std::string& emphasis, const TokenEmbeddings* embeddings) {
   const bool use_emphasis = emphasis != "none";
   const size_t encoders = engine.family().text_encoders.size();
   // Each encoder tokenizes with its own tokenizer (they differ in padding only).
   std::vector<PromptChunks> pos, neg;
   size_t n = 0;
   for (size_t e = 0; e < encoders; ++e) {
-    pos.push_back(tokenize_prompt(engine.tokenizer(e), prompt, use_emphasis));
-    neg.push_back(tokenize_prompt(engine.tokenizer(e), negative, use_emphasis));
+    // The encoders share CLIP's vocabulary, so the embeddings' placeholder ids are the same for each.
+    const auto* tokens = embeddings && !embeddings->tokens.empty() ? &embeddings->tokens : nullptr;
+    pos.push_back(tokenize_prompt(engine.tokenizer(e), prompt, use_emphasis, tokens));
+    neg.push_back(tokenize_prompt(engine.tokenizer(e), negative, use_emphasis, tokens));
     n = std::max({n, pos.back().ids.size(), neg.back().ids.size()});
   }
   std::vector<torch::Tensor> cond, uncond;
@@ -51,8 +53,9 @@ Conditioning encode_prompts(Engine& engine, const std::string& prompt, const std
   for (size_t e = 0; e < encoders; ++e) {
     pad_to_chunks(pos[e], n, engine.tokenizer(e));
     pad_to_chunks(neg[e], n, engine.tokenizer(e));
-    cond.push_back(encode_chunks(engine, pos[e], clip_skip, emphasis, e, &c.pooled_cond));
-    uncond.push_back(encode_chunks(engine, neg[e], clip_skip, emphasis, e, &c.pooled_uncond));
+    const torch::Tensor extra = embeddings && e < embeddings->extra.size() ? embeddings->extra[e] : torch::Tensor();
+    cond.push_back(encode_chunks(engine, pos[e], clip_skip, emphasis, e, &c.pooled_cond, extra));
+    uncond.push_back(encode_chunks(engine, neg[e], clip_skip, emphasis, e, &c.pooled_uncond, extra));
   }
   c.cond = cond.size() == 1 ? cond[0] : torch::cat(cond, -1);
   c.uncond = uncond.size() == 1 ? uncond[0] : torch::cat(uncond, -1);
@@ -66,8 +69,8 @@ std::array<double, 6> micro_conditioning(const Request& r) {
           static_cast<double>(r.crop_left),       or_canvas(r.target_height, r.height), or_canvas(r.target_width, r.width)};
 }
 
-Conditioning encode_request(Engine& engine, const Request& r) {
-  auto c = encode_prompts(engine, r.prompt, r.negative, r.clip_skip, r.emphasis);
+Conditioning encode_request(Engine& engine, const Request& r, const TokenEmbeddings* embeddings) {
+  auto c = encode_prompts(engine, prompt_text(r.prompt), prompt_text(r.negative), r.clip_skip, r.emphasis, embeddings);
   const auto& family = engine.family();
   if (!family.has_additional_embedding()) return c;
   const auto m = micro_conditioning(r);

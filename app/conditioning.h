@@ -26,17 +26,26 @@ struct Conditioning {
 
 // emphasis: "original" (scale, then restore the mean), "no-norm" (scale only), "none" (plain text).
 // Text encoder `encoder` of the family, read at its layer (the request's clip skip counts from
-// it); `pooled`, when given and the encoder has one, receives the first chunk's pooled vector.
+// it); `pooled`, when given and the encoder has one, receives the first chunk's pooled vector;
+// `extra`: textual-inversion vectors [n, width] for the ids from the vocabulary size on.
 torch::Tensor encode_chunks(Engine& engine, const PromptChunks& chunks, int64_t clip_skip, const std::string& emphasis,
-                            size_t encoder = 0, torch::Tensor* pooled = nullptr);
+                            size_t encoder = 0, torch::Tensor* pooled = nullptr, const torch::Tensor& extra = {});
+
+// Textual-inversion vectors at the token level (app/adapters.h finds them): tokenize_prompt's
+// placeholders, and per text encoder (the family's order) the table their ids read.
+struct TokenEmbeddings {
+  std::vector<PromptEmbedding> tokens;
+  std::vector<torch::Tensor> extra;  // [n, width of that encoder]; empty: no embeddings
+};
 Conditioning encode_prompts(Engine& engine, const std::string& prompt, const std::string& negative, int64_t clip_skip,
-                            const std::string& emphasis);
+                            const std::string& emphasis, const TokenEmbeddings* embeddings = nullptr);
 
 // SDXL's micro-conditioning of a resolved request: (original h, w, crop top, left, target h, w),
 // original and target defaulting to the canvas, crop to 0, 0.
 std::array<double, 6> micro_conditioning(const Request& r);
-// encode_prompts, plus y for families with an additional embedding (the same time ids for
-// cond and uncond, as diffusers and ComfyUI).
-Conditioning encode_request(Engine& engine, const Request& r);
+// encode_prompts of the request's prompt_text()s (extra-network tags out, `embedding:NAME` as
+// NAME), plus y for families with an additional embedding (the same time ids for cond and
+// uncond, as diffusers and ComfyUI).
+Conditioning encode_request(Engine& engine, const Request& r, const TokenEmbeddings* embeddings = nullptr);
 
 }  // namespace sigma::app

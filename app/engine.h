@@ -21,6 +21,8 @@
 
 namespace sigma::app {
 
+struct EngineAdapters;  // app/adapters.h
+
 // What identifies a loaded model: two requests with equal specs share one Engine.
 struct ModelSpec {
   std::string model, tokenizer, vae, prediction;
@@ -89,6 +91,9 @@ class Engine {
   mutable std::mutex mutex_;
   mutable std::string hash_;
   std::map<std::string, controlnet::ControlNet> controlnets_;
+  // LoRA patcher and adapter caches (app/adapters.h), created on first use.
+  friend EngineAdapters& engine_adapters(Engine& engine);
+  std::shared_ptr<EngineAdapters> adapters_;
 };
 
 // SHA-256 of a file, hex; cached by path, size and modification time under the user's cache folder.

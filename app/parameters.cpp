@@ -130,6 +130,12 @@ std::string format_parameters(const Request& r, const ImageRecord& rec) {
     << ", Schedule type: " << a1111_schedule_name(r.scheduler) << ", CFG scale: " << number(r.cfg)
     << ", Seed: " << rec.seed << ", Size: " << rec.width << "x" << rec.height << ", Model hash: " << rec.model_hash
     << ", Model: " << quote(rec.model_name);
+  // A1111: `Lora hashes: "name: hash, name2: hash2"` (extra_networks_lora.py), `TI hashes: "name: hash"`.
+  for (const auto& [key, list] : {std::pair{"Lora hashes", &rec.lora_hashes}, std::pair{"TI hashes", &rec.ti_hashes}}) {
+    std::string v;
+    for (const auto& [name, hash] : *list) v += (v.empty() ? "" : ", ") + name + ": " + hash;
+    if (!v.empty()) s << ", " << key << ": " << quote(v);
+  }
   if (rec.batch_size > 1) s << ", Batch size: " << rec.batch_size << ", Batch pos: " << rec.batch_position;
   if (r.clip_skip != 1) s << ", Clip skip: " << r.clip_skip;
   if (!r.init_image.empty()) s << ", Denoising strength: " << number(r.strength);
@@ -206,7 +212,10 @@ Request parse_parameters(const std::string& text, std::map<std::string, std::str
       else if (k == "Mask blur") r.mask_blur = std::stoll(v);
       else if (k == "Eta") r.eta = std::stod(v);
       else if (k == "CFG rescale phi") r.cfg_rescale = std::stod(v);
-      else if (k == "Emphasis") r.emphasis = v == "Original" ? "original" : v == "No norm" ? "no-norm" : v == "None" ? "none" : v;
+      else if (k == "Lora hashes" || k == "TI hashes") {
+        // Taken: the prompt's <lora:...> tags and embedding words name them; the files are
+        // looked up by name in the LoRA and embeddings folders when the image is re-run.
+      } else if (k == "Emphasis") r.emphasis = v == "Original" ? "original" : v == "No norm" ? "no-norm" : v == "None" ? "none" : v;
       else {
         if (unparsed) (*unparsed)[k] = v;
         if (not_taken && !informational(k)) not_taken->push_back(k + ": " + v + " (no such setting here; ignored)");

@@ -22,6 +22,8 @@ struct ImageRecord {
   std::vector<double> sigmas;       // the σ grid actually used
   int batch_size = 1, batch_position = 0;
   std::string vae_retry;            // set when the decode was redone in another precision
+  // (name, short hash) of the LoRAs and embeddings used: A1111's `Lora hashes` and `TI hashes`.
+  std::vector<std::pair<std::string, std::string>> lora_hashes, ti_hashes;
 };
 
 std::string a1111_sampler_name(const std::string& sampler, const std::string& solver_type = "");

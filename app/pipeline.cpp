@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <random>
 
+#include "app/adapters.h"
 #include "app/conditioning.h"
 #include "app/image_io.h"
 #include "imaging/resize.h"
@@ -172,8 +173,8 @@ struct BatchContext {
   torch::Tensor y, y_pair;   // [B, adm_in], [2B, adm_in]
 };
 
-BatchContext batch_context(Engine& engine, const Request& r, int64_t batch) {
-  auto text = encode_request(engine, r);
+BatchContext batch_context(Engine& engine, const Request& r, int64_t batch, const RequestAdapters& adapters) {
+  auto text = encode_request(engine, r, &adapters.embeddings);  // tags out, embeddings in (app/adapters.h)
   if (!all_finite(text.cond) || !all_finite(text.uncond))
     throw GenerationError("the text encoder produced NaN/Inf in " + dtype_name(engine.dtype()) +
                           "; try --dtype fp32 (or bf16)");
@@ -335,7 +336,7 @@ torch::Tensor sample_batch(Engine& engine, const Request& r, const std::vector<d
 // Step 7, the per-image record: the metadata of image i of batch k, its A1111 text, and
 // the request that makes exactly this image again.
 GeneratedImage image_record(const Engine& engine, const Request& r, const std::vector<double>& sigmas, Image image,
-                            int64_t k, int64_t i, const std::string& vae_retry) {
+                            int64_t k, int64_t i, const std::string& vae_retry, const RequestAdapters& adapters) {
   const int64_t batch = r.batch_size, seed = r.seed + k * batch;
   GeneratedImage g;
   g.image = std::move(image);
@@ -348,6 +349,8 @@ GeneratedImage image_record(const Engine& engine, const Request& r, const std::v
   g.record.batch_size = static_cast<int>(batch);
   g.record.batch_position = static_cast<int>(i);
   g.record.vae_retry = vae_retry;
+  g.record.lora_hashes = adapters.lora_hashes;  // app/adapters.h
+  g.record.ti_hashes = adapters.embeddings.hashes;
   g.parameters = format_parameters(r, g.record);
   // One image's own request: its batch (ComfyUI noise is one draw per batch), or just
   // itself when each image has its own seed.
@@ -363,6 +366,12 @@ GeneratedImage image_record(const Engine& engine, const Request& r, const std::v
     absolute(u.model);
     absolute(u.image);
   }
+  // LoRA names are looked up again in the same folders (--from-png).
+  if (!adapters.loras.empty()) g.reproduce.lora_dir = lora_folder(r);
+  if (!adapters.embeddings.hashes.empty()) g.reproduce.embeddings_dir = embeddings_folder(r);
+  for (auto* p : {&g.reproduce.lora_dir, &g.reproduce.embeddings_dir}) absolute(*p);
+  for (auto& l : g.reproduce.lora)
+    if (l.name.find('/') != std::string::npos || std::filesystem::path(l.name).has_extension()) absolute(l.name);
   g.reproduce.batch_count = 1;
   g.reproduce.seed = g.record.seed;
   if (r.seed_mode == "per-image") g.reproduce.batch_size = 1;
@@ -382,7 +391,9 @@ GenerateResult generate(Engine& engine, const Request& request, const GenerateHo
   const std::vector<int64_t> shape = {B, engine.latent_channels(), r.height / f, r.width / f};
 
   // 2-5. Everything the batches share: conditioning, image inputs, ControlNets, D(x; σ).
-  const BatchContext context = batch_context(engine, r, B);
+  // LoRA set merged (or the base restored) and embeddings found before anything is encoded.
+  const RequestAdapters adapters = prepare_adapters(engine, r);
+  const BatchContext context = batch_context(engine, r, B, adapters);
   const ImageInputs inputs = image_inputs(engine, r, shape);
   const samplers::Denoiser guided = guided_denoiser(engine, r, context, control_units(engine, r, sigmas));
 
@@ -397,7 +408,7 @@ GenerateResult generate(Engine& engine, const Request& request, const GenerateHo
     std::string vae_retry;
     auto images = tensor_to_images(decode_latents_checked(engine, x, &vae_retry) * 2 - 1);
     for (int64_t i = 0; i < B; ++i) {
-      auto g = image_record(engine, r, sigmas, std::move(images[static_cast<size_t>(i)]), k, i, vae_retry);
+      auto g = image_record(engine, r, sigmas, std::move(images[static_cast<size_t>(i)]), k, i, vae_retry, adapters);
       if (hooks.on_image) hooks.on_image(g);
       result.images.push_back(std::move(g));
     }

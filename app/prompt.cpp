@@ -6,11 +6,16 @@
 // "equal" neighbours gives the same runs as Python does.
 #include "app/prompt.h"
 
+#include <cctype>
+#include <filesystem>
+
 #include <unicode/uchar.h>
 #include <unicode/utf8.h>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
+#include <map>
 #include <stdexcept>
 #include <string_view>
 
@@ -227,11 +232,66 @@ std::vector<WeightedText> parse_prompt_attention(const std::string& prompt) {
   return res;
 }
 
-PromptChunks tokenize_prompt(const models::ClipTokenizer& tok, const std::string& prompt, bool emphasis) {
+namespace {
+
+// `word` -> first_id.., everywhere in ids (models::expand_embedding, without LibTorch).
+std::vector<int> expand_word(const std::vector<int>& ids, const PromptEmbedding& e) {
+  if (e.word.empty()) return ids;
+  std::vector<int> out;
+  for (size_t i = 0; i < ids.size();) {
+    if (i + e.word.size() <= ids.size() && std::equal(e.word.begin(), e.word.end(), ids.begin() + static_cast<std::ptrdiff_t>(i))) {
+      for (int k = 0; k < e.count; ++k) out.push_back(e.first_id + k);
+      i += e.word.size();
+    } else {
+      out.push_back(ids[i++]);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string strip_extra_networks(const std::string& prompt, std::vector<ExtraNetworkTag>* tags) {
+  // re.sub(r"<(\w+):([^>]+)>", "", prompt): at each '<', a word, ':', one or more non-'>'
+  // characters and '>'; a failed match moves on by one character, as the regex scan does.
+  auto word_byte = [](unsigned char c) { return std::isalnum(c) || c == '_' || c >= 0x80; };
+  std::string out;
+  size_t i = 0;
+  while (i < prompt.size()) {
+    if (prompt[i] == '<') {
+      size_t j = i + 1;
+      while (j < prompt.size() && word_byte(static_cast<unsigned char>(prompt[j]))) ++j;
+      if (j > i + 1 && j < prompt.size() && prompt[j] == ':') {
+        const size_t close = prompt.find('>', j + 1);
+        if (close != std::string::npos && close > j + 1) {
+          if (tags) {
+            ExtraNetworkTag t;
+            t.type = prompt.substr(i + 1, j - i - 1);
+            const std::string args = prompt.substr(j + 1, close - j - 1);
+            size_t a = 0;
+            for (size_t b; (b = args.find(':', a)) != std::string::npos; a = b + 1) t.items.push_back(args.substr(a, b - a));
+            t.items.push_back(args.substr(a));
+            tags->push_back(std::move(t));
+          }
+          i = close + 1;
+          continue;
+        }
+      }
+    }
+    out.push_back(prompt[i++]);
+  }
+  return out;
+}
+
+PromptChunks tokenize_prompt(const models::ClipTokenizer& tok, const std::string& prompt, bool emphasis,
+                             const std::vector<PromptEmbedding>* embeddings) {
   constexpr int kCommaBacktrack = 20;  // A1111's default comma_padding_backtrack
   const std::vector<WeightedText> parsed =
       emphasis ? parse_prompt_attention(prompt) : std::vector<WeightedText>{{prompt, 1.0}};
   const int comma = tok.token_id(",</w>");
+  std::map<int, int> embedding_starts;  // first extra id -> vectors
+  if (embeddings)
+    for (const auto& e : *embeddings) embedding_starts[e.first_id] = e.count;
 
   PromptChunks out;
   std::vector<int> tokens;
@@ -250,7 +310,10 @@ PromptChunks tokenize_prompt(const models::ClipTokenizer& tok, const std::string
       next_chunk(false);
       continue;
     }
-    for (int id : tok.encode(text)) {
+    std::vector<int> encoded = tok.encode(text);
+    if (embeddings)
+      for (const auto& e : *embeddings) encoded = expand_word(encoded, e);
+    for (int id : encoded) {
       const int n = static_cast<int>(tokens.size());
       if (id == comma) {
         last_comma = n;
@@ -267,6 +330,10 @@ PromptChunks tokenize_prompt(const models::ClipTokenizer& tok, const std::string
         mults = std::move(moved_mults);
       }
       if (static_cast<int>(tokens.size()) == kChunkTokens) next_chunk(false);
+      // An embedding stays whole: when its vectors do not fit, the chunk ends before it (A1111).
+      if (auto e = embedding_starts.find(id);
+          e != embedding_starts.end() && !tokens.empty() && static_cast<int>(tokens.size()) + e->second > kChunkTokens)
+        next_chunk(false);
       tokens.push_back(id);
       mults.push_back(static_cast<float>(weight));
     }
@@ -285,5 +352,35 @@ int target_token_count(int token_count) {
   const int chunks = (std::max(token_count, 1) + kChunkTokens - 1) / kChunkTokens;
   return chunks * kChunkTokens;
 }
+
+std::string prompt_text(const std::string& prompt) {
+  std::string s = strip_extra_networks(prompt);
+  // ComfyUI's `embedding:NAME` (also embedding:sub/NAME.safetensors): the word NAME.
+  static const std::string kPrefix = "embedding:";
+  std::string out;
+  size_t i = 0;
+  while (i < s.size()) {
+    const bool at_word = i == 0 || !(std::isalnum(static_cast<unsigned char>(s[i - 1])) || s[i - 1] == '_');
+    if (at_word && s.compare(i, kPrefix.size(), kPrefix) == 0) {
+      size_t j = i + kPrefix.size();
+      size_t end = j;
+      while (end < s.size() && !std::isspace(static_cast<unsigned char>(s[end])) && std::string(",()[]:").find(s[end]) == std::string::npos)
+        ++end;
+      if (end > j) {
+        std::filesystem::path p(s.substr(j, end - j));
+        std::string ext = p.extension().string();
+        for (auto& ch : ext) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+        const bool file = ext == ".safetensors" || ext == ".pt" || ext == ".ckpt" || ext == ".bin" || ext == ".pth";
+        std::string name = file ? p.stem().string() : p.filename().string();
+        out += name;
+        i = end;
+        continue;
+      }
+    }
+    out.push_back(s[i++]);
+  }
+  return out;
+}
+
 
 }  // namespace sigma::app

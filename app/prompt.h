@@ -41,8 +41,30 @@ struct PromptChunks {
 
 // emphasis = false: the whole prompt is plain text of weight 1 (brackets and BREAK included),
 // as A1111 with its emphasis option set to "None".
+// Textual inversion at the token level (app/adapters.cpp finds the files): every occurrence
+// of `word` (the tokenizer's ids for the embedding's name) is replaced, before chunking, by
+// the ids first_id .. first_id+count-1, which the text encoder reads from its extra table.
+struct PromptEmbedding {
+  std::vector<int> word;
+  int first_id = 0;
+  int count = 0;
+};
 PromptChunks tokenize_prompt(const models::ClipTokenizer& tokenizer, const std::string& prompt,
-                             bool emphasis = true);
+                             bool emphasis = true, const std::vector<PromptEmbedding>* embeddings = nullptr);
+
+// AUTOMATIC1111's extra-network tags (modules/extra_networks.py: re_extra_net = <(\w+):([^>]+)>):
+// `<lora:name:te:unet>`, `<hypernet:name:1>`, ... Each tag's text is removed and nothing else,
+// so "a red circle <lora:x:0.8>, blue" becomes "a red circle , blue" (the spaces stay).
+// items: the text after the first ':' split at ':' (A1111's ExtraNetworkParams.items).
+struct ExtraNetworkTag {
+  std::string type;                // "lora", "lyco", "hypernet", ...
+  std::vector<std::string> items;  // {"x", "0.8"}
+};
+std::string strip_extra_networks(const std::string& prompt, std::vector<ExtraNetworkTag>* tags = nullptr);
+
+// The text the tokenizer sees: extra-network tags removed, ComfyUI's `embedding:NAME` (also
+// `embedding:sub/NAME.safetensors`) as the word NAME.
+std::string prompt_text(const std::string& prompt);
 
 // Appends empty chunks ([start] [end] [pad]..) until there are n, as A1111 pads a negative
 // prompt to the positive's length; never removes chunks.

@@ -64,6 +64,28 @@ json unit_to_json(const ControlUnit& u) {
           {"start", u.start}, {"end", u.end},     {"resize", u.resize},             {"params", u.params}};
 }
 
+// "name", "name:0.8", or {"name": .., "strength": w, "unet": w, "text": w}.
+LoraRef lora_from_json(const json& j) {
+  LoraRef l;
+  if (j.is_string()) return parse_lora_ref(j.get<std::string>());
+  if (!j.is_object()) throw std::invalid_argument("job field 'lora': each entry must be \"name[:strength]\" or an object, got " + j.dump());
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string k = it.key();
+    if (k == "name" || k == "path") l.name = as<std::string>(it.value(), "lora.name");
+    else if (k == "strength" || k == "weight") l.unet = l.text = as<double>(it.value(), "lora.strength");
+    else if (k == "unet") l.unet = as<double>(it.value(), "lora.unet");
+    else if (k == "text" || k == "te") l.text = as<double>(it.value(), "lora.text");
+    else throw std::invalid_argument("job field 'lora': unknown key '" + k + "' (known: name, strength, unet, text)");
+  }
+  if (l.name.empty()) throw std::invalid_argument("job field 'lora': an entry has no name");
+  return l;
+}
+
+json lora_to_json(const LoraRef& l) {
+  if (l.unet == l.text) return {{"name", l.name}, {"strength", l.unet}};
+  return {{"name", l.name}, {"unet", l.unet}, {"text", l.text}};
+}
+
 const std::vector<Field>& fields() {
   static const std::vector<Field> f = {
       SIGMA_FIELD("model", model, std::string),
@@ -102,6 +124,20 @@ const std::vector<Field>& fields() {
       SIGMA_FIELD("output", output, std::string),
       SIGMA_FIELD("device", device, std::string),
       SIGMA_FIELD("dtype", dtype, std::string),
+      SIGMA_FIELD("lora-dir", lora_dir, std::string),
+      SIGMA_FIELD("embeddings-dir", embeddings_dir, std::string),
+      Field{"lora",
+            {},
+            [](const Request& r) {
+              json a = json::array();
+              for (const auto& l : r.lora) a.push_back(lora_to_json(l));
+              return a;
+            },
+            [](Request& r, const json& v) {
+              r.lora.clear();
+              if (!v.is_array()) throw std::invalid_argument("job field 'lora': expected a list of \"name[:strength]\" or objects");
+              for (const auto& l : v) r.lora.push_back(lora_from_json(l));
+            }},
       Field{"control-net",
             {},
             [](const Request& r) {
@@ -136,6 +172,28 @@ const Field* find_field(const std::string& key) {
 }
 
 }  // namespace
+
+LoraRef parse_lora_ref(const std::string& text) {
+  LoraRef l;
+  l.name = text;
+  const auto colon = text.rfind(':');
+  if (colon != std::string::npos && colon > 0) {
+    const std::string w = text.substr(colon + 1);
+    size_t used = 0;
+    double v = 0;
+    try {
+      v = std::stod(w, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != w.size())
+      throw std::invalid_argument("--lora " + text + ": the strength after ':' must be a number, e.g. " + text.substr(0, colon) + ":0.8");
+    l.name = text.substr(0, colon);
+    l.unet = l.text = v;
+  }
+  if (l.name.empty()) throw std::invalid_argument("--lora '" + text + "': no name or file");
+  return l;
+}
 
 nlohmann::json to_json(const Request& r) {
   json j = json::object();
@@ -230,6 +288,10 @@ void validate(const Request& r) {
   } else if (!r.sigmas.empty()) {
     fail("--sigmas is the list of --scheduler custom; add --scheduler custom or drop --sigmas");
   }
+  for (const auto& l : r.lora)
+    for (double w : {l.unet, l.text})
+      if (!std::isfinite(w) || w < -10 || w > 10)
+        fail("--lora " + l.name + ": strength " + std::to_string(w) + " must be a finite number between -10 and 10");
   for (size_t i = 0; i < r.controlnets.size(); ++i) {
     const auto& u = r.controlnets[i];
     const std::string which = "ControlNet " + std::to_string(i + 1) + ": ";

@@ -22,6 +22,14 @@ struct ControlUnit {
   bool operator==(const ControlUnit&) const = default;
 };
 
+// A LoRA (or LyCORIS) file of a request, besides the prompt's <lora:...> tags (app/adapters.h).
+struct LoraRef {
+  std::string name;         // file stem in the LoRA folder (subfolders searched), or a path to a .safetensors
+  double unet = 1.0;        // UNet strength
+  double text = 1.0;        // text-encoder strength
+  bool operator==(const LoraRef&) const = default;
+};
+
 struct Request {
   // model
   std::string model;                // empty: the bundled default model
@@ -56,6 +64,10 @@ struct Request {
   std::string mask;                 // white = repaint
   int64_t mask_blur = 4;
   std::vector<ControlUnit> controlnets;
+  // adapters (app/adapters.h): LoRAs besides the prompt's <lora:name:w> tags, and the folders
+  // names are looked up in; empty folders: <models root>/loras and <models root>/embeddings.
+  std::vector<LoraRef> lora;
+  std::string lora_dir, embeddings_dir;
   // where it goes and how it runs
   std::string output;               // file or folder; empty: outputs/
   std::string device = "auto";      // auto | cpu | cuda
@@ -69,6 +81,9 @@ nlohmann::json to_json(const Request& r);
 // sampling-method, negative-prompt, snake_case forms) are accepted.
 Request request_from_json(const nlohmann::json& j);
 void merge_json(Request& r, const nlohmann::json& j);  // overrides only the keys present
+
+// "name" or "name:0.8" (--lora FILE[:W], a job file's string form); throws naming the flag.
+LoraRef parse_lora_ref(const std::string& text);
 
 // Checks that need no model: sizes, ranges, names. Throws std::invalid_argument naming the flag.
 void validate(const Request& r);

@@ -309,4 +309,36 @@ TEST_SUITE("gui.studio") {
     CHECK(mask.at(64, 64) == 255);  // painted where the click was
     CHECK(mask.at(2, 2) == 0);      // and nowhere near the corner
   }
+
+  TEST_CASE("LoRA row: a LoRA of the models root is inserted as <lora:NAME:W> and applied" * doctest::skip(no_studio())) {
+    const auto dir = test::scratch("gui-lora");
+    const auto out = dir / "out";
+    const auto root = dir / "models";
+    fs::create_directories(root / "loras" / "styles");
+    const auto lora = root / "loras" / "styles" / "tiny-sd15-loha.safetensors";
+    fs::copy_file(test::sd15() + "/lora/tiny-sd15-loha.safetensors", lora);
+    json request = base_request(4);
+    request["prompt"] = "a red circle";
+    const json steps = json::array({
+        {{"settings", {{"output_dir", out.string()}, {"models_root", root.string()}}}},
+        {{"set", request}},
+        {{"ui", {{"random_seed", false}, {"lora_pick", lora.string()}, {"lora_weight", 0.7}}}},
+        {{"frames", 2}},
+        {{"click", "lora_insert"}},
+        {{"frames", 2}},
+        {{"click", "generate"}},
+        {{"wait", "idle"}, {"timeout", 600}},
+        {{"expect", {{"results", 1}, {"no_error", true}, {"files_in_output", 1}}}},
+        {{"quit", true}},
+    });
+    const auto run = run_script(dir, steps);
+    INFO(run.log);
+    REQUIRE(run.status == 0);
+    const auto files = pngs(out);
+    REQUIRE(files.size() == 1);
+    const auto text = app::read_png_text(files[0].string());
+    const auto params = text.at("parameters");
+    CHECK(params.find("a red circle <lora:tiny-sd15-loha:0.7>") != std::string::npos);
+    CHECK(params.find("Lora hashes: \"tiny-sd15-loha: ") != std::string::npos);
+  }
 }

@@ -53,6 +53,11 @@ void generate(AppState& s) {
   r.device = s.settings.device;
   r.dtype = s.settings.dtype;
   r.output.clear();  // the runner's output folder
+  // <lora:NAME> tags and embedding words are looked up in the models root's folders.
+  if (!s.settings.models_root.empty()) {
+    if (r.lora_dir.empty()) r.lora_dir = (fs::path(s.settings.models_root) / "loras").string();
+    if (r.embeddings_dir.empty()) r.embeddings_dir = (fs::path(s.settings.models_root) / "embeddings").string();
+  }
   if (s.random_seed) r.seed = -1;
   if (s.size_from_model) r.width = r.height = 0;  // nothing chosen yet: the model's native size
   if (r.init_image.empty() || !s.mask.enabled || !s.mask.painted) {

@@ -199,6 +199,7 @@ void scan_models(AppState& s) {
   s.checkpoints.clear();
   s.controlnets.clear();
   s.vaes.clear();
+  s.loras.clear();
   if (s.settings.models_root.empty()) return;
   // A model is a .safetensors file or a diffusers folder (model_index.json / config.json).
   auto scan = [&](const fs::path& dir, std::vector<std::string>& out) {
@@ -223,6 +224,8 @@ void scan_models(AppState& s) {
   scan(root / "checkpoints", s.checkpoints);
   scan(root / "controlnet", s.controlnets);
   scan(root / "vae", s.vaes);
+  scan(root / "loras", s.loras);
+  if (std::find(s.loras.begin(), s.loras.end(), s.lora_pick) == s.loras.end()) s.lora_pick.clear();
 }
 
 void mark(AppState& s, const std::string& name) {

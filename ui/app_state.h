@@ -82,7 +82,9 @@ struct AppState {
   app::RunnerSnapshot snap;
   std::vector<app::CatalogEntry> samplers, schedules;
   std::vector<app::PreprocessorEntry> preprocessors;
-  std::vector<std::string> checkpoints, controlnets, vaes;  // scanned under models_root
+  std::vector<std::string> checkpoints, controlnets, vaes, loras;  // scanned under models_root
+  std::string lora_pick;           // the LoRA chosen in the prompt panel's LoRA row (a path)
+  float lora_weight = 0.8f;        // the strength its Insert button writes
 
   // view state
   Tab tab = Tab::sampling;
@@ -123,7 +125,7 @@ void persist(AppState& s);
 void begin_frame(AppState& s);
 // Frees the GL textures (call while the GL context is still current).
 void release_textures(AppState& s);
-// Rescans models_root for checkpoints / controlnets / VAEs.
+// Rescans models_root for checkpoints / controlnets / VAEs / LoRAs.
 void scan_models(AppState& s);
 
 // A background task that only reads an image file.

@@ -118,6 +118,7 @@ void draw_prompt(AppState& s) {
   mark(s, "prompt");
   prompt_box(s, "Negative prompt", "##negative", s.request.negative, s.negative_chunks, 2.2f);
   mark(s, "negative");
+  draw_loras(s);
 
   ImGui::Spacing();
   const float h = ImGui::GetFrameHeight() * 1.45f;

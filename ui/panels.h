@@ -13,6 +13,7 @@ void draw_model_bar(AppState& s);       // panel_model.cpp: checkpoint picker + 
 void draw_model_tab(AppState& s);       //   paths, tokenizer, VAE, device, full `sigma info`
 void draw_settings_tab(AppState& s);    //   folders, preview rate, settings file
 void draw_prompt(AppState& s);          // panel_prompt.cpp: prompts, token counts, Generate/Cancel
+void draw_loras(AppState& s);           // panel_lora.cpp: insert/edit the prompt's <lora:NAME:W> tags
 void draw_sampling_tab(AppState& s);    //   solver, schedule, steps, CFG, seed, size, batch
 void draw_img2img_tab(AppState& s);     // panel_img2img.cpp: init image, strength, mask brush
 void draw_controlnet_tab(AppState& s);  // panel_controlnet.cpp: units with live hint previews

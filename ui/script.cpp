@@ -110,6 +110,8 @@ bool Script::run_step(AppState& s, const nlohmann::json& step) {
       if (k == "random_seed") s.random_seed = v.get<bool>();
       else if (k == "aspect_lock") s.aspect_lock = v.get<bool>();
       else if (k == "selected_unit") s.selected_unit = v.get<int>();
+      else if (k == "lora_pick") s.lora_pick = v.get<std::string>();
+      else if (k == "lora_weight") s.lora_weight = v.get<float>();
       else throw std::runtime_error("unknown ui field '" + k + "'");
     }
   } else if (key == "click") {

@@ -3,7 +3,7 @@
 //
 //   {"set": {<request fields, as in job files>}}      edit the request like the widgets do
 //   {"settings": {"output_dir": D, "models_root": R, "preview_every": N}}
-//   {"ui": {"random_seed": false, "aspect_lock": true, "selected_unit": 0}}
+//   {"ui": {"random_seed": false, "aspect_lock": true, "selected_unit": 0, "lora_pick": PATH, "lora_weight": 0.8}}
 //   {"click": "generate"}          a real mouse click (moved, pressed, released over 3 frames)
 //                                  on a widget drawn last frame: generate, cancel, load_model,
 //                                  use_settings, add_unit, tab:<name>, gallery:<i> (0 = newest) ...

@@ -5,6 +5,7 @@
 #include <map>
 #include <memory>
 
+#include "app/adapters.h"
 #include "app/cli/cli.h"
 #include "app/image_io.h"
 #include "app/cli/jobs.h"
@@ -26,6 +27,8 @@ struct RequestFlags {
   std::vector<std::string> cn_model, cn_image, cn_pre, cn_resize, cn_params;
   std::vector<double> cn_strength, cn_start, cn_end;
   std::vector<CLI::Option*> cn_options;
+  std::vector<std::string> lora_specs;  // --lora FILE[:W] (app/adapters.h)
+  CLI::Option* lora_option = nullptr;
 
   template <class T>
   CLI::Option* add(CLI::App* cmd, const std::string& names, T Request::*field, const std::string& help) {
@@ -69,6 +72,15 @@ struct RequestFlags {
     add(c, "-o,--output", &Request::output, "output .png file, or a folder for numbered files (default: outputs/)");
     add(c, "--device", &Request::device, "auto | cpu | cuda")->default_val("auto");
     add(c, "--dtype", &Request::dtype, "auto | fp32 | fp16 | bf16 (auto: fp16 on CUDA, fp32 on CPU)")->default_val("auto");
+    lora_option = c->add_option("--lora", lora_specs,
+                                "LoRA/LyCORIS NAME[:W] (a file stem in --lora-dir, subfolders searched) or FILE[:W]; "
+                                "repeatable; adds to the prompt's <lora:NAME:W> tags")
+                      ->allow_extra_args(false)
+                      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+    add(c, "--lora-dir", &Request::lora_dir, "folder of LoRA files for <lora:NAME> and --lora NAME (default: <models root>/loras; "
+                                             "models root = $SIGMA_MODELS or ~/models)");
+    add(c, "--embeddings-dir", &Request::embeddings_dir, "folder of textual-inversion embeddings, used by file name as prompt words "
+                                                         "(default: <models root>/embeddings)");
     auto unit = [&](CLI::Option* o) {
       o->allow_extra_args(false)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
       cn_options.push_back(o);
@@ -117,6 +129,10 @@ struct RequestFlags {
     bool any_unit = false;
     for (auto* o : cn_options) any_unit |= o->count() > 0;
     if (any_unit) r.controlnets = units();
+    if (lora_option && lora_option->count() > 0) {
+      r.lora.clear();
+      for (const auto& spec : lora_specs) r.lora.push_back(parse_lora_ref(spec));
+    }
   }
 };
 
@@ -135,6 +151,7 @@ void precheck(const Request& r) {
     if (!path.empty() && !fs::exists(path)) throw std::invalid_argument(path + ": no such image file");
   for (const auto& u : r.controlnets)
     if (!fs::exists(u.image)) throw std::invalid_argument(u.image + ": no such condition image (--control-image)");
+  request_loras(r);  // unknown LoRA names fail before the model loads
 }
 
 // Loaded models stay loaded across the jobs of a batch file that use the same one.

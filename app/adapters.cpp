@@ -1,0 +1,306 @@
+#include "app/adapters.h"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+
+namespace fs = std::filesystem;
+
+namespace sigma::app {
+namespace {
+
+std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+bool is_adapter_file(const fs::path& p) {
+  const auto ext = lower(p.extension().string());
+  return ext == ".safetensors" || ext == ".pt" || ext == ".ckpt" || ext == ".bin" || ext == ".pth";
+}
+
+// Files under `folder` (subfolders included) by stem; .safetensors first where a stem has several.
+std::map<std::string, std::string> files_by_stem(const std::string& folder) {
+  std::map<std::string, std::string> out;
+  std::error_code ec;
+  if (folder.empty() || !fs::is_directory(folder, ec)) return out;
+  std::vector<fs::path> files;
+  for (auto it = fs::recursive_directory_iterator(folder, fs::directory_options::follow_directory_symlink, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
+    if (it->is_regular_file(ec) && is_adapter_file(it->path())) files.push_back(it->path());
+  std::sort(files.begin(), files.end());
+  for (const auto& f : files) {
+    const auto stem = f.stem().string();
+    auto it = out.find(stem);
+    if (it == out.end() || (lower(f.extension().string()) == ".safetensors" && lower(fs::path(it->second).extension().string()) != ".safetensors"))
+      out[stem] = f.string();
+  }
+  return out;
+}
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+std::string hex(const unsigned char* d, unsigned n) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  for (unsigned i = 0; i < n; ++i) {
+    out.push_back(digits[d[i] >> 4]);
+    out.push_back(digits[d[i] & 15]);
+  }
+  return out;
+}
+
+double strength(const std::string& v, const std::string& tag) {
+  size_t used = 0;
+  double w = 0;
+  try {
+    w = std::stod(v, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != v.size())
+    throw std::invalid_argument("prompt tag " + tag + ": '" + v + "' is not a number (AUTOMATIC1111's form is <lora:name:0.8>)");
+  return w;
+}
+
+// A1111's extensions-builtin/Lora/extra_networks_lora.py: positional[1] is the text-encoder
+// multiplier (default 1), positional[2] the UNet's (default: the text one); te= and unet= override.
+LoraRef lora_from_tag(const ExtraNetworkTag& t) {
+  std::string tag = "<" + t.type;
+  for (const auto& i : t.items) tag += ":" + i;
+  tag += ">";
+  std::vector<std::string> positional;
+  std::map<std::string, std::string> named;
+  for (const auto& item : t.items) {
+    const auto eq = item.find('=');
+    if (eq != std::string::npos) named[item.substr(0, eq)] = item.substr(eq + 1);
+    else positional.push_back(item);
+  }
+  if (positional.empty() || positional[0].empty()) throw std::invalid_argument("prompt tag " + tag + ": no LoRA name");
+  LoraRef l;
+  l.name = positional[0];
+  l.text = positional.size() > 1 ? strength(positional[1], tag) : 1.0;
+  if (named.count("te")) l.text = strength(named["te"], tag);
+  l.unet = positional.size() > 2 ? strength(positional[2], tag) : l.text;
+  if (named.count("unet")) l.unet = strength(named["unet"], tag);
+  return l;
+}
+
+bool looks_like_path(const std::string& name) {
+  return name.find('/') != std::string::npos || is_adapter_file(fs::path(name));
+}
+
+}  // namespace
+
+std::string models_root() {
+  if (const char* env = std::getenv("SIGMA_MODELS"); env && *env) return env;
+  const char* home = std::getenv("HOME");
+  return (fs::path(home && *home ? home : ".") / "models").string();
+}
+
+std::string lora_folder(const Request& r) { return r.lora_dir.empty() ? (fs::path(models_root()) / "loras").string() : r.lora_dir; }
+std::string embeddings_folder(const Request& r) {
+  return r.embeddings_dir.empty() ? (fs::path(models_root()) / "embeddings").string() : r.embeddings_dir;
+}
+
+std::vector<std::string> closest_names(const std::string& name, const std::vector<std::string>& candidates, size_t n) {
+  std::vector<std::pair<size_t, std::string>> scored;
+  for (const auto& c : candidates) scored.emplace_back(edit_distance(lower(name), lower(c)), c);
+  std::stable_sort(scored.begin(), scored.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<std::string> out;
+  for (size_t i = 0; i < scored.size() && i < n; ++i) out.push_back(scored[i].second);
+  return out;
+}
+
+std::string resolve_lora(const std::string& name, const std::string& folder) {
+  std::error_code ec;
+  if (fs::is_regular_file(name, ec)) return name;
+  if (looks_like_path(name)) throw std::invalid_argument("LoRA " + name + ": no such file");
+  const auto files = files_by_stem(folder);
+  if (auto it = files.find(name); it != files.end()) return it->second;
+  for (const auto& [stem, path] : files)  // A1111 matches names case-insensitively on Windows; we accept a unique one
+    if (lower(stem) == lower(name)) return path;
+  std::vector<std::string> stems;
+  for (const auto& [stem, path] : files) stems.push_back(stem);
+  std::string msg = "unknown LoRA '" + name + "': no " + name + ".safetensors in " + folder + " (or its subfolders)";
+  if (stems.empty()) {
+    msg += ", which has no LoRA files; set the folder with --lora-dir DIR (default <models root>/loras, $SIGMA_MODELS or ~/models)";
+  } else {
+    std::string near;
+    for (const auto& c : closest_names(name, stems)) near += (near.empty() ? "" : ", ") + c;
+    msg += "; closest names: " + near;
+  }
+  throw std::invalid_argument(msg);
+}
+
+std::vector<LoraUse> request_loras(const Request& r) {
+  std::vector<ExtraNetworkTag> tags;
+  strip_extra_networks(r.prompt, &tags);
+  std::vector<LoraRef> refs;
+  for (const auto& t : tags)
+    if (t.type == "lora" || t.type == "lyco") refs.push_back(lora_from_tag(t));
+  refs.insert(refs.end(), r.lora.begin(), r.lora.end());
+  const std::string folder = lora_folder(r);
+  std::vector<LoraUse> out;
+  for (const auto& ref : refs) {
+    for (double w : {ref.unet, ref.text})
+      if (!std::isfinite(w) || w < -10 || w > 10)
+        throw std::invalid_argument("LoRA " + ref.name + ": strength " + std::to_string(w) + " must be between -10 and 10");
+    LoraUse u;
+    u.path = resolve_lora(ref.name, folder);
+    u.name = looks_like_path(ref.name) ? fs::path(ref.name).stem().string() : ref.name;
+    u.unet = ref.unet;
+    u.text = ref.text;
+    out.push_back(u);
+  }
+  return out;
+}
+
+std::string addnet_hash(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  unsigned char len[8] = {};
+  if (!in.read(reinterpret_cast<char*>(len), 8)) throw std::runtime_error(path + ": cannot read to hash");
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | len[i];
+  in.seekg(static_cast<std::streamoff>(8 + n));
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+  std::vector<char> buf(1 << 20);
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    EVP_DigestUpdate(ctx, buf.data(), static_cast<size_t>(in.gcount()));
+  }
+  unsigned char digest[32];
+  unsigned int dlen = 0;
+  EVP_DigestFinal_ex(ctx, digest, &dlen);
+  EVP_MD_CTX_free(ctx);
+  return hex(digest, dlen);
+}
+
+std::string lora_short_hash(const models::Adapter& adapter) {
+  if (auto it = adapter.metadata.find("sshs_model_hash"); it != adapter.metadata.end() && !it->second.empty())
+    return it->second.substr(0, 12);
+  return addnet_hash(adapter.path).substr(0, 12);
+}
+
+std::string embedding_short_hash(const std::string& path) { return file_sha256(path).substr(0, 12); }
+
+EngineAdapters& engine_adapters(Engine& engine) {
+  std::lock_guard<std::mutex> lock(engine.mutex_);
+  if (!engine.adapters_) {
+    auto a = std::make_shared<EngineAdapters>();
+    const auto& ck = engine.checkpoint();
+    a->model.family = models::to_string(ck.family);
+    a->model.components[models::kUnet] = models::adapter_target(*engine.unet());
+    a->model.components[models::kTextEncoder] = models::adapter_target(*engine.clip());
+    a->model.components[models::kTextEncoder].skipped = {ck.text_encoder_ignored.begin(), ck.text_encoder_ignored.end()};
+    a->patcher.add_component(models::kUnet, engine.unet().ptr());
+    a->patcher.add_component(models::kTextEncoder, engine.clip().ptr());
+    if (engine.family().text_encoders.size() > 1) {  // SDXL's OpenCLIP-bigG: kohya te2, PEFT text_encoder_2
+      a->model.components[models::kTextEncoder2] = models::adapter_target(*engine.text_encoder(1));
+      a->patcher.add_component(models::kTextEncoder2, engine.text_encoder(1).ptr());
+    }
+    engine.adapters_ = std::move(a);
+  }
+  return *engine.adapters_;
+}
+
+RequestAdapters prepare_adapters(Engine& engine, const Request& r) {
+  RequestAdapters out;
+  out.loras = request_loras(r);
+  auto& state = engine_adapters(engine);
+  models::PatchSet set;
+  for (const auto& u : out.loras) {
+    const std::string key = fs::absolute(u.path).lexically_normal().string();
+    auto it = state.loras.find(key);
+    if (it == state.loras.end()) it = state.loras.emplace(key, models::load_adapter(u.path, state.model)).first;
+    auto part = models::adapter_patches(it->second, u.unet, u.text);
+    set.insert(set.end(), part.begin(), part.end());
+    const std::string name = [&] {
+      std::string n = u.name;  // A1111: mentioned_name with ':' and ',' removed
+      n.erase(std::remove_if(n.begin(), n.end(), [](char c) { return c == ':' || c == ','; }), n.end());
+      return n;
+    }();
+    const bool listed = std::any_of(out.lora_hashes.begin(), out.lora_hashes.end(), [&](const auto& p) { return p.first == name; });
+    if (!listed) out.lora_hashes.emplace_back(name, lora_short_hash(*it->second));
+  }
+  out.merged = state.patcher.apply(set);
+  if (out.merged) ++state.merges;
+  out.embeddings = prompt_embeddings(engine, r);
+  return out;
+}
+
+PromptEmbeddings prompt_embeddings(Engine& engine, const Request& r) {
+  PromptEmbeddings pe;
+  const std::string text = lower(prompt_text(r.prompt) + "\n" + prompt_text(r.negative));
+  const auto files = files_by_stem(embeddings_folder(r));
+  if (files.empty()) return pe;
+  const auto& tok = engine.tokenizer();
+  // The prompt's ids, to tell a word from a part of a longer one.
+  std::vector<int> ids = tok.encode(text);
+  auto& state = engine_adapters(engine);
+  const auto& clip_config = engine.clip()->config;
+  const bool two = engine.family().text_encoders.size() > 1;  // SDXL: clip_l and clip_g vectors
+  const int64_t width_2 = two ? engine.text_encoder(1)->config.width : 0;
+  struct Found {
+    std::shared_ptr<const models::TextualInversion> ti;
+    std::vector<int> word;
+  };
+  std::vector<Found> found;
+  for (const auto& [stem, path] : files) {
+    if (text.find(lower(stem)) == std::string::npos) continue;
+    auto word = tok.encode(stem);
+    if (word.empty() || std::search(ids.begin(), ids.end(), word.begin(), word.end()) == ids.end()) continue;
+    const std::string key = fs::absolute(path).lexically_normal().string();
+    auto it = state.embeddings.find(key);
+    if (it == state.embeddings.end()) {
+      auto ti = models::load_embedding(path, {models::to_string(engine.checkpoint().family), clip_config.width, width_2});
+      ti.name = stem;
+      it = state.embeddings.emplace(key, std::make_shared<const models::TextualInversion>(std::move(ti))).first;
+    }
+    found.push_back({it->second, word});
+  }
+  // Longest words first, so "name-v2" is not read as "name" followed by "-v2" (A1111 sorts
+  // its candidates by token length as well).
+  std::stable_sort(found.begin(), found.end(), [](const Found& a, const Found& b) { return a.word.size() > b.word.size(); });
+  std::vector<torch::Tensor> rows, rows_2;
+  int offset = 0;
+  for (const auto& f : found) {
+    pe.tokens.push_back({f.word, static_cast<int>(clip_config.vocab_size) + offset, static_cast<int>(f.ti->count())});
+    rows.push_back(f.ti->vectors.to(torch::kFloat32));
+    if (two) rows_2.push_back(f.ti->vectors_2.to(torch::kFloat32));
+    offset += static_cast<int>(f.ti->count());
+    std::string name = f.ti->name;
+    name.erase(std::remove_if(name.begin(), name.end(), [](char c) { return c == ':' || c == ','; }), name.end());
+    pe.hashes.emplace_back(name, embedding_short_hash(f.ti->path));
+  }
+  if (!rows.empty()) pe.extra.push_back(torch::cat(rows));
+  if (!rows_2.empty()) pe.extra.push_back(torch::cat(rows_2));
+  return pe;
+}
+
+Conditioning encode_request_prompts(Engine& engine, const Request& r, const PromptEmbeddings& embeddings) {
+  return encode_request(engine, r, &embeddings);
+}
+
+}  // namespace sigma::app

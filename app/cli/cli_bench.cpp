@@ -1,0 +1,205 @@
+// `sigma bench`: how long each part of a generation takes on this machine, with warm-ups
+// and medians, so speed work is measured rather than guessed. `--random-weights FAMILY`
+// builds a full-size network of that family (published SD 1.5 / 2.x / SDXL sizes) with
+// random weights in memory, so anyone can benchmark without downloading a checkpoint;
+// `-m` times a real one. Random weights give meaningless pictures but the same work.
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
+#include "app/cli/cli.h"
+#include "app/engine.h"
+#include "models/safetensors.h"
+#include "models/clip_text.h"
+#include "models/torch_compat.h"
+#include "models/unet.h"
+#include "models/vae.h"
+
+namespace sigma::app {
+namespace {
+
+struct BenchArgs {
+  std::string random_weights, model, tokenizer, device = "auto", dtype = "auto", json, save;
+  int64_t width = 0, height = 0, batch = 1, warmup = 2, runs = 5;
+};
+
+// The networks a bench runs: a loaded Engine's, or random full-size ones.
+struct Networks {
+  std::string family;
+  models::UNet unet{nullptr};
+  std::vector<models::ClipTextModel> text;  // SDXL: CLIP-L and OpenCLIP-bigG
+  models::AutoencoderKL vae{nullptr};
+  int64_t native = 512, context = 768, adm = 0;
+};
+
+Networks random_networks(const std::string& family) {
+  Networks n;
+  n.family = family;
+  models::UNetConfig u;
+  models::ClipTextConfig clip;
+  models::VaeConfig vae;
+  if (family == "sd15") {
+    n.text.emplace_back(clip);
+  } else if (family == "sd2") {
+    u.num_heads = -1, u.head_dim = 64, u.linear_proj = true, u.context_dim = 1024;
+    clip.width = 1024, clip.layers = 23, clip.heads = 16, clip.mlp = 4096, clip.quick_gelu = false;
+    n.text.emplace_back(clip);
+    n.native = 768, n.context = 1024;
+  } else if (family == "sdxl") {
+    u.channel_mult = {1, 2, 4};
+    u.transformer_depth = {0, 2, 10};
+    u.middle_transformer_depth = 10;
+    u.num_heads = -1, u.head_dim = 64, u.linear_proj = true, u.context_dim = 2048, u.adm_in_channels = 2816;
+    n.text.emplace_back(clip);
+    models::ClipTextConfig g = clip;
+    g.width = 1280, g.layers = 32, g.heads = 20, g.mlp = 5120, g.quick_gelu = false, g.projection_dim = 1280;
+    n.text.emplace_back(g);
+    vae.scaling_factor = 0.13025;
+    n.native = 1024, n.context = 2048, n.adm = 2816;
+  } else {
+    throw std::invalid_argument("--random-weights must be sd15, sd2 or sdxl, got '" + family + "'");
+  }
+  n.unet = models::UNet(u);
+  n.vae = models::AutoencoderKL(vae);
+  return n;
+}
+
+// The random networks as an original single-file checkpoint (float16, the keys and
+// prefixes of the family's released files), so load time and the whole CLI path can be
+// measured on a full-size file. SD 1.5 only: SD 2.x and SDXL files keep their OpenCLIP
+// encoder in OpenCLIP names, which this writer does not produce.
+void save_checkpoint(const Networks& n, const std::string& path) {
+  if (n.family != "sd15") throw std::invalid_argument("--save: only --random-weights sd15 can be written as a checkpoint");
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  auto add = [&](const std::string& prefix, const torch::nn::Module& m) {
+    for (const auto& p : m.named_parameters()) tensors.emplace_back(prefix + p.key(), p.value().to(torch::kCPU, torch::kFloat16));
+    for (const auto& b : m.named_buffers()) tensors.emplace_back(prefix + b.key(), b.value().to(torch::kCPU));
+  };
+  add("model.diffusion_model.", *n.unet);
+  add("first_stage_model.", *n.vae);
+  add("cond_stage_model.transformer.", *n.text[0]);
+  models::save_safetensors(path, tensors);
+  std::printf("sigma bench: wrote %s (%zu tensors, float16)\n", path.c_str(), tensors.size());
+}
+
+double peak_rss_gb() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) / (1024.0 * 1024.0);
+}
+
+// Median wall time in ms of `fn` after `warmup` runs; the device is synchronised around
+// each run, so GPU work is counted, not just its launch.
+template <class F>
+double median_ms(const torch::Device& device, int64_t warmup, int64_t runs, F&& fn) {
+  auto sync = [&] {
+    if (device.is_cuda()) compat::cuda_synchronize();
+  };
+  for (int64_t i = 0; i < warmup; ++i) fn();
+  std::vector<double> t;
+  for (int64_t i = 0; i < runs; ++i) {
+    sync();
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    sync();
+    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+int run_bench(const BenchArgs& a) {
+  c10::InferenceMode guard;
+  if (a.random_weights.empty() == a.model.empty())
+    throw std::invalid_argument("sigma bench: give exactly one of --random-weights sd15|sd2|sdxl and -m MODEL");
+  Request req;
+  req.device = a.device;
+  req.dtype = a.dtype;
+  req.model = a.model;
+  req.tokenizer = a.tokenizer;
+  const ModelSpec spec = model_spec(req);
+  const torch::Device device = parse_device(spec.device);
+  const auto t_load = std::chrono::steady_clock::now();
+  Networks n;
+  std::shared_ptr<Engine> engine;
+  if (!a.random_weights.empty()) {
+    n = random_networks(a.random_weights);
+    if (!a.save.empty()) save_checkpoint(n, a.save);
+    n.unet->to(device, spec.dtype);
+    n.vae->to(device, spec.dtype);
+    for (auto& t : n.text) t->to(device, spec.dtype);
+  } else {
+    engine = Engine::load(spec);
+    n.family = models::to_string(engine->checkpoint().family);
+    n.unet = engine->unet();
+    n.vae = engine->vae();
+    n.text.push_back(engine->clip());
+    n.native = engine->native_size();
+    n.context = n.unet->config.context_dim;
+    n.adm = n.unet->config.adm_in_channels;
+  }
+  if (device.is_cuda()) compat::cuda_synchronize();
+  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
+
+  const int64_t W = a.width ? a.width : n.native, H = a.height ? a.height : n.native, B = a.batch;
+  const auto opt = torch::TensorOptions().device(device).dtype(spec.dtype);
+  auto latents = torch::randn({B, 4, H / 8, W / 8}, opt);
+  auto x_cfg = torch::cat({latents, latents});                   // [uncond; cond]
+  auto t = torch::full({2 * B}, 500.0, torch::TensorOptions().device(device).dtype(torch::kFloat32));
+  auto ctx = torch::randn({2 * B, 77, n.context}, opt);
+  auto y = n.adm > 0 ? torch::randn({2 * B, n.adm}, opt) : torch::Tensor();
+  auto ids = torch::randint(0, 49406, {2, 77}, torch::TensorOptions().device(device).dtype(torch::kLong));
+  auto pixels = torch::rand({B, 3, H, W}, opt) * 2 - 1;
+
+  nlohmann::json j = {{"family", n.family}, {"device", device.str()}, {"dtype", a.dtype}, {"width", W}, {"height", H},
+                      {"batch", B}, {"warmup", a.warmup}, {"runs", a.runs}, {"load_s", load_s}};
+  j["text_encoder_ms"] = median_ms(device, a.warmup, a.runs, [&] {
+    for (auto& enc : n.text) enc->forward(ids);
+  });
+  j["unet_cfg_step_ms"] = median_ms(device, a.warmup, a.runs, [&] { n.unet->forward(x_cfg, t, ctx, nullptr, y); });
+  j["vae_decode_ms"] = median_ms(device, a.warmup, a.runs, [&] { n.vae->decode(latents); });
+  j["vae_encode_ms"] = median_ms(device, a.warmup, a.runs, [&] { n.vae->encode_moments(pixels); });
+  j["peak_rss_gb"] = peak_rss_gb();
+  if (device.is_cuda()) j["cuda_peak_allocated_gb"] = compat::cuda_peak_allocated_gb();
+
+  std::printf("sigma bench: %s, %s, %s, %lldx%lld, batch %lld (CFG: UNet at batch %lld), median of %lld after %lld warm-ups\n",
+              n.family.c_str(), device.str().c_str(), c10::toString(spec.dtype), static_cast<long long>(W),
+              static_cast<long long>(H), static_cast<long long>(B), static_cast<long long>(2 * B),
+              static_cast<long long>(a.runs), static_cast<long long>(a.warmup));
+  std::printf("  %-26s %10.2f s\n", a.random_weights.empty() ? "load" : "build (random weights)", load_s);
+  for (const char* k : {"text_encoder_ms", "unet_cfg_step_ms", "vae_decode_ms", "vae_encode_ms"})
+    std::printf("  %-26s %10.2f ms\n", k, j[k].get<double>());
+  std::printf("  %-26s %10.2f GB\n", "peak RSS", j["peak_rss_gb"].get<double>());
+  if (j.contains("cuda_peak_allocated_gb"))
+    std::printf("  %-26s %10.2f GB\n", "CUDA peak allocated", j["cuda_peak_allocated_gb"].get<double>());
+  if (!a.json.empty()) std::ofstream(a.json) << j.dump(2) << "\n";
+  return 0;
+}
+
+}  // namespace
+
+void register_bench(CLI::App& app, CliState& state) {
+  auto a = std::make_shared<BenchArgs>();
+  auto* b = app.add_subcommand("bench", "time the text encoder, one CFG step of the UNet, VAE decode/encode (medians)");
+  b->add_option("--random-weights", a->random_weights, "sd15 | sd2 | sdxl: a full-size network with random weights");
+  b->add_option("-m,--model", a->model, "a checkpoint to time instead");
+  b->add_option("--tokenizer", a->tokenizer, "tokenizer folder for -m single files");
+  b->add_option("-W,--width", a->width, "image width (default: the family's native size)");
+  b->add_option("-H,--height", a->height, "image height");
+  b->add_option("-b,--batch-size", a->batch, "images per batch (the UNet runs at twice this for CFG)");
+  b->add_option("--device", a->device, "auto | cpu | cuda")->default_val("auto");
+  b->add_option("--dtype", a->dtype, "auto | fp32 | fp16 | bf16")->default_val("auto");
+  b->add_option("--warmup", a->warmup, "untimed runs first")->default_val(2);
+  b->add_option("--runs", a->runs, "timed runs (the median is reported)")->default_val(5);
+  b->add_option("--json", a->json, "also write the figures to this JSON file");
+  b->add_option("--save", a->save, "with --random-weights sd15: also write the network as a single-file checkpoint (float16)");
+  b->callback([a, &state] { state.exit_code = run_bench(*a); });
+}
+
+}  // namespace sigma::app
