@@ -1,6 +1,5 @@
 #include "app/adapters.h"
 
-#include <openssl/evp.h>
 
 #include <algorithm>
 #include <cctype>
@@ -58,16 +57,6 @@ size_t edit_distance(const std::string& a, const std::string& b) {
     }
   }
   return row[b.size()];
-}
-
-std::string hex(const unsigned char* d, unsigned n) {
-  static const char* digits = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < n; ++i) {
-    out.push_back(digits[d[i] >> 4]);
-    out.push_back(digits[d[i] & 15]);
-  }
-  return out;
 }
 
 double strength(const std::string& v, const std::string& tag) {
@@ -183,18 +172,7 @@ std::string addnet_hash(const std::string& path) {
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | len[i];
   in.seekg(static_cast<std::streamoff>(8 + n));
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
-  std::vector<char> buf(1 << 20);
-  while (in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    EVP_DigestUpdate(ctx, buf.data(), static_cast<size_t>(in.gcount()));
-  }
-  unsigned char digest[32];
-  unsigned int dlen = 0;
-  EVP_DigestFinal_ex(ctx, digest, &dlen);
-  EVP_MD_CTX_free(ctx);
-  return hex(digest, dlen);
+  return sha256_hex(in);
 }
 
 std::string lora_short_hash(const models::Adapter& adapter) {

@@ -7,6 +7,7 @@
 
 #include <map>
 #include <memory>
+#include <istream>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -98,5 +99,7 @@ class Engine {
 
 // SHA-256 of a file, hex; cached by path, size and modification time under the user's cache folder.
 std::string file_sha256(const std::string& path);
+// SHA-256 of what is left of `in` (from its current position to the end), hex.
+std::string sha256_hex(std::istream& in);
 
 }  // namespace sigma::app

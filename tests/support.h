@@ -10,7 +10,11 @@
 #include <functional>
 #include <stdexcept>
 #include <string>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <array>
+#include <doctest/doctest.h>
 
 namespace sigma::test {
 
@@ -76,6 +80,35 @@ inline std::string error_of(const std::function<void()>& f) {
     return e.what();
   }
   return "";
+}
+
+// `sigma ARGS` run as a user runs it (stdout and stderr together), with its exit status.
+struct CliRun {
+  int code = -1;
+  std::string output;
+};
+inline CliRun sigma_cli(const std::string& args) {
+  const std::string cmd = std::string(SIGMA_CLI_PATH) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) throw std::runtime_error("cannot start " + cmd);
+  CliRun run;
+  std::array<char, 4096> buf{};
+  while (size_t n = fread(buf.data(), 1, buf.size(), p)) run.output.append(buf.data(), n);
+  const int status = pclose(p);
+  run.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return run;
+}
+
+// Checks that two modules hold the same parameters, by name and bit for bit.
+inline void check_same_parameters(torch::nn::Module& a, torch::nn::Module& b) {
+  auto pa = a.named_parameters(), pb = b.named_parameters();
+  REQUIRE(pa.size() == pb.size());
+  REQUIRE(pa.size() > 0);
+  for (const auto& p : pa) {
+    INFO(p.key());
+    REQUIRE(pb.find(p.key()) != nullptr);
+    CHECK(torch::equal(p.value(), pb[p.key()]));
+  }
 }
 
 // A scratch folder under the build tree, emptied at first use.

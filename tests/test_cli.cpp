@@ -16,22 +16,7 @@
 namespace {
 using namespace sigma;
 
-struct Run {
-  int code;
-  std::string output;
-};
-
-// Runs `sigma <args>` with stdout+stderr captured.
-Run sigma_cli(const std::string& args) {
-  const std::string cmd = std::string(SIGMA_CLI_PATH) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  const int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+using test::sigma_cli;
 
 std::string model_flags() {
   return "-m " + test::sd15() + "/models/tiny-sd15.safetensors --tokenizer " + test::sd15() +

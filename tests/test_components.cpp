@@ -77,22 +77,12 @@ TEST_SUITE("unit.checkpoint") {
     const auto single = models::open_checkpoint(layouts()[0].model);
     const auto diffusers = models::open_checkpoint(layouts()[1].model);
     const models::LoadOptions opt;
-    auto same = [](torch::nn::Module& a, torch::nn::Module& b) {
-      auto pa = a.named_parameters(), pb = b.named_parameters();
-      REQUIRE(pa.size() == pb.size());
-      REQUIRE(pa.size() > 0);
-      for (const auto& p : pa) {
-        INFO(p.key());
-        REQUIRE(pb.find(p.key()) != nullptr);
-        CHECK(torch::equal(p.value(), pb[p.key()]));
-      }
-    };
-    same(*models::load_unet(single, opt), *models::load_unet(diffusers, opt));
-    same(*models::load_vae(single, opt), *models::load_vae(diffusers, opt));
-    same(*models::load_text_encoder(single, opt), *models::load_text_encoder(diffusers, opt));
+    test::check_same_parameters(*models::load_unet(single, opt), *models::load_unet(diffusers, opt));
+    test::check_same_parameters(*models::load_vae(single, opt), *models::load_vae(diffusers, opt));
+    test::check_same_parameters(*models::load_text_encoder(single, opt), *models::load_text_encoder(diffusers, opt));
     auto cn_a = controlnet::load_controlnet(controlnet::open_controlnet(layouts()[0].controlnet), torch::kCPU, torch::kFloat32);
     auto cn_b = controlnet::load_controlnet(controlnet::open_controlnet(layouts()[1].controlnet), torch::kCPU, torch::kFloat32);
-    same(*cn_a, *cn_b);
+    test::check_same_parameters(*cn_a, *cn_b);
   }
 
   TEST_CASE("configuration inferred from shapes") {

@@ -4,9 +4,7 @@
 // (an all-black picture in float32 on CUDA was one) is caught here. The reference is the
 // same command on the CPU in float32.
 #include <doctest/doctest.h>
-#include <sys/wait.h>
 
-#include <array>
 #include <cmath>
 #include <cstdio>
 
@@ -20,22 +18,10 @@
 namespace {
 using namespace sigma;
 
-int run(const std::string& args, std::string& output) {
-  const std::string cmd = std::string(SIGMA_CLI_PATH) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) output.append(buf.data(), n);
-  const int status = pclose(p);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 Image generate(const std::string& device, const std::string& dtype) {
   const auto out = (test::scratch("gpu-cli-" + device + "-" + dtype) / "out.png").string();
-  std::string log;
-  const int code = run("generate -p \"a large red circle on the left on a white background\" -s 7 -q --device " + device +
-                           " --dtype " + dtype + " -o " + out,
-                       log);
+  const auto [code, log] = test::sigma_cli("generate -p \"a large red circle on the left on a white background\" -s 7 -q --device " + device +
+                           " --dtype " + dtype + " -o " + out);
   INFO(log);
   REQUIRE(code == 0);
   return app::load_image(out);

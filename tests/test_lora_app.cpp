@@ -2,9 +2,7 @@
 // request's lora list and folders, name resolution, the per-engine patcher (no re-merge,
 // exact restore), A1111's `Lora hashes` / `TI hashes`, and the `sigma` CLI end to end.
 #include <doctest/doctest.h>
-#include <sys/wait.h>
 
-#include <array>
 #include <cmath>
 #include <functional>
 #include <fstream>
@@ -79,20 +77,7 @@ std::vector<std::string> differing(const torch::nn::Module& m, const std::map<st
   return out;
 }
 
-struct Run {
-  int code;
-  std::string output;
-};
-Run sigma_cli(const std::string& args) {
-  const std::string cmd = std::string(SIGMA_CLI_PATH) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  const int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+using test::sigma_cli;
 
 }  // namespace
 

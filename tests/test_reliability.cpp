@@ -3,9 +3,7 @@
 // be taken are said; a NaN anywhere in a generation fails it by stage, and no PNG is
 // written for it.
 #include <doctest/doctest.h>
-#include <sys/wait.h>
 
-#include <array>
 #include <cmath>
 #include <filesystem>
 
@@ -22,18 +20,6 @@ using namespace sigma::app;
 
 std::string error_of_validate(const Request& r) {
   return test::error_of([&] { validate(r); });
-}
-
-std::string cli(const std::string& args, int* code) {
-  const std::string cmd = std::string(SIGMA_CLI_PATH) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  const int status = pclose(p);
-  *code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return out;
 }
 
 bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
@@ -53,8 +39,8 @@ TEST_SUITE("unit.reliability") {
         {"--cfg-sigma-high", [](Request& r, double v) { r.cfg_sigma_high = v; }},
         {"--eta", [](Request& r, double v) { r.eta = v; }},
         {"--strength", [](Request& r, double v) { r.strength = v; }},
-        {"--control-strength", [](Request& r, double v) { r.controlnets = {{"cn.safetensors", "hint.png", "none", v}}; }},
-        {"--control-start", [](Request& r, double v) { r.controlnets = {{"cn.safetensors", "hint.png", "none", 1, v}}; }},
+        {"--control-strength", [](Request& r, double v) { r.controlnets = {{"cn.safetensors", "hint.png", "none", v, 0, 1, "crop", {}}}; }},
+        {"--control-start", [](Request& r, double v) { r.controlnets = {{"cn.safetensors", "hint.png", "none", 1, v, 1, "crop", {}}}; }},
     };
     for (const auto& c : cases) {
       for (double v : {nan, inf, -inf}) {
@@ -152,8 +138,7 @@ TEST_SUITE("e2e.reliability") {
     CHECK(!wrote);
 
     const auto out = (dir / "out.png").string();
-    int code = 0;
-    const auto log = cli("generate -m " + model + " --tokenizer " + tokenizer + " -W 64 -H 64 --steps 2 -q -p x -o " + out, &code);
+    const auto [code, log] = test::sigma_cli("generate -m " + model + " --tokenizer " + tokenizer + " -W 64 -H 64 --steps 2 -q -p x -o " + out);
     INFO(log);
     CHECK(code == 1);
     CHECK(has(log, "VAE decode produced NaN/Inf"));
@@ -167,8 +152,7 @@ TEST_SUITE("e2e.reliability") {
     const auto dir = test::scratch("nan-cfg");
     const auto out = (dir / "out.png").string();
     for (const char* flags : {"--cfg nan", "--cfg inf", "--eta nan", "--cfg-sigma-low nan"}) {
-      int code = 0;
-      const auto log = cli(std::string("generate -p x -q ") + flags + " -o " + out, &code);
+      const auto [code, log] = test::sigma_cli(std::string("generate -p x -q ") + flags + " -o " + out);
       CAPTURE(flags);
       INFO(log);
       CHECK(code == 1);

@@ -210,20 +210,10 @@ TEST_SUITE("unit.sdxl") {
     const auto single = models::open_checkpoint(sdxl_layouts()[0].model);
     const auto diffusers = models::open_checkpoint(sdxl_layouts()[1].model);
     const models::LoadOptions opt;
-    auto same = [](torch::nn::Module& a, torch::nn::Module& b) {
-      auto pa = a.named_parameters(), pb = b.named_parameters();
-      REQUIRE(pa.size() == pb.size());
-      REQUIRE(pa.size() > 0);
-      for (const auto& p : pa) {
-        INFO(p.key());
-        REQUIRE(pb.find(p.key()) != nullptr);
-        CHECK(torch::equal(p.value(), pb[p.key()]));
-      }
-    };
-    same(*models::load_unet(single, opt), *models::load_unet(diffusers, opt));
-    same(*models::load_vae(single, opt), *models::load_vae(diffusers, opt));
-    same(*models::load_text_encoder(single, opt, 0), *models::load_text_encoder(diffusers, opt, 0));
-    same(*models::load_text_encoder(single, opt, 1), *models::load_text_encoder(diffusers, opt, 1));
+    test::check_same_parameters(*models::load_unet(single, opt), *models::load_unet(diffusers, opt));
+    test::check_same_parameters(*models::load_vae(single, opt), *models::load_vae(diffusers, opt));
+    test::check_same_parameters(*models::load_text_encoder(single, opt, 0), *models::load_text_encoder(diffusers, opt, 0));
+    test::check_same_parameters(*models::load_text_encoder(single, opt, 1), *models::load_text_encoder(diffusers, opt, 1));
   }
 
   TEST_CASE("family detection from the keys and configs") {

@@ -31,7 +31,7 @@ void recount(AppState& s) {
     if (tk == s.counted_tokenizer && text == counted) return;
     counted = text;
     try {
-      out = app::chunk_token_counts(app::tokenize_prompt(*s.snap.model->tokenizer, text, emphasis));
+      out = app::chunk_token_counts(app::tokenize_prompt(*s.snap.model->tokenizer, app::prompt_text(text), emphasis));
     } catch (const std::exception&) {
       out = {-1};  // a syntax error such as (a:1.2.3); the generation reports it in full
     }
