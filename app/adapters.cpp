@@ -277,8 +277,4 @@ PromptEmbeddings prompt_embeddings(Engine& engine, const Request& r) {
   return pe;
 }
 
-Conditioning encode_request_prompts(Engine& engine, const Request& r, const PromptEmbeddings& embeddings) {
-  return encode_request(engine, r, &embeddings);
-}
-
 }  // namespace sigma::app

@@ -100,7 +100,4 @@ RequestAdapters prepare_adapters(Engine& engine, const Request& r);
 // The embeddings under embeddings_folder(r) whose names occur in the prompt or the negative prompt.
 PromptEmbeddings prompt_embeddings(Engine& engine, const Request& r);
 
-// encode_request() with the embeddings' vectors in place (prompt_text: app/prompt.h).
-Conditioning encode_request_prompts(Engine& engine, const Request& r, const PromptEmbeddings& embeddings);
-
 }  // namespace sigma::app

@@ -8,8 +8,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <stdexcept>
 #include <string>
+#include <vector>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -109,6 +111,21 @@ inline void check_same_parameters(torch::nn::Module& a, torch::nn::Module& b) {
     REQUIRE(pb.find(p.key()) != nullptr);
     CHECK(torch::equal(p.value(), pb[p.key()]));
   }
+}
+
+// Every parameter of a module, copied (to check later that it came back bit for bit).
+inline std::map<std::string, torch::Tensor> snapshot_parameters(const torch::nn::Module& m) {
+  std::map<std::string, torch::Tensor> s;
+  for (const auto& p : m.named_parameters()) s[p.key()] = p.value().clone();
+  return s;
+}
+// Names of the parameters that differ, bit for bit, from the snapshot.
+inline std::vector<std::string> changed_parameters(const torch::nn::Module& m,
+                                                   const std::map<std::string, torch::Tensor>& s) {
+  std::vector<std::string> out;
+  for (const auto& p : m.named_parameters())
+    if (!torch::equal(p.value().cpu(), s.at(p.key()).cpu())) out.push_back(p.key());
+  return out;
 }
 
 // A scratch folder under the build tree, emptied at first use.

@@ -43,19 +43,8 @@ struct Sd15 {
   std::shared_ptr<const models::Adapter> load(const std::string& file) { return models::load_adapter(lora_dir() + file, model); }
 };
 
-// Every parameter of a module, copied.
-std::map<std::string, torch::Tensor> snapshot(const torch::nn::Module& m) {
-  std::map<std::string, torch::Tensor> s;
-  for (const auto& p : m.named_parameters()) s[p.key()] = p.value().clone();
-  return s;
-}
-// Names of the parameters that differ from the snapshot (bit for bit).
-std::vector<std::string> changed(const torch::nn::Module& m, const std::map<std::string, torch::Tensor>& s) {
-  std::vector<std::string> out;
-  for (const auto& p : m.named_parameters())
-    if (!torch::equal(p.value(), s.at(p.key()))) out.push_back(p.key());
-  return out;
-}
+using test::changed_parameters;
+using test::snapshot_parameters;
 
 std::string error_of(const std::function<void()>& f) {
   try {
@@ -124,8 +113,8 @@ TEST_SUITE("conformance.adapters") {
     test::CaseReport report("adapters");
 
     Sd15 m(device, dtype);
-    const auto base_unet = snapshot(*m.unet);
-    const auto base_clip = snapshot(*m.clip);
+    const auto base_unet = snapshot_parameters(*m.unet);
+    const auto base_clip = snapshot_parameters(*m.clip);
     // The base model's outputs: each reference must differ from them (the adapter does something).
     const auto eps_base = m.unet->forward(in("unet.x"), ref("unet.t").to(device), in("unet.context"));
     const auto hidden_base = m.clip->forward(ids, 1);
@@ -152,7 +141,7 @@ TEST_SUITE("conformance.adapters") {
     }
     m.patcher.restore();
     CHECK(report.add_exact("restore after all formats: base UNet and text encoder",
-                           changed(*m.unet, base_unet).empty() && changed(*m.clip, base_clip).empty()));
+                           changed_parameters(*m.unet, base_unet).empty() && changed_parameters(*m.clip, base_clip).empty()));
 
     // Textual inversion: "a photo of tinyemb on the left" with the word replaced by its 3 vectors.
     auto refs = models::SafeTensors::open(lora_dir() + "adapter_refs.safetensors");
@@ -206,7 +195,7 @@ TEST_SUITE("conformance.adapters") {
       xp.add_component(models::kUnet, unet.ptr());
       xp.add_component(models::kTextEncoder, clip_1.ptr());
       xp.add_component(models::kTextEncoder2, clip_2.ptr());
-      const auto base_xl = snapshot(*unet);
+      const auto base_xl = snapshot_parameters(*unet);
       const auto eps_base_xl = eps();
       auto [ctx_base, pooled_base] = encode(xrefs->load("clip.ids_1"), xrefs->load("clip.ids_2"), {}, {});
 
@@ -222,7 +211,7 @@ TEST_SUITE("conformance.adapters") {
       CHECK(report.add("sdxl.lora.clip.context", test::rel_error(ctx, ar("lora.clip.context")), tol));
       CHECK(report.add("sdxl.lora.clip.pooled", test::rel_error(pooled, ar("lora.clip.pooled")), tol));
       xp.restore();
-      CHECK(report.add_exact("sdxl restore: base UNet", changed(*unet, base_xl).empty()));
+      CHECK(report.add_exact("sdxl restore: base UNet", changed_parameters(*unet, base_xl).empty()));
 
       // "a red tinyxlemb on the left", each encoder with its own tokenizer (and padding).
       const auto xti = models::load_embedding(sdxl() + "/embeddings/tinyxlemb.safetensors",
@@ -299,19 +288,19 @@ TEST_SUITE("unit.adapters") {
   TEST_CASE("strength 0 is the base model bit for bit") {
     c10::InferenceMode guard;
     Sd15 m(torch::kCPU, torch::kFloat32);
-    const auto base_unet = snapshot(*m.unet), base_clip = snapshot(*m.clip);
+    const auto base_unet = snapshot_parameters(*m.unet), base_clip = snapshot_parameters(*m.clip);
     auto a = m.load("tiny-sd15-locon-kohya.safetensors");
     CHECK(models::adapter_patches(a, 0.0, 0.0).empty());
     m.patcher.apply(models::adapter_patches(a, 0.0, 0.0));
-    CHECK(changed(*m.unet, base_unet).empty());
-    CHECK(changed(*m.clip, base_clip).empty());
+    CHECK(changed_parameters(*m.unet, base_unet).empty());
+    CHECK(changed_parameters(*m.clip, base_clip).empty());
     // Only the text encoder's strength set: the UNet stays exactly the base.
     CHECK(m.patcher.apply(models::adapter_patches(a, 0.0, 0.8)));
-    CHECK(changed(*m.unet, base_unet).empty());
-    CHECK(changed(*m.clip, base_clip).size() == 18);
+    CHECK(changed_parameters(*m.unet, base_unet).empty());
+    CHECK(changed_parameters(*m.clip, base_clip).size() == 18);
     CHECK(m.patcher.apply(models::adapter_patches(a, 0.8, 0.0)));
-    CHECK(changed(*m.clip, base_clip).empty());
-    CHECK(changed(*m.unet, base_unet).size() == 168);  // 132 attention/ff/proj + 36 convs
+    CHECK(changed_parameters(*m.clip, base_clip).empty());
+    CHECK(changed_parameters(*m.unet, base_unet).size() == 168);  // 132 attention/ff/proj + 36 convs
   }
 
   TEST_CASE("apply then restore gives every base tensor back bit for bit, in float32 and float16") {
@@ -319,7 +308,7 @@ TEST_SUITE("unit.adapters") {
     for (auto dtype : {torch::kFloat32, torch::kFloat16}) {
       INFO(c10::toString(dtype));
       Sd15 m(torch::kCPU, dtype);
-      const auto base_unet = snapshot(*m.unet), base_clip = snapshot(*m.clip);
+      const auto base_unet = snapshot_parameters(*m.unet), base_clip = snapshot_parameters(*m.clip);
       for (const auto* file : {"tiny-sd15-lora-kohya.safetensors", "tiny-sd15-locon-kohya.safetensors",
                                "tiny-sd15-loha.safetensors", "tiny-sd15-lokr.safetensors",
                                "tiny-sd15-lora-diffusers.safetensors"}) {
@@ -327,13 +316,13 @@ TEST_SUITE("unit.adapters") {
         auto a = m.load(file);
         CHECK(m.patcher.apply(models::adapter_patches(a, 1.0, 1.0)));
         CHECK(m.patcher.backed_up() == a->modules.size());
-        const auto touched = changed(*m.unet, base_unet).size() + changed(*m.clip, base_clip).size();
+        const auto touched = changed_parameters(*m.unet, base_unet).size() + changed_parameters(*m.clip, base_clip).size();
         CHECK(touched == a->modules.size());
         for (const auto& p : m.unet->named_parameters()) CHECK((p.value().scalar_type() == dtype));
         m.patcher.restore();
         CHECK(m.patcher.backed_up() == 0);
-        CHECK(changed(*m.unet, base_unet).empty());
-        CHECK(changed(*m.clip, base_clip).empty());
+        CHECK(changed_parameters(*m.unet, base_unet).empty());
+        CHECK(changed_parameters(*m.clip, base_clip).empty());
       }
     }
   }
@@ -341,24 +330,24 @@ TEST_SUITE("unit.adapters") {
   TEST_CASE("applying the same set again is a no-op; a different set restores first") {
     c10::InferenceMode guard;
     Sd15 m(torch::kCPU, torch::kFloat32);
-    const auto base_unet = snapshot(*m.unet);
+    const auto base_unet = snapshot_parameters(*m.unet);
     auto a = m.load("tiny-sd15-lora-kohya.safetensors");
     auto b = m.load("tiny-sd15-loha.safetensors");
     const auto set_a = models::adapter_patches(a, 0.8, 0.8);
     CHECK(m.patcher.apply(set_a));
-    const auto once = snapshot(*m.unet);
+    const auto once = snapshot_parameters(*m.unet);
     CHECK_FALSE(m.patcher.apply(set_a));                            // identity check: nothing merged again
     CHECK_FALSE(m.patcher.apply(models::adapter_patches(a, 0.8, 0.8)));  // an equal set built anew
-    CHECK(changed(*m.unet, once).empty());                          // not merged twice
+    CHECK(changed_parameters(*m.unet, once).empty());                          // not merged twice
     CHECK(m.patcher.apply(models::adapter_patches(a, 0.5, 0.8)));   // another strength is another set
-    CHECK_FALSE(changed(*m.unet, once).empty());
+    CHECK_FALSE(changed_parameters(*m.unet, once).empty());
     // b alone, from a patched model, equals b from the base model: the set was restored first.
     CHECK(m.patcher.apply(models::adapter_patches(b, 1.0, 1.0)));
-    const auto b_after_a = snapshot(*m.unet);
+    const auto b_after_a = snapshot_parameters(*m.unet);
     m.patcher.restore();
-    CHECK(changed(*m.unet, base_unet).empty());
+    CHECK(changed_parameters(*m.unet, base_unet).empty());
     CHECK(m.patcher.apply(models::adapter_patches(b, 1.0, 1.0)));
-    CHECK(changed(*m.unet, b_after_a).empty());
+    CHECK(changed_parameters(*m.unet, b_after_a).empty());
     // Two adapters at once: their deltas add up on the weights they share.
     auto both = models::adapter_patches(a, 0.8, 0.8);
     const auto pb = models::adapter_patches(b, 1.0, 1.0);
@@ -366,7 +355,7 @@ TEST_SUITE("unit.adapters") {
     CHECK(m.patcher.apply(both));
     CHECK(m.patcher.backed_up() == 150);  // b's UNet weights are a subset of a's
     m.patcher.restore();
-    CHECK(changed(*m.unet, base_unet).empty());
+    CHECK(changed_parameters(*m.unet, base_unet).empty());
   }
 
   TEST_CASE("a LoRA for another family is one clear error") {
@@ -465,12 +454,12 @@ TEST_SUITE("unit.adapters") {
     CHECK(by.at(to_k)->kind == models::AdapterKind::Diff);
     CHECK(close(by.at(to_k)->delta({32, 32}, torch::kCPU), f(to_k + ".diff")));
     // Merged: W + strength·ΔW.
-    const auto base = snapshot(*m.unet);
+    const auto base = snapshot_parameters(*m.unet);
     m.patcher.apply(models::adapter_patches(a, 0.7, 0.0));
     const auto params = m.unet->named_parameters();
     CHECK(close(params["input_blocks.0.0.weight"], base.at("input_blocks.0.0.weight").to(torch::kFloat64) + 0.7 * want));
     m.patcher.restore();
-    CHECK(changed(*m.unet, base).empty());
+    CHECK(changed_parameters(*m.unet, base).empty());
   }
 
   TEST_CASE("modules aimed at weights the model does not run are dropped, not reported") {

@@ -64,18 +64,8 @@ size_t safetensors_data_offset(const std::string& path) {
   return static_cast<size_t>(8 + n);
 }
 
-std::map<std::string, torch::Tensor> snapshot(const torch::nn::Module& m) {
-  std::map<std::string, torch::Tensor> s;
-  for (const auto& p : m.named_parameters()) s[p.key()] = p.value().clone();
-  return s;
-}
-// Parameters that differ, bit for bit, from `s`.
-std::vector<std::string> differing(const torch::nn::Module& m, const std::map<std::string, torch::Tensor>& s) {
-  std::vector<std::string> out;
-  for (const auto& p : m.named_parameters())
-    if (!torch::equal(p.value().cpu(), s.at(p.key()).cpu())) out.push_back(p.key());
-  return out;
-}
+using test::changed_parameters;
+using test::snapshot_parameters;
 
 using test::sigma_cli;
 
@@ -252,8 +242,8 @@ TEST_SUITE("e2e.lora_app") {
     auto base_request = small_request();
     auto engine = Engine::load(model_spec(base_request));
     const auto fresh = Engine::load(model_spec(base_request));  // never patched
-    const auto unet0 = snapshot(*fresh->unet());
-    const auto clip0 = snapshot(*fresh->clip());
+    const auto unet0 = snapshot_parameters(*fresh->unet());
+    const auto clip0 = snapshot_parameters(*fresh->clip());
 
     const auto base = generate(*engine, base_request);
     auto zero = base_request;
@@ -267,7 +257,7 @@ TEST_SUITE("e2e.lora_app") {
     const auto first = generate(*engine, with);
     CHECK(engine_adapters(*engine).merges == 1);
     CHECK_FALSE(torch::equal(first.latents, base.latents));
-    CHECK(!differing(*engine->unet(), unet0).empty());
+    CHECK(!changed_parameters(*engine->unet(), unet0).empty());
     // The same set again: no merge, same picture.
     const auto second = generate(*engine, with);
     CHECK(engine_adapters(*engine).merges == 1);
@@ -280,13 +270,13 @@ TEST_SUITE("e2e.lora_app") {
     other.lora.push_back({"tiny-sd15-lora-kohya", 0.8, 0.8});
     const auto third = generate(*engine, other);
     CHECK(engine_adapters(*engine).merges == 2);
-    CHECK(!differing(*engine->clip(), clip0).empty());
+    CHECK(!changed_parameters(*engine->clip(), clip0).empty());
     CHECK_FALSE(torch::equal(third.latents, first.latents));
 
     // No LoRA: the base model, bit for bit, as freshly loaded.
     const auto back = generate(*engine, base_request);
-    CHECK(differing(*engine->unet(), unet0).empty());
-    CHECK(differing(*engine->clip(), clip0).empty());
+    CHECK(changed_parameters(*engine->unet(), unet0).empty());
+    CHECK(changed_parameters(*engine->clip(), clip0).empty());
     CHECK(torch::equal(back.latents, base.latents));
 
     // The image records carry the hash of each LoRA used.
@@ -318,11 +308,11 @@ TEST_SUITE("e2e.lora_app") {
     auto r = small_request();
     r.lora.push_back({test::fixtures() + "/sdxl-tiny/lora/tiny-sdxl-lora-kohya.safetensors", 1, 1});
     auto engine = Engine::load(model_spec(r));
-    const auto unet0 = snapshot(*engine->unet());
+    const auto unet0 = snapshot_parameters(*engine->unet());
     const auto e = any_error([&] { generate(*engine, r); });
     INFO(e);
     CHECK(has(e, "tiny-sdxl-lora-kohya.safetensors: this LoRA is for SDXL, the model is Stable Diffusion 1.x"));
-    CHECK(differing(*engine->unet(), unet0).empty());
+    CHECK(changed_parameters(*engine->unet(), unet0).empty());
   }
 
   TEST_CASE("textual inversion through the app's prompt path equals ti.clip.last_hidden") {
@@ -344,17 +334,18 @@ TEST_SUITE("e2e.lora_app") {
     std::vector<int64_t> ours(chunks.ids[0].begin(), chunks.ids[0].end());
     CHECK(torch::equal(torch::tensor(ours), ref_ids));
     c10::InferenceMode guard;
-    const auto cond = encode_request_prompts(*engine, r, pe);
+    const auto cond = encode_request(*engine, r, &pe);
     CHECK(test::rel_error(cond.cond, refs->load("ti.clip.last_hidden")) < test::tolerance(1e-4));
     // The ComfyUI spelling gives the same conditioning; without the folder the word is plain text.
     auto comfy = r;
     comfy.prompt = "a photo of embedding:tinyemb on the left";
-    CHECK(torch::equal(encode_request_prompts(*engine, comfy, prompt_embeddings(*engine, comfy)).cond, cond.cond));
+    const auto comfy_embeddings = prompt_embeddings(*engine, comfy);
+    CHECK(torch::equal(encode_request(*engine, comfy, &comfy_embeddings).cond, cond.cond));
     auto plain = r;
     plain.embeddings_dir = test::scratch("no-embeddings").string();
     const auto none = prompt_embeddings(*engine, plain);
     CHECK(none.tokens.empty());
-    CHECK(test::rel_error(encode_request_prompts(*engine, plain, none).cond, cond.cond) > 1e-3);
+    CHECK(test::rel_error(encode_request(*engine, plain, &none).cond, cond.cond) > 1e-3);
   }
 
   TEST_CASE("sigma generate with a LoRA tag and an embedding in the negative prompt: hashes recorded, picture changed, --from-png repeats it") {
