@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <istream>
+#include <future>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -16,6 +17,7 @@
 #include "controlnet/controlnet.h"
 #include "models/checkpoint.h"
 #include "models/clip_tokenizer.h"
+#include "models/cuda_graph.h"
 #include "models/loader.h"
 #include "samplers/model_sampling.h"
 #include "samplers/schedules.h"
@@ -35,6 +37,8 @@ struct ModelSpec {
 // The request's model fields resolved: default model, device "auto", dtype "auto".
 ModelSpec model_spec(const Request& r);
 torch::Device parse_device(const std::string& name);
+// The --dtype spelling of a dtype: fp32 | fp16 | bf16.
+std::string dtype_flag(torch::ScalarType t);
 
 // assets/ of the source tree or beside the installed binary ($SIGMA_ASSETS overrides).
 std::string assets_dir();
@@ -68,6 +72,10 @@ class Engine {
   models::ClipTextModel& text_encoder(size_t i) { return i == 0 ? clip_ : clip_2_; }
   const models::FamilyDescription& family() const { return checkpoint_.description; }
   models::UNet& unet() { return unet_; }
+  // One UNet call as the sampler makes it: on CUDA through a CUDA graph captured once per
+  // input signature (models/cuda_graph.h), eager with ControlNet residuals or on the CPU.
+  torch::Tensor unet_forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& context,
+                             const models::ControlResiduals* control = nullptr, const torch::Tensor& y = {});
   models::AutoencoderKL& vae() { return vae_; }
   // The same VAE in float32, read from the file on first use and kept: the fallback when
   // a float16 decode overflows (SDXL's original VAE does). Equals vae() when that is float32.
@@ -90,7 +98,8 @@ class Engine {
   int64_t native_size_ = 512;
   torch::Tensor latent_rgb_;
   mutable std::mutex mutex_;
-  mutable std::string hash_;
+  std::shared_future<std::string> hash_;  // started at load, in the background: it never delays the first image
+  models::GraphCache unet_graphs_;
   std::map<std::string, controlnet::ControlNet> controlnets_;
   // LoRA patcher and adapter caches (app/adapters.h), created on first use.
   friend EngineAdapters& engine_adapters(Engine& engine);

@@ -47,10 +47,6 @@ std::string format_seconds(double s) {
   return buf;
 }
 
-std::string dtype_name(torch::ScalarType t) {
-  return t == torch::kFloat16 ? "fp16" : t == torch::kBFloat16 ? "bf16" : "fp32";
-}
-
 std::shared_ptr<ModelInfo> describe(Engine& e, double seconds) {
   auto info = std::make_shared<ModelInfo>();
   const auto& ck = e.checkpoint();
@@ -58,7 +54,7 @@ std::shared_ptr<ModelInfo> describe(Engine& e, double seconds) {
   info->name = e.name();
   info->details = models::describe_checkpoint(ck);
   info->device = e.spec().device;
-  info->dtype = dtype_name(e.dtype());
+  info->dtype = dtype_flag(e.dtype());
   info->native_size = static_cast<int>(e.native_size());
   info->load_seconds = seconds;
   info->tokenizer = e.tokenizer();

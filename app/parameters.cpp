@@ -154,6 +154,7 @@ std::string format_parameters(const Request& r, const ImageRecord& rec) {
   for (size_t i = 0; i < rec.sigmas.size(); ++i) grid += (i ? " " : "") + number(rec.sigmas[i]);
   s << ", Sigmas: " << quote(grid);
   if (!rec.vae_retry.empty()) s << ", VAE retry: " << quote(rec.vae_retry);
+  if (!rec.dtype.empty()) s << ", Sigma device: " << rec.device << ", Sigma dtype: " << rec.dtype;
   s << ", Version: sigma-studio " << SIGMA_VERSION;
   return s.str();
 }
@@ -164,7 +165,8 @@ namespace {
 // taking them (the model is chosen by the user; Sigmas/Sigma* are our own record).
 bool informational(const std::string& key) {
   static const std::set<std::string> keys = {"Model hash", "Model", "Version", "VAE hash", "VAE", "Sigmas",
-                                             "Sigma sampler", "Sigma schedule", "VAE retry"};
+                                             "Sigma sampler", "Sigma schedule", "VAE retry",
+                                             "Sigma device", "Sigma dtype"};
   return keys.count(key) > 0 || key.rfind("ControlNet ", 0) == 0;
 }
 

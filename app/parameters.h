@@ -22,6 +22,7 @@ struct ImageRecord {
   std::vector<double> sigmas;       // the σ grid actually used
   int batch_size = 1, batch_position = 0;
   std::string vae_retry;            // set when the decode was redone in another precision
+  std::string device, dtype;        // where and in what precision it ran ("cpu", "bf16"): auto resolves per machine
   // (name, short hash) of the LoRAs and embeddings used: A1111's `Lora hashes` and `TI hashes`.
   std::vector<std::pair<std::string, std::string>> lora_hashes, ti_hashes;
 };

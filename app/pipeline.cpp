@@ -274,8 +274,8 @@ samplers::Denoiser guided_denoiser(Engine& engine, const Request& r, BatchContex
   samplers::Network network = [&engine, context, controls](const samplers::NetworkCall& call) mutable {
     const auto& ctx = call.with_uncond ? context.pair : context.cond;
     auto residuals = control_residuals(controls, call, ctx);
-    return engine.unet()->forward(call.x_in, call.c_noise, ctx, residuals.empty() ? nullptr : &residuals,
-                                  call.with_uncond ? context.y_pair : context.y);
+    return engine.unet_forward(call.x_in, call.c_noise, ctx, residuals.empty() ? nullptr : &residuals,
+                               call.with_uncond ? context.y_pair : context.y);
   };
   samplers::Guidance guidance;
   guidance.scale = r.cfg;
@@ -349,6 +349,8 @@ GeneratedImage image_record(const Engine& engine, const Request& r, const std::v
   g.record.batch_size = static_cast<int>(batch);
   g.record.batch_position = static_cast<int>(i);
   g.record.vae_retry = vae_retry;
+  g.record.device = engine.device().is_cuda() ? "cuda" : "cpu";
+  g.record.dtype = dtype_flag(engine.dtype());
   g.record.lora_hashes = adapters.lora_hashes;  // app/adapters.h
   g.record.ti_hashes = adapters.embeddings.hashes;
   g.parameters = format_parameters(r, g.record);

@@ -6,6 +6,10 @@
 #include <string>
 #include <thread>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
 namespace sigma::models {
 
 void init_runtime() {
@@ -13,6 +17,42 @@ void init_runtime() {
   if (const char* env = std::getenv("SIGMA_THREADS")) threads = std::atoi(env);
   else if (const char* omp = std::getenv("OMP_NUM_THREADS")) threads = std::atoi(omp);
   if (threads > 0) at::set_num_threads(threads);
+}
+
+namespace {
+
+bool detect_bf16_units() {
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE)) return false;
+  // XCR0: the OS must save the AVX-512 state (opmask, ZMM0-15 upper halves, ZMM16-31);
+  // AMX tiles (bits 17-18) are requested per process by oneDNN itself.
+  unsigned xcr0_lo = 0, xcr0_hi = 0;
+  __asm__("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+  const bool os_avx512 = (xcr0_lo & 0xE6) == 0xE6;
+  if (__get_cpuid_max(0, nullptr) < 7) return false;
+  __cpuid_count(7, 0, a, b, c, d);
+  const bool amx_bf16 = (d >> 22) & 1;     // CPUID.(7,0):EDX[22]
+  const unsigned max_subleaf = a;
+  bool avx512_bf16 = false;
+  if (max_subleaf >= 1) {
+    __cpuid_count(7, 1, a, b, c, d);
+    avx512_bf16 = (a >> 5) & 1;            // CPUID.(7,1):EAX[5]
+  }
+  return os_avx512 && (amx_bf16 || avx512_bf16);
+#else
+  return false;  // aarch64 bf16 (BF16/SME) goes through other kernels; fp32 there until measured
+#endif
+}
+
+}  // namespace
+
+bool cpu_has_bf16_units() {
+  static const bool has = [] {
+    if (const char* env = std::getenv("SIGMA_CPU_BF16"); env && *env) return std::string(env) != "0";
+    return detect_bf16_units();
+  }();
+  return has;
 }
 
 }  // namespace sigma::models

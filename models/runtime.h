@@ -1,4 +1,5 @@
-// Process-wide LibTorch settings every Sigma Studio binary applies at start.
+// Process-wide LibTorch settings every Sigma Studio binary applies at start, and what the
+// CPU can do fast.
 #pragma once
 
 namespace sigma::models {
@@ -6,5 +7,12 @@ namespace sigma::models {
 // LibTorch starts with 1 intra-op thread on these VMs (c10's cpuinfo default);
 // use every core unless OMP_NUM_THREADS / SIGMA_THREADS say otherwise.
 void init_runtime();
+
+// Whether this CPU has bfloat16 matrix units that LibTorch's oneDNN kernels use: AMX-BF16
+// (Sapphire Rapids and later) or AVX512-BF16 (Cooper Lake, Zen 4), with the OS saving their
+// registers. There bf16 convolutions and matmuls run ~5x faster than fp32, so `--dtype auto`
+// picks bf16 on the CPU; elsewhere bf16 is emulated and slower than fp32. SIGMA_CPU_BF16=0/1
+// overrides the answer (to compare, or on a CPU that reports the units but runs them badly).
+bool cpu_has_bf16_units();
 
 }  // namespace sigma::models

@@ -12,6 +12,8 @@
 #include "app/image_io.h"
 #include "app/parameters.h"
 #include "app/pipeline.h"
+#include "models/cuda_graph.h"
+#include "models/loader.h"
 #include "models/safetensors.h"
 #include "tests/support.h"
 
@@ -55,9 +57,13 @@ TEST_SUITE("gpu.cli_path") {
     // The bundled model draws a red circle on white: a bright picture with structure.
     REQUIRE(ref.mean > 100);
     REQUIRE(ref.stddev > 20);
+    Image gpu_fp32;
     for (const char* dtype : {"fp32", "fp16", "bf16"}) {
       CAPTURE(dtype);
       const Image gpu = generate("cuda", dtype);
+      if (std::string(dtype) == "fp32") gpu_fp32 = gpu;
+      // Issue 13's parity gate: the fp16 picture stays >= 35 dB from the fp32 one.
+      if (std::string(dtype) == "fp16") CHECK(psnr(gpu, gpu_fp32) >= 35.0);
       const Stats s = stats(gpu);
       const double db = psnr(gpu, cpu);
       std::printf("gpu.cli_path %s: mean %.1f (cpu %.1f), stddev %.1f (cpu %.1f), PSNR vs cpu fp32 %.1f dB\n", dtype, s.mean,
@@ -110,5 +116,33 @@ TEST_SUITE("gpu.cli_path") {
     CHECK(out.images[0].parameters.find("VAE retry: float32 (float16 overflowed)") != std::string::npos);
     const Stats s = stats(out.images[0].image);
     std::printf("gpu.cli_path fp16 VAE overflow: retried in float32, mean %.1f stddev %.1f\n", s.mean, s.stddev);
+  }
+}
+
+TEST_SUITE("gpu.cli_path") {
+  TEST_CASE("the CUDA-graph UNet step equals the eager step (fp16, <= 1e-3 relative) and is captured once per shape") {
+    REQUIRE(models::GraphCache::enabled());
+    c10::InferenceMode guard;
+    auto ck = models::open_checkpoint(test::sd15() + "/models/tiny-sd15.safetensors");
+    auto unet = models::load_unet(ck, models::LoadOptions{torch::Device(torch::kCUDA), torch::kFloat16});
+    const auto h = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kFloat16);
+    const auto f = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kFloat32);
+    models::GraphCache graphs;
+    auto call = [&](const std::vector<torch::Tensor>& in) { return unet->forward(in[0], in[1], in[2], nullptr, in[3]); };
+    torch::manual_seed(5);
+    for (int i = 0; i < 3; ++i) {  // new inputs each time: the replay must read them, not the captured ones
+      auto x = torch::randn({2, 4, 16, 16}, h), t = torch::full({2}, 100.0 + 300 * i, f);
+      auto ctx = torch::randn({2, 77, unet->config.context_dim}, h);
+      const auto eager = unet->forward(x, t, ctx);
+      const auto graphed = graphs.run({x, t, ctx, torch::Tensor()}, call);
+      const double err = test::rel_error(graphed, eager);
+      std::printf("gpu.cli_path CUDA graph vs eager, call %d: rel err %.2e\n", i, err);
+      CHECK(err <= 1e-3);
+    }
+    CHECK(graphs.captured() == 1);
+    graphs.run({torch::randn({4, 4, 16, 16}, h), torch::full({4}, 10.0, f), torch::randn({4, 77, unet->config.context_dim}, h),
+                torch::Tensor()},
+               call);
+    CHECK(graphs.captured() == 2);  // another batch size: its own graph
   }
 }

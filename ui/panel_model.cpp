@@ -92,7 +92,7 @@ void draw_model_tab(AppState& s) {
   string_combo("Device", s.settings.device, {"auto", "cpu", "cuda"});
   ImGui::SetNextItemWidth(140 * k);
   string_combo("Precision", s.settings.dtype, {"auto", "fp32", "fp16", "bf16"});
-  tooltip("auto: fp16 on CUDA, fp32 on the CPU (LibTorch has no fp16 CPU kernels).");
+  tooltip("auto: fp16 on CUDA; on the CPU bf16 where it has bf16 matrix units (AMX, AVX512-BF16), else fp32 (LibTorch has no fp16 CPU kernels).");
   if (device != s.settings.device || dtype != s.settings.dtype) s.settings_dirty = true;
   if (ImGui::Button("Load this model")) load_model(s);
 

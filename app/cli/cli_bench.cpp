@@ -15,6 +15,9 @@
 
 #include "app/cli/cli.h"
 #include "app/engine.h"
+#include "app/image_io.h"
+#include "app/pipeline.h"
+#include "models/cuda_graph.h"
 #include "models/safetensors.h"
 #include "models/clip_text.h"
 #include "models/torch_compat.h"
@@ -26,7 +29,7 @@ namespace {
 
 struct BenchArgs {
   std::string random_weights, model, tokenizer, device = "auto", dtype = "auto", json, save;
-  int64_t width = 0, height = 0, batch = 1, warmup = 2, runs = 5;
+  int64_t width = 0, height = 0, batch = 1, warmup = 2, runs = 5, steps = 30;
 };
 
 // The networks a bench runs: a loaded Engine's, or random full-size ones.
@@ -154,7 +157,8 @@ int run_bench(const BenchArgs& a) {
   auto t = torch::full({2 * B}, 500.0, torch::TensorOptions().device(device).dtype(torch::kFloat32));
   auto ctx = torch::randn({2 * B, 77, n.context}, opt);
   auto y = n.adm > 0 ? torch::randn({2 * B, n.adm}, opt) : torch::Tensor();
-  auto ids = torch::randint(0, 49406, {2, 77}, torch::TensorOptions().device(device).dtype(torch::kLong));
+  const auto& clip = n.text.front()->config;  // ids inside every encoder's vocabulary (the bundled model's is small)
+  auto ids = torch::randint(0, clip.vocab_size - 2, {2, clip.max_positions}, torch::TensorOptions().device(device).dtype(torch::kLong));
   auto pixels = torch::rand({B, 3, H, W}, opt) * 2 - 1;
 
   nlohmann::json j = {{"family", n.family}, {"device", device.str()}, {"dtype", a.dtype}, {"width", W}, {"height", H},
@@ -162,9 +166,26 @@ int run_bench(const BenchArgs& a) {
   j["text_encoder_ms"] = median_ms(device, a.warmup, a.runs, [&] {
     for (auto& enc : n.text) enc->forward(ids);
   });
-  j["unet_cfg_step_ms"] = median_ms(device, a.warmup, a.runs, [&] { n.unet->forward(x_cfg, t, ctx, nullptr, y); });
+  j["unet_cfg_step_eager_ms"] = median_ms(device, a.warmup, a.runs, [&] { n.unet->forward(x_cfg, t, ctx, nullptr, y); });
+  // The step as generation makes it: through a CUDA graph where that is on (models/cuda_graph.h).
+  models::GraphCache graphs;
+  j["unet_cfg_step_ms"] = median_ms(device, a.warmup, a.runs, [&] {
+    graphs.run({x_cfg, t, ctx, y}, [&](const std::vector<torch::Tensor>& in) { return n.unet->forward(in[0], in[1], in[2], nullptr, in[3]); });
+  });
+  j["cuda_graphs"] = graphs.captured() > 0;
   j["vae_decode_ms"] = median_ms(device, a.warmup, a.runs, [&] { n.vae->decode(latents); });
   j["vae_encode_ms"] = median_ms(device, a.warmup, a.runs, [&] { n.vae->encode_moments(pixels); });
+  if (engine) {
+    // A whole image in this warm process: text encoding, `steps` steps, NaN-checked decode, PNG bytes.
+    Request r;
+    r.model = a.model, r.tokenizer = a.tokenizer, r.device = a.device, r.dtype = a.dtype;
+    r.prompt = "a photograph of an astronaut riding a horse";
+    r.width = W, r.height = H, r.batch_size = B, r.steps = a.steps, r.seed = 1;
+    j["image_steps"] = a.steps;
+    j["image_ms"] = median_ms(device, 1, std::max<int64_t>(1, a.runs / 2), [&] {
+      for (const auto& g : generate(*engine, r).images) encode_png(g.image, {{"parameters", g.parameters}});
+    });
+  }
   j["peak_rss_gb"] = peak_rss_gb();
   if (device.is_cuda()) j["cuda_peak_allocated_gb"] = compat::cuda_peak_allocated_gb();
 
@@ -173,8 +194,9 @@ int run_bench(const BenchArgs& a) {
               static_cast<long long>(H), static_cast<long long>(B), static_cast<long long>(2 * B),
               static_cast<long long>(a.runs), static_cast<long long>(a.warmup));
   std::printf("  %-26s %10.2f s\n", a.random_weights.empty() ? "load" : "build (random weights)", load_s);
-  for (const char* k : {"text_encoder_ms", "unet_cfg_step_ms", "vae_decode_ms", "vae_encode_ms"})
-    std::printf("  %-26s %10.2f ms\n", k, j[k].get<double>());
+  for (const char* k : {"text_encoder_ms", "unet_cfg_step_eager_ms", "unet_cfg_step_ms", "vae_decode_ms", "vae_encode_ms", "image_ms"})
+    if (j.contains(k)) std::printf("  %-26s %10.2f ms\n", k, j[k].get<double>());
+  std::printf("  %-26s %10s\n", "CUDA graphs", j["cuda_graphs"].get<bool>() ? "yes" : "no");
   std::printf("  %-26s %10.2f GB\n", "peak RSS", j["peak_rss_gb"].get<double>());
   if (j.contains("cuda_peak_allocated_gb"))
     std::printf("  %-26s %10.2f GB\n", "CUDA peak allocated", j["cuda_peak_allocated_gb"].get<double>());
@@ -197,6 +219,7 @@ void register_bench(CLI::App& app, CliState& state) {
   b->add_option("--dtype", a->dtype, "auto | fp32 | fp16 | bf16")->default_val("auto");
   b->add_option("--warmup", a->warmup, "untimed runs first")->default_val(2);
   b->add_option("--runs", a->runs, "timed runs (the median is reported)")->default_val(5);
+  b->add_option("--steps", a->steps, "with -m: steps of the whole-image figure")->default_val(30);
   b->add_option("--json", a->json, "also write the figures to this JSON file");
   b->add_option("--save", a->save, "with --random-weights sd15: also write the network as a single-file checkpoint (float16)");
   b->callback([a, &state] { state.exit_code = run_bench(*a); });

@@ -71,7 +71,7 @@ struct RequestFlags {
     add(c, "--mask-blur", &Request::mask_blur, "mask blur radius in pixels")->default_val(4);
     add(c, "-o,--output", &Request::output, "output .png file, or a folder for numbered files (default: outputs/)");
     add(c, "--device", &Request::device, "auto | cpu | cuda")->default_val("auto");
-    add(c, "--dtype", &Request::dtype, "auto | fp32 | fp16 | bf16 (auto: fp16 on CUDA, fp32 on CPU)")->default_val("auto");
+    add(c, "--dtype", &Request::dtype, "auto | fp32 | fp16 | bf16 (auto: fp16 on CUDA; bf16 on CPUs with AMX or AVX512-BF16, else fp32)")->default_val("auto");
     lora_option = c->add_option("--lora", lora_specs,
                                 "LoRA/LyCORIS NAME[:W] (a file stem in --lora-dir, subfolders searched) or FILE[:W]; "
                                 "repeatable; adds to the prompt's <lora:NAME:W> tags")
