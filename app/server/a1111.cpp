@@ -191,7 +191,8 @@ A1111Request a1111_request(const json& body, bool img2img, AdmitContext& ctx) {
                       (img2img && std::find(honoured_i2i.begin(), honoured_i2i.end(), k) != honoured_i2i.end());
     if (ours) continue;
     if (auto d = ign.find(k); d != ign.end()) {
-      if (!is_default(it.value(), d->second)) out.not_honoured.push_back(k + "=" + it.value().dump().substr(0, 60));
+      const bool hires_only = !img2img && k == "denoising_strength" && !(body.contains("enable_hr") && body["enable_hr"] == true);
+      if (!hires_only && !is_default(it.value(), d->second)) out.not_honoured.push_back(k + "=" + it.value().dump().substr(0, 60));
       continue;
     }
     throw BadRequest(k, "unknown field '" + k + "': AUTOMATIC1111's " + (img2img ? "img2img" : "txt2img") + " API has no such field");
@@ -241,10 +242,7 @@ A1111Request a1111_request(const json& body, bool img2img, AdmitContext& ctx) {
     if (imgs.size() > 1) out.not_honoured.push_back("init_images[1:] (only the first image is used)");
     r.init_image = save_upload(ctx, imgs[0].get<std::string>(), "init_images[0]");
     const std::string mask = get<std::string>(body, "mask", "");
-    if (!mask.empty()) {
-      r.mask = save_upload(ctx, mask, "mask");
-      if (get<bool>(body, "inpaint_full_res", false)) {}  // listed above when true
-    }
+    if (!mask.empty()) r.mask = save_upload(ctx, mask, "mask");
   }
   if (body.contains("alwayson_scripts") && !body["alwayson_scripts"].is_null()) {
     const auto& s = body["alwayson_scripts"];

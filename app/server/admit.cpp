@@ -75,14 +75,19 @@ std::string save_upload(AdmitContext& ctx, const std::string& text, const std::s
 
 void a1111_sampler(app::Request& r, const std::string& sampler, const std::string& scheduler) {
   // The API takes either the display label ("Karras") or the key ("karras", "sgm_uniform").
-  std::string label = scheduler;
-  if (lower_key(scheduler) == "automatic") label = "Automatic";
+  std::string label;
+  if (scheduler.empty() || lower_key(scheduler) == "automatic") label = "Automatic";
   for (const auto& s : app::schedule_catalog()) {
     const std::string theirs = app::a1111_schedule_name(s.name);
-    if (lower_key(scheduler) == lower_key(theirs) || lower_key(scheduler) == lower_key(s.name)) label = theirs;
+    if (s.name != "custom" && (lower_key(scheduler) == lower_key(theirs) || lower_key(scheduler) == lower_key(s.name))) label = theirs;
   }
-  if (lower_key(scheduler) == "uniform") label = "Uniform";
-  auto [name, sched] = app::sampler_from_a1111(sampler.empty() ? "DPM++ 2M" : sampler, label.empty() ? "Automatic" : label);
+  if (label.empty()) {  // sampler_from_a1111 would fall back to the sampler's default; a client typo must not
+    std::string known;
+    for (const auto& s : app::schedule_catalog())
+      if (s.name != "custom") known += ", " + app::a1111_schedule_name(s.name);
+    throw BadRequest("scheduler", "scheduler '" + scheduler + "': no such schedule here (known: Automatic" + known + ")");
+  }
+  auto [name, sched] = app::sampler_from_a1111(sampler.empty() ? "DPM++ 2M" : sampler, label);
   if (name.empty()) {
     // Our own names are fine too ("dpmpp_2m").
     for (const auto& s : app::sampler_catalog())
