@@ -182,9 +182,12 @@ int run_server(const ServeOptions& opts_in, std::atomic<bool>& stop) {
     (void)ctx;
     return httplib::Server::HandlerResponse::Handled;
   });
-  http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+  http.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
-    std::string detail = res.status == 413 ? "the request body is larger than this server's limit"
+    // cpp-httplib caps form-encoded bodies at 8 KB (curl -d sends that type by default).
+    const bool form = req.get_header_value("Content-Type").rfind("application/x-www-form-urlencoded", 0) == 0;
+    std::string detail = res.status == 413 && form ? "form-encoded bodies are limited to 8 KB: send 'Content-Type: application/json'"
+                         : res.status == 413       ? "the request body is larger than this server's limit"
                          : res.status == 404 ? "no such endpoint"
                                              : status_text(res.status);
     reply_error(res, res.status, detail);
