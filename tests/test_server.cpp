@@ -53,6 +53,8 @@ void wait_running(httplib::Client& c, const std::string& id) {
 TEST_SUITE("e2e.server") {
   TEST_CASE("every read endpoint answers with the bundled model listed") {
     test::ServeProcess s(test::scratch("server-endpoints"));
+    fs::create_directories(s.models / "loras" / "style");
+    fs::copy_file(test::sd15() + "/lora/tiny-sd15-loha.safetensors", s.models / "loras" / "style" / "tiny-loha.safetensors");
     auto c = s.client();
     CHECK(test::body_json(c.Get("/healthz"))["status"] == "ok");
     auto page = c.Get("/");
@@ -71,7 +73,10 @@ TEST_SUITE("e2e.server") {
     bool karras = false;
     for (const auto& x : schedulers) karras |= x["label"] == "Karras" && x["name"] == "karras";
     CHECK(karras);
-    CHECK(test::body_json(c.Get("/sdapi/v1/loras")).is_array());
+    auto loras = test::body_json(c.Get("/sdapi/v1/loras"));
+    REQUIRE(loras.size() == 1);
+    CHECK(loras[0]["name"] == "style/tiny-loha");
+    CHECK(loras[0]["path"] == "loras/style/tiny-loha.safetensors");
     auto own = test::body_json(c.Get("/v1/models"));
     CHECK(own["default"] == "sigma-shapes");
     CHECK(own["controlnets"][0]["name"] == "sigma-shapes-canny");
