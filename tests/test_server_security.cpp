@@ -176,8 +176,30 @@ TEST_SUITE("e2e.server_security") {
     json cn = tiny();
     cn["alwayson_scripts"] = {{"controlnet", {{"args", {{{"model", "/etc/passwd"}, {"image", server::base64_encode(app::encode_png(Image(64, 64, 3, 9)))}}}}}}};
     expect_400(s, "/sdapi/v1/txt2img", cn, "alwayson_scripts.controlnet.args");
-    // The symlink out is not even listed.
+    // A model that fails to load inside the root: the job fails with a message that names
+    // the file without the server's folders, and the server goes on.
+    std::ofstream(s.models / "checkpoints" / "broken.safetensors") << "not a safetensors file";
     auto c = s.client();
+    int status = 0;
+    j = tiny();
+    j["model"] = "broken";
+    const auto sub = json::parse(test::post_json(c, "/v1/jobs", j, &status));
+    REQUIRE(status == 202);
+    const std::string id = sub["id"];
+    const auto events = c.Get(("/v1/jobs/" + id + "/events").c_str())->body;
+    CHECK(events.find("event: error") != std::string::npos);
+    CHECK(events.find(dir.string()) == std::string::npos);
+    const auto failed = test::body_json(c.Get(("/v1/jobs/" + id).c_str()));
+    CHECK(failed["state"] == "failed");
+    CHECK(failed["error"].get<std::string>().find("broken.safetensors") != std::string::npos);
+    CHECK(failed["error"].get<std::string>().find(dir.string()) == std::string::npos);
+    json t = tiny();
+    t["override_settings"] = {{"sd_model_checkpoint", "broken"}};
+    const auto a1111 = test::post_json(c, "/sdapi/v1/txt2img", t, &status);
+    CHECK(status == 500);
+    CHECK(a1111.find(dir.string()) == std::string::npos);
+    CHECK(s.healthy());
+    // The symlink out is not even listed.
     const auto models = c.Get("/v1/models")->body;
     CHECK(models.find("sneaky") == std::string::npos);
     CHECK(models.find(dir.string()) == std::string::npos);

@@ -214,8 +214,8 @@ void JobBoard::on_event(const app::JobEvent& e) {
     case T::failed:
       if (j.state == "queued" && queued_ > 0) --queued_;
       if (running_ == j.id) running_ = 0;
-      j.error = e.error;
-      j.events.push_back(frame("error", n, {{"message", e.error}}));
+      j.error = options_.scrub ? options_.scrub(e.error) : e.error;
+      j.events.push_back(frame("error", n, {{"message", j.error}}));
       finish(j, "failed");
       break;
   }

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -50,6 +51,8 @@ struct BoardOptions {
   size_t max_engines = 2;
   size_t keep_jobs = 256;       // finished jobs remembered for GET /v1/jobs/{id}
   int preview_every = 1;
+  // Applied to error messages before clients see them (ModelCatalog::scrub: no server paths).
+  std::function<std::string(const std::string&)> scrub;
 };
 
 class JobBoard {

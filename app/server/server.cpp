@@ -165,6 +165,7 @@ int run_server(const ServeOptions& opts_in, std::atomic<bool>& stop) {
   bo.output_dir = o.output;
   bo.max_queue = o.max_queue;
   bo.max_engines = o.max_engines;
+  bo.scrub = [cat = ctx.catalog.get()](const std::string& m) { return cat->scrub(m); };
   ctx.board = std::make_unique<JobBoard>(bo);
 
   httplib::Server http;
