@@ -36,6 +36,18 @@ const char* to_string(RunnerState s) {
   return "?";
 }
 
+const char* to_string(JobEvent::Type t) {
+  switch (t) {
+    case JobEvent::Type::started: return "started";
+    case JobEvent::Type::step: return "step";
+    case JobEvent::Type::image: return "image";
+    case JobEvent::Type::done: return "done";
+    case JobEvent::Type::cancelled: return "cancelled";
+    case JobEvent::Type::failed: return "failed";
+  }
+  return "?";
+}
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -83,11 +95,13 @@ struct JobRunner::Impl {
   bool stop = false, running = false;
   uint64_t next_job = 1, next_result = 1;
   std::atomic<uint64_t> cancel_below{0};  // jobs with a smaller id are cancelled
+  std::atomic<uint64_t> cancel_one{0};    // and this one (cancel(job) of the running job)
   RunnerSnapshot snap;
   Clock::time_point load_start, job_start;
   std::map<std::string, ImageTask> pending_images, inflight_images;
 
-  std::shared_ptr<Engine> engine;  // the worker thread's alone
+  std::shared_ptr<Engine> engine;  // the worker thread's alone: the current one
+  std::deque<std::shared_ptr<Engine>> engines;  // loaded ones, most recently used first
   std::thread worker, imager;
 
   explicit Impl(RunnerOptions o) : options(std::move(o)) {
@@ -111,7 +125,17 @@ struct JobRunner::Impl {
   void notify() const {
     if (options.notify) options.notify();
   }
-  bool cancelled(uint64_t id) const { return id < cancel_below.load(); }
+  bool cancelled(uint64_t id) const { return id < cancel_below.load() || id == cancel_one.load(); }
+  void emit(const JobEvent& e) const {
+    if (options.on_event) options.on_event(e);
+  }
+  void emit(JobEvent::Type type, uint64_t id, const std::string& error = "") const {
+    JobEvent e;
+    e.type = type;
+    e.job = id;
+    e.error = error;
+    emit(e);
+  }
 
   uint64_t enqueue(Kind kind, const Request& r) {
     uint64_t id;
@@ -126,15 +150,42 @@ struct JobRunner::Impl {
   }
 
   void cancel() {
+    std::deque<Job> dropped;
     {
       std::lock_guard<std::mutex> l(m);
       cancel_below = next_job;
       snap.jobs_cancelled += queue.size();  // dropped unstarted; the running one counts itself
-      queue.clear();
+      dropped.swap(queue);
       if (running) snap.activity = "Cancelling after the current step...";
     }
+    for (const auto& j : dropped) emit(JobEvent::Type::cancelled, j.id);
     cv_idle.notify_all();
     notify();
+  }
+
+  bool cancel(uint64_t id) {
+    bool was_queued = false, was_running = false;
+    {
+      std::lock_guard<std::mutex> l(m);
+      for (auto it = queue.begin(); it != queue.end(); ++it)
+        if (it->id == id) {
+          queue.erase(it);
+          ++snap.jobs_cancelled;
+          was_queued = true;
+          break;
+        }
+      if (!was_queued && running && snap.job == id) {
+        cancel_one = id;
+        snap.activity = "Cancelling after the current step...";
+        was_running = true;
+      }
+    }
+    if (was_queued) emit(JobEvent::Type::cancelled, id);
+    if (was_queued || was_running) {
+      cv_idle.notify_all();
+      notify();
+    }
+    return was_queued || was_running;
   }
 
   // ---- the worker -------------------------------------------------------------------
@@ -162,41 +213,61 @@ struct JobRunner::Impl {
     }
   }
 
-  void fail(const std::string& message) {
-    std::lock_guard<std::mutex> l(m);
-    snap.last_error = message;
-    snap.activity = "Failed: " + message.substr(0, message.find('\n'));
-    ++snap.jobs_failed;
+  void fail(uint64_t id, const std::string& message) {
+    {
+      std::lock_guard<std::mutex> l(m);
+      snap.last_error = message;
+      snap.activity = "Failed: " + message.substr(0, message.find('\n'));
+      ++snap.jobs_failed;
+    }
+    emit(JobEvent::Type::failed, id, message);
   }
 
   // One job; never throws. False when it failed.
   bool run(const Job& job) {
+    emit(JobEvent::Type::started, job.id);
     try {
       if (!cancelled(job.id)) ensure_engine(model_spec(job.request));
       if (job.kind == Kind::load) {
-        std::lock_guard<std::mutex> l(m);
-        snap.last_error.clear();
-        if (snap.model) snap.activity = "Loaded " + snap.model->name + " in " + format_seconds(snap.model->load_seconds);
+        {
+          std::lock_guard<std::mutex> l(m);
+          snap.last_error.clear();
+          if (snap.model) snap.activity = "Loaded " + snap.model->name + " in " + format_seconds(snap.model->load_seconds);
+        }
+        emit(JobEvent::Type::done, job.id);
         return true;
       }
       if (cancelled(job.id)) {  // cancelled while its model loaded (a load cannot be interrupted)
-        std::lock_guard<std::mutex> l(m);
-        ++snap.jobs_cancelled;
-        snap.last_cancelled = true;
-        snap.activity = "Cancelled before the first step";
+        {
+          std::lock_guard<std::mutex> l(m);
+          ++snap.jobs_cancelled;
+          snap.last_cancelled = true;
+          snap.activity = "Cancelled before the first step";
+        }
+        emit(JobEvent::Type::cancelled, job.id);
         return true;
       }
       return generate_job(job);
     } catch (const std::exception& e) {
-      fail(e.what());
+      fail(job.id, e.what());
     } catch (...) {
-      fail("unknown error (not a std::exception)");
+      fail(job.id, "unknown error (not a std::exception)");
     }
     return false;
   }
 
   void ensure_engine(const ModelSpec& spec) {
     if (engine && engine->spec() == spec) return;
+    for (auto it = engines.begin(); it != engines.end(); ++it)
+      if ((*it)->spec() == spec) {  // kept from before: no load, most recently used again
+        engine = *it;
+        engines.erase(it);
+        engines.push_front(engine);
+        auto info = describe(*engine, 0);
+        std::lock_guard<std::mutex> l(m);
+        snap.model = std::move(info);
+        return;
+      }
     {
       std::lock_guard<std::mutex> l(m);
       snap.state = RunnerState::loading;
@@ -206,12 +277,15 @@ struct JobRunner::Impl {
       load_start = Clock::now();
     }
     notify();
-    engine.reset();  // free the old model before loading the next (two SD models may not fit)
+    // Free the least recently used models before loading the next (two SD models may not fit).
+    engine.reset();
+    while (!engines.empty() && engines.size() >= std::max<size_t>(1, options.max_engines)) engines.pop_back();
     const auto t0 = Clock::now();
     auto loaded = Engine::load(spec);
     loaded->hash();  // hashing a large file takes seconds: do it while "loading", not at the first save
     auto info = describe(*loaded, seconds_since(t0));
     engine = std::move(loaded);
+    engines.push_front(engine);
     std::lock_guard<std::mutex> l(m);
     snap.model = std::move(info);
     snap.loading_path.clear();
@@ -261,6 +335,7 @@ struct JobRunner::Impl {
       if (k > 0) its = static_cast<double>(k) / std::chrono::duration<double>(step_times[n - 1] - step_times[n - 1 - k]).count();
       else its = 1.0 / std::max(1e-6, std::chrono::duration<double>(now - last_event).count());
       const int remaining = (p.total - p.step) + (p.batches - 1 - p.batch) * p.total;
+      const double step_seconds = std::chrono::duration<double>(now - (n >= 2 ? step_times[n - 2] : last_event)).count();
       std::shared_ptr<const Image> preview;
       bool decoded = false;
       if (every > 0 && p.denoised && (p.step % every == 0 || p.step == p.total)) {
@@ -286,10 +361,26 @@ struct JobRunner::Impl {
         snap.its = its;
         snap.eta_seconds = its > 0 ? remaining / its : -1;
         if (preview) {
-          snap.preview = std::move(preview);
+          snap.preview = preview;
           snap.preview_decoded = decoded;
           ++snap.preview_version;
         }
+      }
+      if (options.on_event) {
+        JobEvent e;
+        e.type = JobEvent::Type::step;
+        e.job = job.id;
+        e.step = p.step;
+        e.total = p.total;
+        e.batch = p.batch;
+        e.batches = p.batches;
+        e.sigma = p.sigma;
+        e.step_seconds = step_seconds;
+        e.elapsed_seconds = seconds_since(job_start);
+        e.eta_seconds = its > 0 ? remaining / its : -1;
+        e.preview = std::move(preview);
+        e.preview_decoded = decoded;
+        emit(e);
       }
       notify();
     };
@@ -315,13 +406,30 @@ struct JobRunner::Impl {
           snap.last_error = res->save_error;
           save_failed = true;
         }
-        snap.results.push_back(std::move(res));
+        snap.results.push_back(res);
+        while (snap.results.size() > options.keep_results) snap.results.erase(snap.results.begin());
+      }
+      if (options.on_event) {
+        JobEvent e;
+        e.type = JobEvent::Type::image;
+        e.job = job.id;
+        e.result = res;
+        emit(e);
       }
       notify();
     };
 
     const auto result = generate(*engine, r, hooks);
+    struct EmitAtEnd {  // after the lock below is released
+      const Impl* self;
+      JobEvent e;
+      ~EmitAtEnd() { self->emit(e); }
+    } at_end{this, {}};
+    at_end.e.job = job.id;
+    at_end.e.elapsed_seconds = seconds_since(job_start);
+    at_end.e.type = result.cancelled ? JobEvent::Type::cancelled : save_failed ? JobEvent::Type::failed : JobEvent::Type::done;
     std::lock_guard<std::mutex> l(m);
+    if (save_failed) at_end.e.error = snap.last_error;
     snap.last_cancelled = result.cancelled;
     if (result.cancelled) {
       ++snap.jobs_cancelled;
@@ -395,6 +503,11 @@ JobRunner::~JobRunner() = default;
 uint64_t JobRunner::load_model(const Request& model_fields) { return impl_->enqueue(Impl::Kind::load, model_fields); }
 uint64_t JobRunner::submit(const Request& request) { return impl_->enqueue(Impl::Kind::generate, request); }
 void JobRunner::cancel() { impl_->cancel(); }
+bool JobRunner::cancel(uint64_t job) { return impl_->cancel(job); }
+size_t JobRunner::queued() const {
+  std::lock_guard<std::mutex> l(impl_->m);
+  return impl_->queue.size();
+}
 
 void JobRunner::set_output_dir(const std::string& dir) {
   std::lock_guard<std::mutex> l(impl_->m);

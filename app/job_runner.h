@@ -99,6 +99,26 @@ struct RunnerSnapshot {
   std::map<std::string, ImageTaskResult> images;  // by the caller's key
 };
 
+// What happened to one job, as it happens: for front ends that follow jobs one by one
+// (the HTTP server's event streams) rather than reading the snapshot. Delivered in order
+// per job: started, step..., image..., then exactly one of done, cancelled, failed.
+struct JobEvent {
+  enum class Type { started, step, image, done, cancelled, failed };
+  Type type = Type::started;
+  uint64_t job = 0;
+  int step = 0, total = 0;                 // step events: steps done in this batch, of total
+  int batch = 0, batches = 1;
+  double sigma = 0;                        // the noise level reached by this step
+  double step_seconds = 0;                 // this step's wall time (the first includes text encoding)
+  double elapsed_seconds = 0;              // since the job started
+  double eta_seconds = -1;                 // the rest of the job; < 0 unknown
+  std::shared_ptr<const Image> preview;    // step events: a new live preview, else null
+  bool preview_decoded = false;
+  std::shared_ptr<const JobResult> result; // image events
+  std::string error;                       // failed: the message
+};
+const char* to_string(JobEvent::Type t);
+
 struct RunnerOptions {
   std::string output_dir = "outputs";      // where images go when the request names no output
   int preview_every = 1;                   // a live preview every N steps (0 = none); VAE-decoded
@@ -106,6 +126,14 @@ struct RunnerOptions {
   // Called (from a worker thread) after the snapshot changed: a GUI wakes its event loop
   // here (glfwPostEmptyEvent) so an idle UI can sleep instead of polling.
   std::function<void()> notify;
+  // Called (from the worker thread, or from the thread that cancels a queued job) for every
+  // job event, outside the runner's lock; it must not call back into the runner.
+  std::function<void(const JobEvent&)> on_event;
+  // Loaded models kept at once; the least recently used is dropped first. 1 (the GUI):
+  // the old model is freed before the next one loads, as two SD models may not fit.
+  size_t max_engines = 1;
+  // Results kept in the snapshot (oldest dropped first); a long-running server keeps few.
+  size_t keep_results = static_cast<size_t>(-1);
 };
 
 class JobRunner {
@@ -124,6 +152,10 @@ class JobRunner {
   // The running job stops after its current step (nothing partial is saved) and the queued
   // ones are dropped. Jobs submitted afterwards run normally.
   void cancel();
+  // Cancels one job: a queued one is dropped (its cancelled event comes at once), the running
+  // one stops after its current step. False when the job is neither queued nor running.
+  bool cancel(uint64_t job);
+  size_t queued() const;   // jobs waiting behind the running one
 
   void set_output_dir(const std::string& dir);
   void set_preview_every(int steps);

@@ -15,7 +15,12 @@ packages=(
   libssl-dev zlib1g-dev        # SHA-256 model hashes, PNG metadata CRCs
   fonts-dejavu-core            # the GUI's font
   xvfb xauth xdotool imagemagick  # GUI tests and screenshots
+  libcpp-httplib-dev           # `sigma serve` (cpp-httplib 0.11, a shared library + header)
+  chromium                     # the web page's browser test (headless, driven by puppeteer-core)
 )
+# Node for that test: Debian's nodejs + npm, unless a node with npm is already installed
+# (NodeSource's nodejs bundles npm and conflicts with Debian's npm package).
+command -v npm >/dev/null || packages+=(nodejs npm)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -40,4 +45,6 @@ if command -v update-alternatives >/dev/null; then
   lapack=$(update-alternatives --list liblapack.so.3-x86_64-linux-gnu 2>/dev/null | grep openblas | head -1 || true)
   [ -n "$lapack" ] && $SUDO update-alternatives --set liblapack.so.3-x86_64-linux-gnu "$lapack" >/dev/null
 fi
+# The browser test's npm package (pinned by tests/web/package-lock.json; no browser download).
+"$(dirname "$0")/web-test-deps.sh"
 echo "setup: done"

@@ -52,3 +52,7 @@ sigma_add_suite(unit.sdxl unit)
 # The app side of LoRA and textual inversion (app/adapters.h, tests/test_lora_app.cpp).
 sigma_add_suite(unit.lora_app unit)
 sigma_add_suite(e2e.lora_app e2e)
+sigma_add_suite(e2e.server e2e TIMEOUT 900)
+sigma_add_suite(e2e.server_security e2e TIMEOUT 600)
+sigma_add_suite(web.server_page web TIMEOUT 300)
+sigma_add_suite(e2e.server_load e2e TIMEOUT 600)

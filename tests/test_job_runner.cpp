@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <mutex>
 #include <thread>
 
 #include "app/image_io.h"
@@ -129,7 +130,10 @@ TEST_SUITE("unit.jobrunner") {
   }
 
   TEST_CASE("queued jobs are dropped by cancel and counted") {
-    JobRunner runner(RunnerOptions{test::scratch("runner-queue").string(), 0, {}});
+    RunnerOptions options;
+    options.output_dir = test::scratch("runner-queue").string();
+    options.preview_every = 0;
+    JobRunner runner(options);
     runner.submit(tiny_request(1000));
     runner.submit(tiny_request(3));
     runner.submit(tiny_request(3));
@@ -143,9 +147,59 @@ TEST_SUITE("unit.jobrunner") {
     CHECK(s.preview == nullptr);  // preview_every 0: none
   }
 
+  TEST_CASE("per-job events arrive in order; cancel(job) drops a queued job and stops the running one") {
+    std::mutex m;
+    std::vector<JobEvent> events;
+    RunnerOptions options;
+    options.output_dir = test::scratch("runner-events").string();
+    options.preview_every = 2;
+    options.on_event = [&](const JobEvent& e) {
+      std::lock_guard<std::mutex> l(m);
+      events.push_back(e);
+    };
+    JobRunner runner(options);
+    const uint64_t a = runner.submit(tiny_request(4));
+    REQUIRE(runner.wait_idle(120));
+    {
+      std::lock_guard<std::mutex> l(m);
+      REQUIRE(events.size() >= 7);  // started, 4 steps, image, done
+      CHECK(events.front().type == JobEvent::Type::started);
+      CHECK(events.back().type == JobEvent::Type::done);
+      int step = 0, previews = 0;
+      double sigma = 1e9;
+      for (const auto& e : events) {
+        CHECK(e.job == a);
+        if (e.type != JobEvent::Type::step) continue;
+        CHECK(e.step == ++step);
+        CHECK(e.sigma < sigma);
+        sigma = e.sigma;
+        previews += e.preview != nullptr;
+      }
+      CHECK(step == 4);
+      CHECK(previews == 2);  // steps 2 and 4
+      CHECK(events[events.size() - 2].type == JobEvent::Type::image);
+      events.clear();
+    }
+    const uint64_t running = runner.submit(tiny_request(1000));
+    const uint64_t queued = runner.submit(tiny_request(3));
+    REQUIRE(wait_for(runner, [&](const RunnerSnapshot& s) { return s.job == running && s.state == RunnerState::generating && s.step >= 1; }, 300));
+    CHECK(runner.cancel(queued));
+    CHECK(runner.queued() == 0);
+    CHECK(runner.cancel(running));
+    CHECK_FALSE(runner.cancel(999));
+    REQUIRE(runner.wait_idle(60));
+    std::lock_guard<std::mutex> l(m);
+    int cancelled = 0;
+    for (const auto& e : events) cancelled += e.type == JobEvent::Type::cancelled;
+    CHECK(cancelled == 2);
+    CHECK(runner.snapshot().jobs_cancelled == 2);
+  }
+
   TEST_CASE("a bad model path is an error state with the path in it; the runner keeps working") {
     const auto out = test::scratch("runner-bad");
-    JobRunner runner(RunnerOptions{out.string(), 1, {}});
+    RunnerOptions options;
+    options.output_dir = out.string();
+    JobRunner runner(options);
     auto bad = tiny_request();
     bad.model = (out / "no-such-model.safetensors").string();
     runner.submit(bad);

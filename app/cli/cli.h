@@ -26,5 +26,6 @@ void register_generate(CLI::App& app, CliState& state);   // generate, batch
 void register_tools(CLI::App& app, CliState& state);      // info, samplers, preprocess
 void register_train(CLI::App& app, CliState& state);      // train, train-hints, eval-shapes
 void register_bench(CLI::App& app, CliState& state);      // bench
+void register_serve(CLI::App& app, CliState& state);      // serve (app/server/)
 
 }  // namespace sigma::app

@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   sigma::app::register_tools(app, state);
   sigma::app::register_train(app, state);
   sigma::app::register_bench(app, state);
+  sigma::app::register_serve(app, state);
   try {
     sigma::models::init_runtime();
     std::signal(SIGINT, on_sigint);
