@@ -21,6 +21,9 @@ inline constexpr int64_t kMaxImagePixels = int64_t(8192) * 8192;
 
 // Decodes to `channels` (1, 3 or 4) interleaved 8-bit channels; throws ImageError naming the file.
 Image load_image(const std::string& path, int channels = 3);
+// The same from the file's bytes (the fuzz target tests/fuzz/image_loader): the size in the
+// header is checked against the limits before any pixel is decoded; `what` names the source.
+Image decode_image(const std::string& bytes, const std::string& what, int channels = 3);
 
 // PNG bytes with tEXt (Latin-1 text) or iTXt (UTF-8) chunks, as PIL writes them.
 std::string encode_png(const Image& image, const std::map<std::string, std::string>& text = {});
