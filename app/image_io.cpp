@@ -1,6 +1,7 @@
 #include "app/image_io.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <stb_image.h>
 #include <stb_image_write.h>
 #include <unistd.h>
@@ -295,6 +296,25 @@ void write_file_atomic(const std::string& path, const std::string& bytes, bool o
     if (err == EEXIST) throw ImageError(path + ": the file exists; choose another name, give a folder, or pass --overwrite");
     throw ImageError(path + ": cannot create: " + std::strerror(err));
   }
+}
+
+int remove_stale_temporaries(const std::string& path) {
+  const fs::path target(path);
+  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  const std::string prefix = "." + target.filename().string() + ".tmp-";
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return 0;
+  int removed = 0;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string pid_text = name.substr(prefix.size());
+    if (pid_text.empty() || pid_text.find_first_not_of("0123456789") != std::string::npos || pid_text.size() > 9) continue;
+    const pid_t pid = static_cast<pid_t>(std::stol(pid_text));
+    if (pid == ::getpid() || (::kill(pid, 0) == 0 || errno == EPERM)) continue;  // a live writer's
+    if (fs::remove(e.path(), ec)) ++removed;
+  }
+  return removed;
 }
 
 std::string write_numbered_png(const std::string& dir, int64_t seed, const std::string& png_bytes) {

@@ -33,6 +33,11 @@ std::map<std::string, std::string> read_png_text(const std::string& path);
 // Writes through a temporary file in the same folder; the final name appears only when
 // complete. overwrite=false: fails with ImageError if `path` exists (checked atomically).
 void write_file_atomic(const std::string& path, const std::string& bytes, bool overwrite);
+// The temporary files write_file_atomic left for `path` ("." + name + ".tmp-PID" beside it)
+// when its process died (SIGKILL, power loss) before moving them into place: the ones whose
+// PID is no longer running are removed. Returns how many. `sigma batch` calls it for each of
+// its jobs' outputs before running them, so a killed and restarted shard leaves none behind.
+int remove_stale_temporaries(const std::string& path);
 
 // The next free "NNNNN-SEED.png" in `dir` (numbering continues after the highest present),
 // written atomically without overwriting; returns the path used.
