@@ -180,7 +180,7 @@ Image decode_image(const std::string& bytes, const std::string& what, int channe
   };
   if (bytes.size() > size_t(INT_MAX)) throw ImageError(what + ": the file is larger than 2 GB; not an image we read");
   const char* format = image_format(bytes);
-  if (!format) throw ImageError(what + ": not a PNG, JPEG or BMP file; convert it to PNG first");
+  if (!format) throw ImageError(what + ": not a readable image (not a PNG, JPEG or BMP file); convert it to PNG first");
   if (std::string(format) == "JPEG" && !jpeg_huffman_tables_ok(bytes))
     throw ImageError(what + ": damaged JPEG (a Huffman table with more than 256 codes, or a scan that uses an undefined one)");
   int64_t pw = 0, ph = 0;
