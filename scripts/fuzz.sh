@@ -21,7 +21,7 @@ runs=${FUZZ_RUNS:-10000000}
 jobs=${FUZZ_JOBS:-1}
 
 cmake -S . -B "$build" -G Ninja -DSIGMA_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ >/dev/null
+  -DCMAKE_C_COMPILER="${FUZZ_CC:-clang}" -DCMAKE_CXX_COMPILER="${FUZZ_CXX:-clang++}" >/dev/null
 cmake --build "$build" -j "${FUZZ_BUILD_JOBS:-2}" --target $(printf 'fuzz_%s ' "${targets[@]}")
 
 fixtures=${SIGMA_FIXTURES:-$root/../shared/fixtures}

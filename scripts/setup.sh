@@ -15,6 +15,8 @@ packages=(
   libssl-dev zlib1g-dev        # SHA-256 model hashes, PNG metadata CRCs
   fonts-dejavu-core            # the GUI's font
   xvfb xauth xdotool imagemagick  # GUI tests and screenshots
+  clang libclang-rt-14-dev     # libFuzzer targets (scripts/fuzz.sh, the CI fuzz smoke)
+  time                         # /usr/bin/time in scripts/soak.sh and scripts/gui-soak.sh
 )
 
 missing=()
