@@ -148,6 +148,21 @@ bool jpeg_huffman_tables_ok(const std::string& b) {
   return true;
 }
 
+// stb_image grows its IDAT buffer to whatever length a chunk declares before reading it:
+// a 100-byte PNG declaring a 760 MB chunk made it allocate (and, under ASan, clear) that
+// much (found by tests/fuzz/image_loader as a timeout). A chunk that runs past the end of
+// the file is refused here; stb would fail on it anyway, after the allocation.
+bool png_chunks_ok(const std::string& b) {
+  size_t at = 8;
+  while (at + 8 <= b.size()) {
+    const uint64_t len = get_u32(b, at);
+    if (len > 0x7FFFFFFFu || at + 12 + len > b.size()) return false;
+    if (b.compare(at + 4, 4, "IEND") == 0) return true;
+    at += 12 + len;
+  }
+  return true;  // ends without IEND: stb decides
+}
+
 // What decode_image reads: stb_image also decodes GIF, PSD, PIC, PNM, HDR and TGA, formats
 // with a history of decoder bugs (stb's CVEs) that nobody feeds a diffusion model; the
 // magic bytes decide before stb sees the data.
@@ -185,6 +200,8 @@ Image decode_image(const std::string& bytes, const std::string& what, int channe
     throw ImageError(what + ": damaged JPEG (a Huffman table with more than 256 codes, or a scan that uses an undefined one)");
   int64_t pw = 0, ph = 0;
   if (png_size(bytes, pw, ph) && (pw > kMaxImageSide || ph > kMaxImageSide)) throw too_large(pw, ph);
+  if (std::string(format) == "PNG" && !png_chunks_ok(bytes))
+    throw ImageError(what + ": damaged PNG (a chunk runs past the end of the file: truncated?)");
   const auto* data_in = reinterpret_cast<const stbi_uc*>(bytes.data());
   const int len = static_cast<int>(bytes.size());
   int w = 0, h = 0, n = 0;
