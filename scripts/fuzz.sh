@@ -40,6 +40,9 @@ max_len() {
 
 run_one() {
   local t=$1 corpus=$build/corpus/$1 art=$build/artifacts/$1/
+  # Findings of an earlier run move aside (copy one into tests/fuzz/<target>/corpus as regress-*
+  # with its fix); this run's are counted alone.
+  if [ -n "$(ls -A "$art" 2>/dev/null)" ]; then rm -rf "${art%/}.previous"; mv "$art" "${art%/}.previous"; fi
   mkdir -p "$corpus" "$art"
   if [ "$t" = checkpoint ] && [ -d "$fixtures" ]; then
     # the fixtures' real headers (SD 1.x, 2.x, SDXL, ControlNet, LoRA) as extra seeds, not committed
