@@ -1,12 +1,14 @@
 #include "app/image_io.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <stb_image.h>
 #include <stb_image_write.h>
 #include <unistd.h>
 #include <zlib.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -79,32 +81,143 @@ void write_png_func(void* ctx, void* data, int size) { static_cast<std::string*>
 
 // PNG dimensions straight from the IHDR chunk: stb refuses very large images before it
 // reports their size, and the user should hear "too large", not "unreadable".
-bool png_size(const std::string& path, int64_t& w, int64_t& h) {
-  std::ifstream in(path, std::ios::binary);
-  std::string head(24, '\0');
-  if (!in.read(head.data(), 24) || head.compare(0, 8, std::string("\x89PNG\r\n\x1a\n", 8)) != 0) return false;
-  w = get_u32(head, 16);
-  h = get_u32(head, 20);
+bool png_size(const std::string& bytes, int64_t& w, int64_t& h) {
+  if (bytes.size() < 24 || bytes.compare(0, 8, std::string("\x89PNG\r\n\x1a\n", 8)) != 0) return false;
+  w = get_u32(bytes, 16);
+  h = get_u32(bytes, 20);
   return true;
+}
+
+// Debian's stb_image 2.27 trusts a JPEG's Huffman tables in two ways that 2.28 fixed, both
+// found by tests/fuzz/image_loader (UBSan):
+//  - a DHT segment whose 16 code-length counts add up to more than 256 symbols is built
+//    anyway, writing past stbi__huffman's arrays ("index 257 out of bounds for 'stbi_uc[257]'");
+//  - a scan that uses a table no DHT defined decodes with the uninitialized (malloc'd)
+//    table and indexes its 256 values out of bounds ("index 2883 out of bounds").
+// This walks the file's segments the way stb reads them (DHT may also come between the
+// scans of a progressive file) and refuses either case before stb sees the data.
+bool jpeg_huffman_tables_ok(const std::string& b) {
+  auto at = [&](size_t i) -> unsigned { return i < b.size() ? static_cast<uint8_t>(b[i]) : 0u; };
+  bool defined[2][4] = {};  // [DC, AC][table id]
+  bool progressive = false;
+  size_t i = 2;  // after SOI
+  while (i + 1 < b.size()) {
+    if (at(i) != 0xFF) {  // entropy-coded data, or garbage stb skips byte by byte
+      ++i;
+      continue;
+    }
+    const unsigned m = at(i + 1);
+    if (m == 0xFF) {  // fill byte
+      ++i;
+      continue;
+    }
+    if (m == 0x00 || (m >= 0xD0 && m <= 0xD7) || m == 0x01) {  // stuffed 0xFF, RSTn, TEM
+      i += 2;
+      continue;
+    }
+    if (m == 0xD9) return true;  // EOI
+    const size_t len = (at(i + 2) << 8) | at(i + 3);
+    if (m == 0xC2) progressive = true;
+    if (m == 0xC4) {
+      int64_t left = static_cast<int64_t>(len) - 2;
+      size_t p = i + 4;
+      while (left > 0 && p < b.size()) {
+        const unsigned q = at(p), tc = q >> 4, th = q & 15;
+        unsigned n = 0;
+        for (size_t k = 1; k <= 16; ++k) n += at(p + k);
+        if (n > 256) return false;
+        if (tc <= 1 && th <= 3) defined[tc][th] = true;
+        p += 17 + n;
+        left -= 17 + static_cast<int64_t>(n);
+      }
+    }
+    if (m == 0xDA) {  // SOS: Ns, Ns x (component, Td<<4 | Ta), Ss, Se, Ah<<4 | Al
+      const unsigned ns = at(i + 4);
+      const size_t tail = i + 5 + 2 * ns;
+      const unsigned ss = at(tail), ah = at(tail + 2) >> 4;
+      for (unsigned c = 0; c < ns; ++c) {
+        const unsigned tables = at(i + 6 + 2 * c), td = tables >> 4, ta = tables & 15;
+        const bool uses_dc = !progressive || (ss == 0 && ah == 0);
+        const bool uses_ac = !progressive || ss > 0;
+        if (uses_dc && (td > 3 || !defined[0][td])) return false;
+        if (uses_ac && (ta > 3 || !defined[1][ta])) return false;
+      }
+    }
+    i += 2 + len;
+  }
+  return true;
+}
+
+// stb_image grows its IDAT buffer to whatever length a chunk declares before reading it:
+// a 100-byte PNG declaring a 760 MB chunk made it allocate (and, under ASan, clear) that
+// much (found by tests/fuzz/image_loader as a timeout). A chunk that runs past the end of
+// the file is refused here; stb would fail on it anyway, after the allocation.
+bool png_chunks_ok(const std::string& b) {
+  size_t at = 8;
+  while (at + 8 <= b.size()) {
+    const uint64_t len = get_u32(b, at);
+    if (len > 0x7FFFFFFFu || at + 12 + len > b.size()) return false;
+    if (b.compare(at + 4, 4, "IEND") == 0) return true;
+    at += 12 + len;
+  }
+  return true;  // ends without IEND: stb decides
+}
+
+// What decode_image reads: stb_image also decodes GIF, PSD, PIC, PNM, HDR and TGA, formats
+// with a history of decoder bugs (stb's CVEs) that nobody feeds a diffusion model; the
+// magic bytes decide before stb sees the data.
+const char* image_format(const std::string& b) {
+  if (b.size() >= 8 && b.compare(0, 8, std::string("\x89PNG\r\n\x1a\n", 8)) == 0) return "PNG";
+  if (b.size() >= 3 && static_cast<uint8_t>(b[0]) == 0xFF && static_cast<uint8_t>(b[1]) == 0xD8 &&
+      static_cast<uint8_t>(b[2]) == 0xFF)
+    return "JPEG";
+  if (b.size() >= 2 && b[0] == 'B' && b[1] == 'M') return "BMP";
+  return nullptr;
 }
 
 }  // namespace
 
 Image load_image(const std::string& path, int channels) {
   if (!fs::exists(path)) throw ImageError(path + ": no such image file");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ImageError(path + ": cannot read");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return decode_image(ss.str(), path, channels);
+}
+
+Image decode_image(const std::string& bytes, const std::string& what, int channels) {
+  if (channels != 1 && channels != 3 && channels != 4)
+    throw ImageError(what + ": " + std::to_string(channels) + " channels asked; images are read as 1, 3 or 4");
   auto too_large = [&](int64_t w, int64_t h) {
-    return ImageError(path + ": " + std::to_string(w) + "x" + std::to_string(h) + " is larger than the " +
+    return ImageError(what + ": " + std::to_string(w) + "x" + std::to_string(h) + " is larger than the " +
                       std::to_string(kMaxImageSide) + "x" + std::to_string(kMaxImageSide) + " limit; scale it down first");
   };
+  if (bytes.size() > size_t(INT_MAX)) throw ImageError(what + ": the file is larger than 2 GB; not an image we read");
+  const char* format = image_format(bytes);
+  if (!format) throw ImageError(what + ": not a readable image (not a PNG, JPEG or BMP file); convert it to PNG first");
+  if (std::string(format) == "JPEG" && !jpeg_huffman_tables_ok(bytes))
+    throw ImageError(what + ": damaged JPEG (a Huffman table with more than 256 codes, or a scan that uses an undefined one)");
   int64_t pw = 0, ph = 0;
-  if (png_size(path, pw, ph) && (pw > kMaxImageSide || ph > kMaxImageSide)) throw too_large(pw, ph);
+  if (png_size(bytes, pw, ph) && (pw > kMaxImageSide || ph > kMaxImageSide)) throw too_large(pw, ph);
+  if (std::string(format) == "PNG" && !png_chunks_ok(bytes))
+    throw ImageError(what + ": damaged PNG (a chunk runs past the end of the file: truncated?)");
+  const auto* data_in = reinterpret_cast<const stbi_uc*>(bytes.data());
+  const int len = static_cast<int>(bytes.size());
   int w = 0, h = 0, n = 0;
-  if (!stbi_info(path.c_str(), &w, &h, &n))
-    throw ImageError(path + ": not a readable image (" + std::string(stbi_failure_reason()) + "); use PNG, JPEG or BMP");
-  if (w > kMaxImageSide || h > kMaxImageSide || int64_t(w) * h > kMaxImagePixels)
+  if (!stbi_info_from_memory(data_in, len, &w, &h, &n))
+    throw ImageError(what + ": not a readable image (" + std::string(stbi_failure_reason()) + "); use PNG, JPEG or BMP");
+  if (w > kMaxImageSide || h > kMaxImageSide || int64_t(w) * h > kMaxImagePixels) throw too_large(w, h);
+  unsigned char* data = stbi_load_from_memory(data_in, len, &w, &h, &n, channels);
+  if (!data) {
+    const char* why = stbi_failure_reason();
+    throw ImageError(what + ": cannot decode (" + std::string(why && *why ? why : "damaged file") + ")");
+  }
+  // stb decodes what the header says; a second check keeps a header that lied out of the copy.
+  if (w <= 0 || h <= 0 || w > kMaxImageSide || h > kMaxImageSide) {
+    stbi_image_free(data);
     throw too_large(w, h);
-  unsigned char* data = stbi_load(path.c_str(), &w, &h, &n, channels);
-  if (!data) throw ImageError(path + ": cannot decode (" + std::string(stbi_failure_reason()) + ")");
+  }
   Image img(w, h, channels);
   std::memcpy(img.pixels.data(), data, img.pixels.size());
   stbi_image_free(data);
@@ -200,6 +313,25 @@ void write_file_atomic(const std::string& path, const std::string& bytes, bool o
     if (err == EEXIST) throw ImageError(path + ": the file exists; choose another name, give a folder, or pass --overwrite");
     throw ImageError(path + ": cannot create: " + std::strerror(err));
   }
+}
+
+int remove_stale_temporaries(const std::string& path) {
+  const fs::path target(path);
+  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  const std::string prefix = "." + target.filename().string() + ".tmp-";
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return 0;
+  int removed = 0;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string pid_text = name.substr(prefix.size());
+    if (pid_text.empty() || pid_text.find_first_not_of("0123456789") != std::string::npos || pid_text.size() > 9) continue;
+    const pid_t pid = static_cast<pid_t>(std::stol(pid_text));
+    if (pid == ::getpid() || (::kill(pid, 0) == 0 || errno == EPERM)) continue;  // a live writer's
+    if (fs::remove(e.path(), ec)) ++removed;
+  }
+  return removed;
 }
 
 std::string write_numbered_png(const std::string& dir, int64_t seed, const std::string& png_bytes) {

@@ -238,7 +238,11 @@ Request parse_parameters(const std::string& text, std::map<std::string, std::str
 }
 
 Request request_from_png(const std::string& path, std::vector<std::string>* not_taken) {
-  const auto text = read_png_text(path);
+  return request_from_png_text(read_png_text(path), path, not_taken);
+}
+
+Request request_from_png_text(const std::map<std::string, std::string>& text, const std::string& path,
+                              std::vector<std::string>* not_taken) {
   if (auto it = text.find("sigma-request"); it != text.end()) {
     try {
       return request_from_json(nlohmann::json::parse(it->second));

@@ -45,5 +45,8 @@ Request parse_parameters(const std::string& text, std::map<std::string, std::str
 // The request that made an image: our JSON chunk if present, else the A1111 text
 // (`not_taken` as above). Throws std::invalid_argument naming the file when it carries neither.
 Request request_from_png(const std::string& path, std::vector<std::string>* not_taken = nullptr);
+// The same from a PNG's text chunks (png_text_chunks); `what` names the source in errors.
+Request request_from_png_text(const std::map<std::string, std::string>& text, const std::string& what,
+                              std::vector<std::string>* not_taken = nullptr);
 
 }  // namespace sigma::app

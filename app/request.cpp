@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <map>
 #include <sstream>
 #include <stdexcept>
@@ -21,6 +22,17 @@ struct Field {
 
 template <class T>
 T as(const json& v, const std::string& key) {
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    // nlohmann converts a float or a too-large unsigned with a plain cast: 5e25 into an
+    // int64 is undefined behaviour (found by tests/fuzz/job_line), 2^64-1 turns into -1.
+    const bool float_ok = !v.is_number_float() || [&] {
+      const double d = v.get<double>();
+      return std::isfinite(d) && d == std::floor(d) && d >= -9.2e18 && d <= 9.2e18;
+    }();
+    const bool unsigned_ok = !v.is_number_unsigned() || v.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<T>::max());
+    if (!float_ok || !unsigned_ok)
+      throw std::invalid_argument("job field '" + key + "': expected a whole number in range, got " + v.dump());
+  }
   try {
     return v.get<T>();
   } catch (const std::exception&) {

@@ -1,7 +1,6 @@
 #include "models/safetensors.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,10 +15,6 @@
 
 namespace sigma::models {
 namespace {
-
-// The limit the reference implementation enforces, so a hostile header cannot make
-// us allocate gigabytes before the first check.
-constexpr uint64_t kMaxHeaderBytes = 100'000'000;
 
 struct DTypeSpec {
   const char* name;
@@ -43,18 +38,6 @@ const DTypeSpec* find_dtype(const std::string& name) {
   return nullptr;
 }
 
-std::string known_dtypes() {
-  std::string s;
-  for (const auto& d : dtype_table()) s += (s.empty() ? "" : ", ") + std::string(d.name);
-  return s;
-}
-
-std::string shape_str(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "," : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 [[noreturn]] void fail(const std::string& path, const std::string& what) {
   throw SafetensorsError(path + ": " + what);
 }
@@ -75,134 +58,56 @@ float decode_f8(uint8_t b, bool e4m3) {
   return static_cast<float>(sign * std::ldexp(1.0 + m / 4.0, e - 15));
 }
 
+int64_t mtime_ns(const struct stat& st) { return int64_t(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec; }
+
 }  // namespace
 
-int64_t TensorInfo::numel() const {
-  int64_t n = 1;
-  for (auto d : shape) n *= d;
-  return n;
-}
-
-std::vector<TensorInfo> parse_safetensors_header(const std::string& path, const std::string& text,
-                                                 uint64_t data_size,
-                                                 std::map<std::string, std::string>* metadata) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const std::exception& e) {
-    fail(path, std::string("header is not valid JSON (") + e.what() + "); the file is damaged or not safetensors");
-  }
-  if (!j.is_object()) fail(path, "header is not a JSON object; the file is damaged or not safetensors");
-
-  std::vector<TensorInfo> out;
-  for (auto it = j.begin(); it != j.end(); ++it) {
-    const std::string& name = it.key();
-    const auto& v = it.value();
-    if (name == "__metadata__") {
-      if (!v.is_object()) fail(path, "__metadata__ is not an object of strings");
-      for (auto m = v.begin(); m != v.end(); ++m) {
-        if (!m.value().is_string()) fail(path, "__metadata__ entry '" + m.key() + "' is not a string");
-        if (metadata) (*metadata)[m.key()] = m.value().get<std::string>();
-      }
-      continue;
-    }
-    const std::string where = "tensor '" + name + "': ";
-    if (!v.is_object() || !v.contains("dtype") || !v.contains("shape") || !v.contains("data_offsets"))
-      fail(path, where + "entry needs dtype, shape and data_offsets");
-    TensorInfo t;
-    t.name = name;
-    if (!v["dtype"].is_string()) fail(path, where + "dtype is not a string");
-    t.dtype = v["dtype"].get<std::string>();
-    const DTypeSpec* spec = find_dtype(t.dtype);
-    if (!spec) fail(path, where + "unknown dtype '" + t.dtype + "' (known: " + known_dtypes() + ")");
-    const auto& shape = v["shape"];
-    if (!shape.is_array()) fail(path, where + "shape is not a list");
-    for (const auto& d : shape) {
-      if (!d.is_number_unsigned()) fail(path, where + "shape " + shape.dump() + " has a non-integer or negative dimension");
-      t.shape.push_back(d.get<int64_t>());
-    }
-    const auto& off = v["data_offsets"];
-    if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
-      fail(path, where + "data_offsets must be two non-negative integers");
-    t.begin = off[0].get<uint64_t>();
-    t.end = off[1].get<uint64_t>();
-    if (t.end < t.begin) fail(path, where + "data_offsets end before they begin");
-    // Guard the product against overflow before comparing sizes.
-    long double expect = spec->bytes;
-    for (auto d : t.shape) expect *= static_cast<long double>(d);
-    if (expect != static_cast<long double>(t.end - t.begin))
-      fail(path, where + "byte size " + std::to_string(t.end - t.begin) + " does not match shape " +
-                     shape_str(t.shape) + " x " + t.dtype + " (" +
-                     std::to_string(static_cast<unsigned long long>(expect)) + " bytes)");
-    if (t.end > data_size)
-      fail(path, where + "data ends at byte " + std::to_string(t.end) + " but the data buffer has only " +
-                     std::to_string(data_size) + " bytes: the file is truncated");
-    out.push_back(std::move(t));
-  }
-
-  // The buffer must be covered exactly: sorted by offset, no overlap, no gap, nothing left over.
-  std::vector<const TensorInfo*> by_offset;
-  for (const auto& t : out) by_offset.push_back(&t);
-  std::sort(by_offset.begin(), by_offset.end(), [](auto* a, auto* b) {
-    return a->begin != b->begin ? a->begin < b->begin : a->end < b->end;
-  });
-  uint64_t pos = 0;
-  const TensorInfo* prev = nullptr;
-  for (const auto* t : by_offset) {
-    if (t->begin < pos)
-      fail(path, "tensor '" + t->name + "': data [" + std::to_string(t->begin) + "," + std::to_string(t->end) +
-                     ") overlaps tensor '" + prev->name + "'");
-    if (t->begin > pos)
-      fail(path, "tensor '" + t->name + "': gap of " + std::to_string(t->begin - pos) + " bytes before its data" +
-                     (prev ? " (after tensor '" + prev->name + "')" : " (at the start of the buffer)"));
-    pos = t->end;
-    prev = t;
-  }
-  if (pos != data_size)
-    fail(path, std::to_string(data_size - pos) + " bytes at the end of the data buffer belong to no tensor" +
-                   (prev ? " (last tensor '" + prev->name + "')" : ""));
-
-  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
-  return out;
-}
-
 std::shared_ptr<const SafeTensors> SafeTensors::open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail(path, "not a regular file");
-  }
-  const auto size = static_cast<uint64_t>(st.st_size);
   std::shared_ptr<SafeTensors> f(new SafeTensors());
   f->path_ = path;
-  if (size < 8) {
-    ::close(fd);
-    fail(path, "file is " + std::to_string(size) + " bytes, shorter than the 8-byte header length");
-  }
-  void* m = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (m == MAP_FAILED) fail(path, std::string("cannot map: ") + std::strerror(errno));
-  f->map_ = static_cast<const uint8_t*>(m);
-  f->map_size_ = size;
-
-  uint64_t n = 0;
-  for (int i = 7; i >= 0; --i) n = (n << 8) | f->map_[i];  // little-endian on every host
-  if (n > kMaxHeaderBytes)
-    fail(path, "header length " + std::to_string(n) + " exceeds the 100000000-byte limit: the file is damaged or not safetensors");
-  if (8 + n > size)
-    fail(path, "header length " + std::to_string(n) + " runs past the end of the " + std::to_string(size) +
-                   "-byte file: the file is truncated or not safetensors");
-  const std::string header(reinterpret_cast<const char*>(f->map_ + 8), n);
-  f->data_ = f->map_ + 8 + n;
-  f->tensors_ = parse_safetensors_header(path, header, size - 8 - n, &f->metadata_);
+  f->fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (f->fd_ < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
+  struct stat st {};
+  if (::fstat(f->fd_, &st) != 0 || !S_ISREG(st.st_mode)) fail(path, "not a regular file");
+  f->file_size_ = static_cast<uint64_t>(st.st_size);
+  f->mtime_ns_ = mtime_ns(st);
+  uint8_t len[8] = {};
+  if (f->file_size_ >= 8) f->read_at(len, 8, 0, "");
+  const uint64_t n = safetensors_header_length(path, len, f->file_size_);
+  std::string header(n, '\0');
+  f->read_at(header.data(), n, 8, "");
+  f->data_offset_ = 8 + n;
+  f->tensors_ = parse_safetensors_header(path, header, f->file_size_ - 8 - n, &f->metadata_);
   for (size_t i = 0; i < f->tensors_.size(); ++i) f->index_[f->tensors_[i].name] = i;
   return f;
 }
 
 SafeTensors::~SafeTensors() {
-  if (map_) ::munmap(const_cast<uint8_t*>(map_), map_size_);
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void SafeTensors::read_at(void* dst, uint64_t n, uint64_t offset, const std::string& tensor) const {
+  const std::string what = tensor.empty() ? std::string("header") : "tensor '" + tensor + "'";
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0) fail(path_, "cannot stat while reading " + what + ": " + std::strerror(errno));
+  if (static_cast<uint64_t>(st.st_size) != file_size_ || mtime_ns(st) != mtime_ns_)
+    fail(path_, "the file changed while it was being read (" + std::to_string(file_size_) + " bytes when opened, " +
+                    std::to_string(st.st_size) + " now, reading " + what +
+                    "): is it still downloading or being written? Load it again once it is complete");
+  auto* p = static_cast<char*>(dst);
+  while (n > 0) {
+    const size_t chunk = static_cast<size_t>(std::min<uint64_t>(n, 1u << 30));
+    const ssize_t got = ::pread(fd_, p, chunk, static_cast<off_t>(offset));
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) fail(path_, "read error in " + what + ": " + std::strerror(errno));
+    if (got == 0)
+      fail(path_, "the file ended at byte " + std::to_string(offset) + " while reading " + what + " (it was " +
+                      std::to_string(file_size_) + " bytes when opened): it shrank while being read; is it still "
+                      "downloading or being written?");
+    p += got;
+    offset += static_cast<uint64_t>(got);
+    n -= static_cast<uint64_t>(got);
+  }
 }
 
 const TensorInfo* SafeTensors::find(const std::string& name) const {
@@ -214,17 +119,18 @@ torch::Tensor SafeTensors::load(const std::string& name, std::optional<torch::Sc
   const TensorInfo* t = find(name);
   if (!t) fail(path_, "tensor '" + name + "' is not in the file");
   const DTypeSpec* spec = find_dtype(t->dtype);
-  const uint8_t* src = data_ + t->begin;
+  const uint64_t bytes = t->end - t->begin;
   torch::Tensor out;
   if (spec->torch_type) {
-    // Copy out of the mapping: offsets need not be aligned, and the result must outlive it.
     out = torch::empty(t->shape, torch::TensorOptions().dtype(*spec->torch_type));
-    if (t->end > t->begin) std::memcpy(out.data_ptr(), src, t->end - t->begin);
+    if (bytes) read_at(out.data_ptr(), bytes, data_offset_ + t->begin, name);
   } else {
     const bool e4m3 = t->dtype == "F8_E4M3";
+    std::vector<uint8_t> raw(bytes);
+    if (bytes) read_at(raw.data(), bytes, data_offset_ + t->begin, name);
     out = torch::empty(t->shape, torch::TensorOptions().dtype(torch::kFloat32));
     float* dst = out.data_ptr<float>();
-    for (int64_t i = 0, n = t->numel(); i < n; ++i) dst[i] = decode_f8(src[i], e4m3);
+    for (size_t i = 0; i < raw.size(); ++i) dst[i] = decode_f8(raw[i], e4m3);
   }
   return (dtype && out.scalar_type() != *dtype) ? out.to(*dtype) : out;
 }

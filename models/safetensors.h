@@ -1,10 +1,12 @@
-// safetensors: the reader (memory-mapped, validated like the reference implementation)
-// and a writer. Format: u64 little-endian header length N, N bytes of JSON
+// safetensors: the reader (validated like the reference implementation; the header part,
+// without LibTorch, is models/safetensors_header.h) and a writer. Format: u64 little-endian header length N, N bytes of JSON
 // {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {str: str}},
 // then the data buffer that the offsets index.
 #pragma once
 
 #include <torch/torch.h>
+
+#include "models/safetensors_header.h"
 
 #include <cstdint>
 #include <map>
@@ -17,22 +19,12 @@
 
 namespace sigma::models {
 
-// Every violation of the format, with the file (and tensor) named in what().
-struct SafetensorsError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-struct TensorInfo {
-  std::string name;
-  std::string dtype;            // as stored: "F16", "BF16", "F32", "I64", ...
-  std::vector<int64_t> shape;
-  uint64_t begin = 0, end = 0;  // byte offsets into the data buffer
-  int64_t numel() const;
-};
-
 class SafeTensors {
  public:
-  // Maps the file and validates the whole header; throws SafetensorsError.
+  // Opens the file and validates the whole header; throws SafetensorsError. Tensors are
+  // read with pread(2) from the open file, not through a memory mapping: a file that
+  // shrinks or changes after open() (still downloading, rewritten in place) makes load()
+  // throw SafetensorsError naming the file, where a mapping would die of SIGBUS.
   static std::shared_ptr<const SafeTensors> open(const std::string& path);
   ~SafeTensors();
   SafeTensors(const SafeTensors&) = delete;
@@ -51,19 +43,17 @@ class SafeTensors {
  private:
   SafeTensors() = default;
   std::string path_;
-  const uint8_t* map_ = nullptr;
-  size_t map_size_ = 0;
-  const uint8_t* data_ = nullptr;  // start of the data buffer
+  // Reads [offset, offset + n) of the file into dst, after checking that the file is still
+  // the one that was opened (size and modification time); throws SafetensorsError.
+  void read_at(void* dst, uint64_t n, uint64_t offset, const std::string& tensor) const;
+  int fd_ = -1;
+  uint64_t file_size_ = 0;
+  int64_t mtime_ns_ = 0;
+  uint64_t data_offset_ = 0;  // file offset of the data buffer
   std::vector<TensorInfo> tensors_;
   std::map<std::string, size_t> index_;
   std::map<std::string, std::string> metadata_;
 };
-
-// Validates and parses a header (exposed for tests); data_size is the byte length
-// of the buffer that follows the header.
-std::vector<TensorInfo> parse_safetensors_header(const std::string& path, const std::string& json,
-                                                 uint64_t data_size,
-                                                 std::map<std::string, std::string>* metadata);
 
 // Writes tensors (any device/dtype; stored as their dtype) atomically: a temporary
 // file in the same folder, then rename.

@@ -17,6 +17,8 @@ packages=(
   xvfb xauth xdotool imagemagick  # GUI tests and screenshots
   libcpp-httplib-dev           # `sigma serve` (cpp-httplib 0.11, a shared library + header)
   chromium                     # the web page's browser test (headless, driven by puppeteer-core)
+  clang libclang-rt-14-dev     # libFuzzer targets (scripts/fuzz.sh, the CI fuzz smoke)
+  time                         # /usr/bin/time in scripts/soak.sh and scripts/gui-soak.sh
 )
 # Node for that test: Debian's nodejs + npm, unless a node with npm is already installed
 # (NodeSource's nodejs bundles npm and conflicts with Debian's npm package).

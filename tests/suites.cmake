@@ -27,7 +27,7 @@ sigma_add_suite(unit.jobrunner unit)
 # fixture model, one CTest entry per scenario.
 if(TARGET sigma-studio)
   add_dependencies(sigma_tests sigma-studio)
-  foreach(case generate cancel errors controlnet img2img lora)
+  foreach(case generate cancel errors controlnet img2img lora soak)
     set(_filter "${case}*")
     if(case STREQUAL "controlnet")
       set(_filter "ControlNet*")
@@ -56,3 +56,9 @@ sigma_add_suite(e2e.server e2e TIMEOUT 900)
 sigma_add_suite(e2e.server_security e2e TIMEOUT 600)
 sigma_add_suite(web.server_page web TIMEOUT 300)
 sigma_add_suite(e2e.server_load e2e TIMEOUT 600)
+# Faults and load (issue 14): 4 `sigma batch` shards SIGKILLed at random moments and
+# restarted until done (scripts/soak.sh: the same with 1,000 jobs).
+sigma_add_suite(e2e.kill_resume e2e TIMEOUT 600)
+# What fuzzing found, each fix with its input (tests/fuzz/*/corpus/regress-*); the reader
+# when a checkpoint changes under it; stale temporaries of killed batch shards.
+sigma_add_suite(unit.fuzz_regressions unit)

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <string>
 #include <stdexcept>
 
 #include "ui/actions.h"
@@ -219,6 +220,16 @@ void Script::expect(AppState& s, const nlohmann::json& want) {
   }
 }
 
+namespace {
+// VmRSS of this process in kB (the GUI soak test watches it for leaks), -1 where unknown.
+long resident_kb() {
+  std::ifstream in("/proc/self/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  return -1;
+}
+}  // namespace
+
 nlohmann::json Script::dump(const AppState& s) const {
   auto rect = [](const Rect& r) { return nlohmann::json::array({r.x0, r.y0, r.x1, r.y1}); };
   nlohmann::json regions = nlohmann::json::object(), widgets = nlohmann::json::object(), results = nlohmann::json::array(),
@@ -233,6 +244,7 @@ nlohmann::json Script::dump(const AppState& s) const {
                    {"version", img.version},
                    {"processed", img.processed ? nlohmann::json::array({img.processed->width, img.processed->height}) : nullptr}};
   return {{"frame", s.frame},
+          {"rss_kb", resident_kb()},
           {"window", {{"width", s.window_w}, {"height", s.window_h}}},
           {"framebuffer", {{"width", s.fb_w}, {"height", s.fb_h}}},
           {"scale", s.scale},

@@ -12,7 +12,7 @@
 //   {"wait": "idle" | "step" | "preview" | "results" | "images", "value": N, "timeout": S}
 //   {"frames": N}  {"sleep": S}
 //   {"screenshot": "out.png"}      glReadPixels of the back buffer, two frames later
-//   {"dump": "state.json"}         window/framebuffer size, panel rectangles, runner state
+//   {"dump": "state.json"}         window/framebuffer size, panel rectangles, runner state, rss_kb
 //   {"expect": {"results": N, "state": "idle", "error_contains": "x", "files_in_output": N}}
 //   {"quit": true}
 //

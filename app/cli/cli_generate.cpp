@@ -247,8 +247,14 @@ int run_batch(const RequestFlags& f, const std::string& jobs_path, const std::st
   std::fprintf(stderr, "sigma batch: %zu jobs in %s, shard %lld/%lld takes %zu\n", all.size(), jobs_path.c_str(),
                static_cast<long long>(shard.index), static_cast<long long>(shard.count), mine.size());
   EngineCache cache;
-  int done = 0, skipped = 0;
+  int done = 0, skipped = 0, stale = 0;
   std::vector<std::string> failures;
+  // A shard killed mid-write (SIGKILL, OOM killer, a preempted node) leaves temporary files
+  // beside its outputs; only this shard writes these outputs, so its rerun clears them.
+  for (const auto& job : mine)
+    if (job.error.empty())
+      for (const auto& p : job_outputs(job, out_dir, stem)) stale += remove_stale_temporaries(p);
+  if (stale) std::fprintf(stderr, "sigma batch: removed %d temporary file%s left by an interrupted run\n", stale, stale == 1 ? "" : "s");
   for (const auto& job : mine) {
     const std::string where = jobs_path + ":" + std::to_string(job.line);
     if (!job.error.empty()) {
@@ -274,7 +280,8 @@ int run_batch(const RequestFlags& f, const std::string& jobs_path, const std::st
       failures.push_back(where + ": " + e.what());
     }
   }
-  std::fprintf(stderr, "sigma batch: %d done, %d skipped (output exists), %zu failed\n", done, skipped, failures.size());
+  std::fprintf(stderr, "sigma batch: %d done, %d skipped (output exists), %zu failed, of %zu jobs in shard %lld/%lld\n", done,
+               skipped, failures.size(), mine.size(), static_cast<long long>(shard.index), static_cast<long long>(shard.count));
   for (const auto& f2 : failures) std::fprintf(stderr, "  failed %s\n", f2.c_str());
   return failures.empty() ? 0 : 1;
 }

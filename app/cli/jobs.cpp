@@ -77,6 +77,28 @@ Shard resolve_shard(const std::string& flag, int64_t count_flag, const std::map<
   return {};
 }
 
+std::optional<Job> parse_job_line(const std::string& text, int line, int64_t ordinal, const Request& defaults) {
+  const auto first = text.find_first_not_of(" \t\r");
+  if (first == std::string::npos || text[first] == '#') return std::nullopt;
+  Job job;
+  job.line = line;
+  job.ordinal = ordinal;
+  job.request = defaults;
+  try {
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::parse_error& e) {
+      throw std::invalid_argument(std::string("not valid JSON (") + e.what() + "); each line must be one JSON object such as {\"prompt\": \"a red circle\"}");
+    }
+    merge_json(job.request, j);
+    validate(job.request);
+  } catch (const std::exception& e) {
+    job.error = e.what();
+  }
+  return job;
+}
+
 std::vector<Job> read_jobs(const std::string& path, const Request& defaults) {
   std::ifstream in(path);
   if (!in) throw std::invalid_argument(path + ": cannot read the job file");
@@ -86,25 +108,10 @@ std::vector<Job> read_jobs(const std::string& path, const Request& defaults) {
   int64_t ordinal = 0;
   while (std::getline(in, text)) {
     ++line;
-    const auto first = text.find_first_not_of(" \t\r");
-    if (first == std::string::npos || text[first] == '#') continue;
-    Job job;
-    job.line = line;
-    job.ordinal = ordinal++;
-    job.request = defaults;
-    try {
-      nlohmann::json j;
-      try {
-        j = nlohmann::json::parse(text);
-      } catch (const nlohmann::json::parse_error& e) {
-        throw std::invalid_argument(std::string("not valid JSON (") + e.what() + "); each line must be one JSON object such as {\"prompt\": \"a red circle\"}");
-      }
-      merge_json(job.request, j);
-      validate(job.request);
-    } catch (const std::exception& e) {
-      job.error = e.what();
+    if (auto job = parse_job_line(text, line, ordinal, defaults)) {
+      ++ordinal;
+      jobs.push_back(std::move(*job));
     }
-    jobs.push_back(std::move(job));
   }
   return jobs;
 }

@@ -32,6 +32,9 @@ struct Job {
 
 // Reads every job; a bad line becomes a Job with `error` set. Throws only if the file is unreadable.
 std::vector<Job> read_jobs(const std::string& path, const Request& defaults = {});
+// One line of a job file: nullopt for a blank or # line, else the Job (error set when the
+// line is not a valid request). Never throws for any bytes (tests/fuzz/job_line).
+std::optional<Job> parse_job_line(const std::string& text, int line, int64_t ordinal, const Request& defaults = {});
 std::vector<Job> shard_jobs(const std::vector<Job>& jobs, const Shard& shard);
 
 // The files a job writes: its `output` if that names a .png, else

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets (clang, ASan + UBSan; tests/fuzz/) and runs each for SECONDS
+# (default 60) or 10 million executions, whichever comes first, one target at a time
+# (FUZZ_JOBS=2 runs two at once). Seeds: tests/fuzz/<target>/corpus (plus the fixtures'
+# safetensors headers for the checkpoint target when ../shared/fixtures is there); what
+# the fuzzer adds goes to build-fuzz/corpus/<target>, never into the tree. A crash, leak,
+# timeout or out-of-memory leaves its input in build-fuzz/artifacts/<target>/ and makes the
+# script exit 1. The last lines are one summary line per target: executions, cov, ft, time.
+#   scripts/fuzz.sh [SECONDS] [TARGET...]     e.g. scripts/fuzz.sh 1800 prompt tokenizer
+# FUZZ_RUNS overrides the 10 M execution cap (e.g. FUZZ_RUNS=-1 for time only).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+seconds=${1:-60}
+shift || true
+all=(safetensors_header checkpoint prompt tokenizer png_metadata image_loader job_line)
+targets=("$@")
+[ ${#targets[@]} -eq 0 ] && targets=("${all[@]}")
+build=${FUZZ_BUILD_DIR:-build-fuzz}
+runs=${FUZZ_RUNS:-10000000}
+jobs=${FUZZ_JOBS:-1}
+
+cmake -S . -B "$build" -G Ninja -DSIGMA_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_C_COMPILER="${FUZZ_CC:-clang}" -DCMAKE_CXX_COMPILER="${FUZZ_CXX:-clang++}" >/dev/null
+cmake --build "$build" -j "${FUZZ_BUILD_JOBS:-2}" --target $(printf 'fuzz_%s ' "${targets[@]}")
+
+fixtures=${SIGMA_FIXTURES:-$root/../shared/fixtures}
+# Leaks are findings (detect_leaks=1). LibTorch (checkpoint target only) is not built with
+# ASan; nothing of it needed suppressing so far. See docs/reliability.md.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:allocator_may_return_null=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+max_len() {
+  case $1 in
+    checkpoint) echo 262144 ;;     # whole model headers (the bundled model's is 93 KB)
+    png_metadata|image_loader) echo 65536 ;;
+    *) echo 8192 ;;
+  esac
+}
+
+run_one() {
+  local t=$1 corpus=$build/corpus/$1 art=$build/artifacts/$1/
+  # Findings of an earlier run move aside (copy one into tests/fuzz/<target>/corpus as regress-*
+  # with its fix); this run's are counted alone.
+  if [ -n "$(ls -A "$art" 2>/dev/null)" ]; then rm -rf "${art%/}.previous"; mv "$art" "${art%/}.previous"; fi
+  mkdir -p "$corpus" "$art"
+  if [ "$t" = checkpoint ] && [ -d "$fixtures" ]; then
+    # the fixtures' real headers (SD 1.x, 2.x, SDXL, ControlNet, LoRA) as extra seeds, not committed
+    python3 - "$fixtures" "$corpus" <<'PY'
+import sys, glob, os, struct
+fx, out = sys.argv[1], sys.argv[2]
+for p in sorted(glob.glob(fx + '/*/models/*.safetensors') + glob.glob(fx + '/*/lora/*.safetensors'))[:16]:
+    with open(p, 'rb') as f:
+        n = struct.unpack('<Q', f.read(8))[0]
+        if n < 262144:
+            open(os.path.join(out, 'fixture-' + os.path.basename(p)), 'wb').write(f.read(n))
+PY
+  fi
+  local log=$build/fuzz-$t.log start=$(date +%s)
+  local rc=0
+  (cd "$build" && TMPDIR=${TMPDIR:-/tmp} "./tests/fuzz/fuzz_$t" "corpus/$t" "$root/tests/fuzz/$t/corpus" \
+      -dict="$root/tests/fuzz/$t/$t.dict" -max_len="$(max_len "$t")" -max_total_time="$seconds" -runs="$runs" \
+      -timeout=10 -rss_limit_mb=2560 -artifact_prefix="artifacts/$t/" -print_final_stats=1 -close_fd_mask=1) \
+      >"$log" 2>&1 || rc=$?
+  local secs=$(( $(date +%s) - start ))
+  local execs cov ft
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+  cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | cut -d' ' -f2)
+  ft=$(grep -oE 'ft: [0-9]+' "$log" | tail -1 | cut -d' ' -f2)
+  local found
+  found=$(ls "$build/artifacts/$t" 2>/dev/null | wc -l)
+  echo "fuzz: $t: rc=$rc executions=${execs:-?} cov=${cov:-?} ft=${ft:-?} time=${secs}s artifacts=$found" | tee -a "$build/fuzz-summary.txt"
+  [ "$rc" -eq 0 ] && [ "$found" -eq 0 ]
+}
+
+status=0
+pids=()
+for t in "${targets[@]}"; do
+  if [ "$jobs" -gt 1 ]; then
+    run_one "$t" & pids+=($!)
+    if [ ${#pids[@]} -ge "$jobs" ]; then wait "${pids[0]}" || status=1; pids=("${pids[@]:1}"); fi
+  else
+    run_one "$t" || status=1
+  fi
+done
+for p in "${pids[@]}"; do wait "$p" || status=1; done
+[ $status -eq 0 ] || { echo "fuzz: FAILED (logs: $build/fuzz-*.log, inputs: $build/artifacts/)"; exit 1; }
+echo "fuzz: all clean"
