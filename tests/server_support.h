@@ -123,18 +123,6 @@ inline Image decode_b64_png(const std::string& b64, const std::filesystem::path&
   return app::load_image(scratch_file.string(), 3);
 }
 
-// A shell command (stdout and stderr together) with its exit status.
-inline CliRun sigma_cli_raw(const std::string& command) {
-  FILE* p = popen((command + " 2>&1").c_str(), "r");
-  if (!p) throw std::runtime_error("cannot start " + command);
-  CliRun run;
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) run.output.append(buf.data(), n);
-  const int status = pclose(p);
-  run.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return run;
-}
-
 inline size_t count_files(const std::filesystem::path& dir) {
   size_t n = 0;
   std::error_code ec;

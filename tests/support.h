@@ -89,8 +89,9 @@ struct CliRun {
   int code = -1;
   std::string output;
 };
-inline CliRun sigma_cli(const std::string& args) {
-  const std::string cmd = std::string(SIGMA_CLI_PATH) + " " + args + " 2>&1";
+// A shell command (stdout and stderr together) with its exit status.
+inline CliRun run_command(const std::string& command) {
+  const std::string cmd = command + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) throw std::runtime_error("cannot start " + cmd);
   CliRun run;
@@ -100,6 +101,7 @@ inline CliRun sigma_cli(const std::string& args) {
   run.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return run;
 }
+inline CliRun sigma_cli(const std::string& args) { return run_command(std::string(SIGMA_CLI_PATH) + " " + args); }
 
 // Checks that two modules hold the same parameters, by name and bit for bit.
 inline void check_same_parameters(torch::nn::Module& a, torch::nn::Module& b) {

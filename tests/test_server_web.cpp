@@ -18,7 +18,7 @@ TEST_SUITE("web.server_page") {
     // SIGMA_SCREENSHOT=docs/server-page.png refreshes the screenshot in the docs.
     const char* keep = std::getenv("SIGMA_SCREENSHOT");
     const std::string shot = keep && *keep ? keep : (dir / "page.png").string();
-    const auto run = test::sigma_cli_raw("cd " + web.string() + " && node page_test.mjs http://127.0.0.1:" + std::to_string(s.port) +
+    const auto run = test::run_command("cd " + web.string() + " && node page_test.mjs http://127.0.0.1:" + std::to_string(s.port) +
                                          "/ " + shot);
     INFO(run.output);
     CHECK(run.code == 0);

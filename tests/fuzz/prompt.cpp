@@ -6,17 +6,11 @@
 #include "app/prompt.h"
 #include "app/request.h"
 #include "tests/fuzz/fuzz_common.h"
+#include "tests/fuzz/fuzz_tokenizer.h"
 
-namespace {
-const sigma::models::ClipTokenizer& tokenizer() {
-  static const auto tok = sigma::models::ClipTokenizer::from_files(std::string(SIGMA_SOURCE_DIR) + "/assets/clip-bpe/vocab.json",
-                                                                   std::string(SIGMA_SOURCE_DIR) + "/assets/clip-bpe/merges.txt");
-  return tok;
-}
-}  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  (void)tokenizer();
+  (void)sigma::fuzz::bundled_tokenizer();
   return 0;
 }
 
@@ -48,9 +42,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     const std::string text = prompt_text(prompt);
     for (bool emphasis : {true, false}) {
-      auto chunks = tokenize_prompt(tokenizer(), text, emphasis);
+      auto chunks = tokenize_prompt(sigma::fuzz::bundled_tokenizer(), text, emphasis);
       if (chunks.ids.empty() || chunks.ids.size() != chunks.weights.size()) __builtin_trap();
-      pad_to_chunks(chunks, chunks.ids.size() + 1, tokenizer());
+      pad_to_chunks(chunks, chunks.ids.size() + 1, sigma::fuzz::bundled_tokenizer());
       for (int n : chunk_token_counts(chunks))
         if (n < 0 || n > kChunkTokens) __builtin_trap();
       (void)target_token_count(chunks.token_count);

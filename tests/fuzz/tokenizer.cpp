@@ -2,23 +2,17 @@
 // encode, encode_padded, decode of what was encoded, and decode of arbitrary ids.
 #include "models/clip_tokenizer.h"
 #include "tests/fuzz/fuzz_common.h"
+#include "tests/fuzz/fuzz_tokenizer.h"
 
-namespace {
-const sigma::models::ClipTokenizer& tokenizer() {
-  static const auto tok = sigma::models::ClipTokenizer::from_files(std::string(SIGMA_SOURCE_DIR) + "/assets/clip-bpe/vocab.json",
-                                                                   std::string(SIGMA_SOURCE_DIR) + "/assets/clip-bpe/merges.txt");
-  return tok;
-}
-}  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  (void)tokenizer();
+  (void)sigma::fuzz::bundled_tokenizer();
   return 0;
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size > 4096) return -1;
-  const auto& tok = tokenizer();
+  const auto& tok = sigma::fuzz::bundled_tokenizer();
   const std::string text = sigma::fuzz::as_string(data, size);
   const auto ids = tok.encode(text);
   for (int id : ids)
