@@ -2,7 +2,8 @@
 # Builds the libFuzzer targets (clang, ASan + UBSan; tests/fuzz/) and runs each for SECONDS
 # (default 60) or 10 million executions, whichever comes first, one target at a time
 # (FUZZ_JOBS=2 runs two at once). Seeds: tests/fuzz/<target>/corpus (plus the fixtures'
-# safetensors headers for the checkpoint target when ../shared/fixtures is there); what
+# safetensors headers for the checkpoint and safetensors_header targets when
+# ../shared/fixtures is there, read from there, never committed); what
 # the fuzzer adds goes to build-fuzz/corpus/<target>, never into the tree. A crash, leak,
 # timeout or out-of-memory leaves its input in build-fuzz/artifacts/<target>/ and makes the
 # script exit 1. The last lines are one summary line per target: executions, cov, ft, time.
@@ -44,16 +45,21 @@ run_one() {
   # with its fix); this run's are counted alone.
   if [ -n "$(ls -A "$art" 2>/dev/null)" ]; then rm -rf "${art%/}.previous"; mv "$art" "${art%/}.previous"; fi
   mkdir -p "$corpus" "$art"
-  if [ "$t" = checkpoint ] && [ -d "$fixtures" ]; then
-    # the fixtures' real headers (SD 1.x, 2.x, SDXL, ControlNet, LoRA) as extra seeds, not committed
-    python3 - "$fixtures" "$corpus" <<'PY'
+  if { [ "$t" = checkpoint ] || [ "$t" = safetensors_header ]; } && [ -d "$fixtures" ]; then
+    # The fixtures' real headers (SD 1.x, 2.x, SDXL, ControlNet, LoRA, embeddings) as extra
+    # seeds, read from ../shared and never committed: the checkpoint target takes the JSON,
+    # the safetensors_header target the file's start (length prefix + JSON).
+    python3 - "$fixtures" "$corpus" "$t" <<'PY'
 import sys, glob, os, struct
-fx, out = sys.argv[1], sys.argv[2]
-for p in sorted(glob.glob(fx + '/*/models/*.safetensors') + glob.glob(fx + '/*/lora/*.safetensors'))[:16]:
+fx, out, target = sys.argv[1], sys.argv[2], sys.argv[3]
+files = glob.glob(fx + '/*/models/*.safetensors') + glob.glob(fx + '/*/lora/*.safetensors') + glob.glob(fx + '/*/embeddings/*.safetensors')
+for p in sorted(files)[:24]:
     with open(p, 'rb') as f:
-        n = struct.unpack('<Q', f.read(8))[0]
+        prefix = f.read(8)
+        n = struct.unpack('<Q', prefix)[0]
         if n < 262144:
-            open(os.path.join(out, 'fixture-' + os.path.basename(p)), 'wb').write(f.read(n))
+            header = f.read(n)
+            open(os.path.join(out, 'fixture-' + os.path.basename(p)), 'wb').write(header if target == 'checkpoint' else prefix + header)
 PY
   fi
   local log=$build/fuzz-$t.log start=$(date +%s)
