@@ -157,8 +157,7 @@ std::shared_ptr<Engine> Engine::load(const ModelSpec& spec) {
     e->schedule_options_.set_alpha_to_one = j.value("set_alpha_to_one", false);
   }
   // cuDNN autotuning: each conv shape's fastest algorithm is timed once, then reused.
-  if (e->device_.is_cuda()) compat::set_cudnn_benchmark(std::getenv("SIGMA_CUDNN_BENCHMARK") == nullptr ||
-                                                        std::string(std::getenv("SIGMA_CUDNN_BENCHMARK")) != "0");
+  if (e->device_.is_cuda()) compat::set_cudnn_benchmark(models::env_switch("SIGMA_CUDNN_BENCHMARK").value_or(true));
   const models::LoadOptions opt{e->device_, spec.dtype};
   e->clip_ = models::load_text_encoder(ck, opt, 0);
   if (ck.description.text_encoders.size() > 1) e->clip_2_ = models::load_text_encoder(ck, opt, 1);

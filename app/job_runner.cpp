@@ -282,7 +282,6 @@ struct JobRunner::Impl {
     while (!engines.empty() && engines.size() >= std::max<size_t>(1, options.max_engines)) engines.pop_back();
     const auto t0 = Clock::now();
     auto loaded = Engine::load(spec);
-    loaded->hash();  // hashing a large file takes seconds: do it while "loading", not at the first save
     auto info = describe(*loaded, seconds_since(t0));
     engine = std::move(loaded);
     engines.push_front(engine);

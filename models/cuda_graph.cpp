@@ -1,6 +1,5 @@
 #include "models/cuda_graph.h"
 
-#include <cstdlib>
 #include <sstream>
 
 #ifdef SIGMA_WITH_CUDA
@@ -8,6 +7,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #endif
+
+#include "models/runtime.h"
 
 namespace sigma::models {
 
@@ -23,10 +24,7 @@ GraphCache::~GraphCache() = default;
 
 bool GraphCache::enabled() {
 #ifdef SIGMA_WITH_CUDA
-  static const bool on = [] {
-    const char* env = std::getenv("SIGMA_CUDA_GRAPHS");
-    return !(env && std::string(env) == "0");
-  }();
+  static const bool on = env_switch("SIGMA_CUDA_GRAPHS").value_or(true);
   return on;
 #else
   return false;
@@ -86,11 +84,6 @@ torch::Tensor GraphCache::run(const std::vector<torch::Tensor>& inputs, const Fn
 #else
   return fn(inputs);
 #endif
-}
-
-void GraphCache::clear() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  entries_.clear();
 }
 
 size_t GraphCache::captured() const {

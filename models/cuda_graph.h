@@ -27,7 +27,6 @@ class GraphCache {
   // fn(inputs), through a captured graph when the inputs are on a CUDA device and graphs
   // are enabled; undefined inputs stay undefined. The result is the caller's own tensor.
   torch::Tensor run(const std::vector<torch::Tensor>& inputs, const Fn& fn);
-  void clear();
   size_t captured() const;
 
   static bool enabled();  // compiled with CUDA graphs and not turned off by SIGMA_CUDA_GRAPHS=0

@@ -19,6 +19,12 @@ void init_runtime() {
   if (threads > 0) at::set_num_threads(threads);
 }
 
+std::optional<bool> env_switch(const char* name) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return std::nullopt;
+  return std::string(v) != "0";
+}
+
 namespace {
 
 bool detect_bf16_units() {
@@ -48,10 +54,7 @@ bool detect_bf16_units() {
 }  // namespace
 
 bool cpu_has_bf16_units() {
-  static const bool has = [] {
-    if (const char* env = std::getenv("SIGMA_CPU_BF16"); env && *env) return std::string(env) != "0";
-    return detect_bf16_units();
-  }();
+  static const bool has = env_switch("SIGMA_CPU_BF16").value_or(detect_bf16_units());
   return has;
 }
 

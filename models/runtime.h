@@ -2,7 +2,13 @@
 // CPU can do fast.
 #pragma once
 
+#include <optional>
+
 namespace sigma::models {
+
+// An on/off switch from the environment (SIGMA_CUDA_GRAPHS=0 and the like): nullopt when
+// unset or empty, else on unless the value is "0".
+std::optional<bool> env_switch(const char* name);
 
 // LibTorch starts with 1 intra-op thread on these VMs (c10's cpuinfo default);
 // use every core unless OMP_NUM_THREADS / SIGMA_THREADS say otherwise.
