@@ -179,6 +179,10 @@ const char* image_format(const std::string& b) {
 
 Image load_image(const std::string& path, int channels) {
   if (!fs::exists(path)) throw ImageError(path + ": no such image file");
+  // decode_image's size limit, checked before the file is read into memory.
+  std::error_code ec;
+  if (fs::file_size(path, ec) > size_t(INT_MAX) && !ec)
+    throw ImageError(path + ": the file is larger than 2 GB; not an image we read");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ImageError(path + ": cannot read");
   std::stringstream ss;
