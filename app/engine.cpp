@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <stdexcept>
 #include <thread>
 
 #include "models/runtime.h"
@@ -137,6 +139,23 @@ torch::Tensor latent_rgb_factors(const models::Checkpoint& ck, int64_t channels)
   return torch::tensor(f).reshape({channels, 3});
 }
 
+// SIGMA_CUDA_MEMORY_FRACTION=F (0 < F <= 1): this process may use at most F of the GPU's
+// memory (torch.cuda.set_per_process_memory_fraction), for a GPU shared with other programs;
+// what goes beyond fails as out-of-memory, with the pipeline's message. Set once per process.
+void apply_cuda_memory_fraction() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    const char* env = std::getenv("SIGMA_CUDA_MEMORY_FRACTION");
+    if (!env || !*env) return;
+    char* end = nullptr;
+    const double f = std::strtod(env, &end);
+    if (*end != '\0' || !(f > 0 && f <= 1))
+      throw std::invalid_argument(std::string("SIGMA_CUDA_MEMORY_FRACTION=") + env +
+                                  ": expected a fraction of the GPU's memory in (0, 1], e.g. 0.5");
+    compat::cuda_set_memory_fraction(f);
+  });
+}
+
 }  // namespace
 
 std::shared_ptr<Engine> Engine::load(const ModelSpec& spec) {
@@ -157,7 +176,10 @@ std::shared_ptr<Engine> Engine::load(const ModelSpec& spec) {
     e->schedule_options_.set_alpha_to_one = j.value("set_alpha_to_one", false);
   }
   // cuDNN autotuning: each conv shape's fastest algorithm is timed once, then reused.
-  if (e->device_.is_cuda()) compat::set_cudnn_benchmark(models::env_switch("SIGMA_CUDNN_BENCHMARK").value_or(true));
+  if (e->device_.is_cuda()) {
+    compat::set_cudnn_benchmark(models::env_switch("SIGMA_CUDNN_BENCHMARK").value_or(true));
+    apply_cuda_memory_fraction();
+  }
   const models::LoadOptions opt{e->device_, spec.dtype};
   e->clip_ = models::load_text_encoder(ck, opt, 0);
   if (ck.description.text_encoders.size() > 1) e->clip_2_ = models::load_text_encoder(ck, opt, 1);

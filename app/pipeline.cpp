@@ -11,6 +11,7 @@
 #include "app/conditioning.h"
 #include "app/image_io.h"
 #include "imaging/resize.h"
+#include "models/torch_compat.h"
 #include "samplers/guidance.h"
 #include "samplers/noise.h"
 #include "samplers/registry.h"
@@ -300,7 +301,7 @@ samplers::Denoiser inpainting_denoiser(const samplers::ModelSampling& ms, sample
 // latents (inpainting: the known region put back exactly). Undefined when cancelled.
 torch::Tensor sample_batch(Engine& engine, const Request& r, const std::vector<double>& sigmas,
                            const std::vector<int64_t>& shape, const samplers::Denoiser& guided, const ImageInputs& in,
-                           int64_t k, const GenerateHooks& hooks) {
+                           int64_t k, const GenerateHooks& hooks, std::string& stage) {
   const auto& ms = engine.sampling();
   const auto device = engine.device();
   const auto dtype = engine.dtype();
@@ -315,7 +316,14 @@ torch::Tensor sample_batch(Engine& engine, const Request& r, const std::vector<d
   ms.configure(options);
   options.eta = r.eta >= 0 ? r.eta : solver.default_eta;
   options.noise = stream_noise(gens, shape, device, dtype);
+  const int64_t steps = static_cast<int64_t>(sigmas.size()) - 1;
+  auto at_step = [&](int64_t done) {
+    stage = "sampling step " + std::to_string(std::min(done + 1, steps)) + " of " + std::to_string(steps) +
+            (r.batch_count > 1 ? " (batch " + std::to_string(k + 1) + " of " + std::to_string(r.batch_count) + ")" : "");
+  };
+  at_step(0);
   options.on_step = [&](const samplers::StepInfo& info) {
+    at_step(info.step + 1);
     if (hooks.on_progress) {
       Progress p{info.step + 1, info.total, static_cast<int>(k), static_cast<int>(r.batch_count), info.sigma, &info.denoised};
       hooks.on_progress(p);
@@ -380,13 +388,36 @@ GeneratedImage image_record(const Engine& engine, const Request& r, const std::v
   return g;
 }
 
-}  // namespace
+// An allocation failed in `stage`: the message says where, for which request, how much was
+// asked and what is free, and what to try. The allocator's cache is emptied first, so the
+// next job (a smaller one) starts from the memory really in use.
+[[noreturn]] void throw_out_of_memory(const Engine& engine, const Request& r, const std::string& stage, const std::exception& e) {
+  compat::cuda_empty_cache();
+  const bool gpu = engine.device().is_cuda();
+  const std::string what = e.what();
+  std::string asked;
+  if (auto at = what.find("Tried to allocate "); at != std::string::npos)  // CUDA: "Tried to allocate 8.00 GiB."
+    asked = what.substr(at + 18, what.find(". ", at) - at - 18);
+  else if (auto at2 = what.find("you tried to allocate "); at2 != std::string::npos)  // CPU: "... 123 bytes."
+    asked = what.substr(at2 + 22, what.find(" bytes", at2) - at2 - 22) + " bytes";
+  char buf[160] = "";
+  if (gpu) {
+    const auto [free, total] = compat::cuda_memory_info();
+    if (total > 0)
+      std::snprintf(buf, sizeof buf, "; the GPU has %.2f GiB free of %.2f GiB", free / 1073741824.0, total / 1073741824.0);
+  }
+  std::string fix = "try a smaller --width/--height or --batch-size";
+  if (engine.dtype() == torch::kFloat32) fix += ", or --dtype " + std::string(gpu ? "fp16" : "bf16");
+  if (gpu) fix += ", or --device cpu";
+  throw GenerationError(std::string("out of ") + (gpu ? "GPU memory" : "memory") + " in " + stage + " of a " +
+                        std::to_string(r.width) + "x" + std::to_string(r.height) + " image, batch size " +
+                        std::to_string(r.batch_size) + ", " + dtype_name(engine.dtype()) + " on " + engine.device().str() +
+                        (asked.empty() ? "" : ": asked for " + asked + " more") + buf + "; " + fix +
+                        " (the model stays loaded; the next job runs)");
+}
 
-GenerateResult generate(Engine& engine, const Request& request, const GenerateHooks& hooks) {
-  c10::InferenceMode guard;
+GenerateResult generate_stages(Engine& engine, const Request& r, const GenerateHooks& hooks, std::string& stage) {
   GenerateResult result;
-  // 1. Request resolution: seed, size, σ list and latent shape.
-  const Request r = resolve_request(request, engine);
   result.request = r;
   const auto sigmas = request_sigmas(r, engine);
   const int64_t B = r.batch_size, f = engine.downscale();
@@ -394,20 +425,25 @@ GenerateResult generate(Engine& engine, const Request& request, const GenerateHo
 
   // 2-5. Everything the batches share: conditioning, image inputs, ControlNets, D(x; σ).
   // LoRA set merged (or the base restored) and embeddings found before anything is encoded.
+  stage = "the LoRA merge";
   const RequestAdapters adapters = prepare_adapters(engine, r);
+  stage = "the text encoder";
   const BatchContext context = batch_context(engine, r, B, adapters);
+  stage = "the init image / mask encode";
   const ImageInputs inputs = image_inputs(engine, r, shape);
+  stage = "the ControlNet hints";
   const samplers::Denoiser guided = guided_denoiser(engine, r, context, control_units(engine, r, sigmas));
 
   // 6-7. Each batch: sample, decode (NaN-checked), one record per image.
   for (int64_t k = 0; k < r.batch_count; ++k) {
-    auto x = sample_batch(engine, r, sigmas, shape, guided, inputs, k, hooks);
+    auto x = sample_batch(engine, r, sigmas, shape, guided, inputs, k, hooks, stage);
     if (!x.defined()) {
       result.cancelled = true;
       return result;
     }
     result.latents = x;
     std::string vae_retry;
+    stage = "the VAE decode" + (r.batch_count > 1 ? " (batch " + std::to_string(k + 1) + ")" : std::string());
     auto images = tensor_to_images(decode_latents_checked(engine, x, &vae_retry) * 2 - 1);
     for (int64_t i = 0; i < B; ++i) {
       auto g = image_record(engine, r, sigmas, std::move(images[static_cast<size_t>(i)]), k, i, vae_retry, adapters);
@@ -416,6 +452,23 @@ GenerateResult generate(Engine& engine, const Request& request, const GenerateHo
     }
   }
   return result;
+}
+
+}  // namespace
+
+GenerateResult generate(Engine& engine, const Request& request, const GenerateHooks& hooks) {
+  c10::InferenceMode guard;
+  // 1. Request resolution: seed, size, σ list and latent shape.
+  const Request r = resolve_request(request, engine);
+  std::string stage = "preparing";
+  try {
+    return generate_stages(engine, r, hooks, stage);
+  } catch (const GenerationError&) {
+    throw;
+  } catch (const std::exception& e) {
+    if (compat::is_out_of_memory(e)) throw_out_of_memory(engine, r, stage, e);
+    throw;
+  }
 }
 
 }  // namespace sigma::app

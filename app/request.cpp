@@ -281,9 +281,14 @@ void validate(const Request& r) {
       fail(std::string(flag) + " " + std::to_string(v) + " must be between 0 and 16384 (SDXL micro-conditioning; 0 for the sizes: the canvas)");
   if (r.scheduler != "custom" && (r.steps < 1 || r.steps > 1000)) fail("--steps must be between 1 and 1000, got " + std::to_string(r.steps));
   if (r.batch_size < 1 || r.batch_size > 64) fail("--batch-size must be between 1 and 64");
-  if (r.batch_count < 1) fail("--batch-count must be 1 or more");
+  // 1000 batches of up to 64: 64,000 images a request (A1111's UI stops at 100 batches); more
+  // is a typo, and each image's name and seed is computed up front.
+  if (r.batch_count < 1 || r.batch_count > 1000) fail("--batch-count must be between 1 and 1000");
   if (r.clip_skip < 1) fail("--clip-skip must be 1 (last layer) or more");
   if (r.seed < -1) fail("--seed must be -1 (random) or a non-negative number");
+  // Image i of batch k has seed + k·batch-size + i: it must stay a 64-bit number.
+  if (r.seed > std::numeric_limits<int64_t>::max() - r.batch_count * r.batch_size)
+    fail("--seed " + std::to_string(r.seed) + " is too large: the seeds of the request's images must stay below 2^63");
   if (r.seed_mode != "batch" && r.seed_mode != "per-image") fail("--seed-mode must be 'batch' or 'per-image', got '" + r.seed_mode + "'");
   if (r.emphasis != "original" && r.emphasis != "no-norm" && r.emphasis != "none")
     fail("--emphasis must be original, no-norm or none, got '" + r.emphasis + "'");

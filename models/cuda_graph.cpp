@@ -69,7 +69,17 @@ torch::Tensor GraphCache::run(const std::vector<torch::Tensor>& inputs, const Fn
       for (int i = 0; i < 2; ++i) fn(e->inputs);
       stream.synchronize();
       e->graph.capture_begin();
-      e->output = fn(e->inputs);
+      try {
+        e->output = fn(e->inputs);
+      } catch (...) {
+        // (An out-of-memory inside the call, say.) End the capture so the stream leaves
+        // capture mode; the half-made graph and its memory pool go with `e`.
+        try {
+          e->graph.capture_end();
+        } catch (...) {
+        }
+        throw;
+      }
       e->graph.capture_end();
     }
     torch::cuda::synchronize();

@@ -10,7 +10,10 @@
 #include <ATen/autocast_mode.h>
 #ifdef SIGMA_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <cuda_runtime_api.h>
 #endif
+#include <c10/util/Exception.h>
+#include <new>
 
 namespace sigma::compat {
 
@@ -66,6 +69,44 @@ inline double cuda_peak_allocated_gb() {
 #else
   return 0;
 #endif
+}
+
+// An allocation that failed: c10::OutOfMemoryError (CUDA's caching allocator; LibTorch 2.x's
+// CPU allocator too), LibTorch 1.13's CPU allocator (a plain c10::Error), std::bad_alloc.
+inline bool is_out_of_memory(const std::exception& e) {
+  if (dynamic_cast<const c10::OutOfMemoryError*>(&e) || dynamic_cast<const std::bad_alloc*>(&e)) return true;
+  const std::string what = e.what();
+  return what.find("CUDA out of memory") != std::string::npos || what.find("can't allocate memory") != std::string::npos;
+}
+
+// Gives the CUDA caching allocator's unused blocks back to the driver (after an
+// out-of-memory, so that the next job starts from what is really in use). No-op without CUDA.
+inline void cuda_empty_cache() {
+#ifdef SIGMA_WITH_CUDA
+  if (torch::cuda::is_available()) c10::cuda::CUDACachingAllocator::emptyCache();
+#endif
+}
+
+// Caps this process's share of device 0's memory (torch.cuda.set_per_process_memory_fraction):
+// allocations beyond it fail as out-of-memory. For a GPU shared with other programs.
+inline void cuda_set_memory_fraction(double fraction) {
+#ifdef SIGMA_WITH_CUDA
+  c10::cuda::CUDACachingAllocator::setMemoryFraction(fraction, 0);
+#else
+  (void)fraction;
+#endif
+}
+
+// Free and total bytes of the current CUDA device as the driver sees them ({0, 0} without CUDA).
+inline std::pair<size_t, size_t> cuda_memory_info() {
+  size_t free = 0, total = 0;
+#ifdef SIGMA_WITH_CUDA
+  if (cudaMemGetInfo(&free, &total) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return {0, 0};
+  }
+#endif
+  return {free, total};
 }
 
 // tensors[i] *= factor (a 0-dim tensor on their device), without a host sync.

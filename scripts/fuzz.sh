@@ -9,6 +9,10 @@
 # script exit 1. The last lines are one summary line per target: executions, cov, ft, time.
 #   scripts/fuzz.sh [SECONDS] [TARGET...]     e.g. scripts/fuzz.sh 1800 prompt tokenizer
 # FUZZ_RUNS overrides the 10 M execution cap (e.g. FUZZ_RUNS=-1 for time only).
+# FUZZ_FORK=N runs each target as N worker processes (libFuzzer's -fork; a crash, leak,
+# timeout or OOM of any worker still stops the run and counts); FUZZ_PREBUILT=1 skips the
+# build and uses the binaries already in the build folder (a machine without clang: the GPU
+# machine's 16 cores, scripts/fuzz-device.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -21,9 +25,12 @@ build=${FUZZ_BUILD_DIR:-build-fuzz}
 runs=${FUZZ_RUNS:-10000000}
 jobs=${FUZZ_JOBS:-1}
 
-cmake -S . -B "$build" -G Ninja -DSIGMA_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DCMAKE_C_COMPILER="${FUZZ_CC:-clang}" -DCMAKE_CXX_COMPILER="${FUZZ_CXX:-clang++}" >/dev/null
-cmake --build "$build" -j "${FUZZ_BUILD_JOBS:-2}" --target $(printf 'fuzz_%s ' "${targets[@]}")
+fork=${FUZZ_FORK:-0}
+if [ "${FUZZ_PREBUILT:-0}" != 1 ]; then
+  cmake -S . -B "$build" -G Ninja -DSIGMA_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_C_COMPILER="${FUZZ_CC:-clang}" -DCMAKE_CXX_COMPILER="${FUZZ_CXX:-clang++}" >/dev/null
+  cmake --build "$build" -j "${FUZZ_BUILD_JOBS:-2}" --target $(printf 'fuzz_%s ' "${targets[@]}")
+fi
 
 fixtures=${SIGMA_FIXTURES:-$root/../shared/fixtures}
 # Leaks are findings (detect_leaks=1). LibTorch (checkpoint target only) is not built with
@@ -63,14 +70,18 @@ for p in sorted(files)[:24]:
 PY
   fi
   local log=$build/fuzz-$t.log start=$(date +%s)
-  local rc=0
-  (cd "$build" && TMPDIR=${TMPDIR:-/tmp} "./tests/fuzz/fuzz_$t" "corpus/$t" "$root/tests/fuzz/$t/corpus" \
+  local rc=0 mode=()
+  # Fork mode ignores timeouts and OOMs unless told not to: they are findings here.
+  [ "$fork" -gt 0 ] && mode=(-fork="$fork" -ignore_crashes=0 -ignore_timeouts=0 -ignore_ooms=0)
+  (cd "$build" && TMPDIR=${TMPDIR:-/tmp} "./tests/fuzz/fuzz_$t" "${mode[@]}" "corpus/$t" "$root/tests/fuzz/$t/corpus" \
       -dict="$root/tests/fuzz/$t/$t.dict" -max_len="$(max_len "$t")" -max_total_time="$seconds" -runs="$runs" \
       -timeout=10 -rss_limit_mb=2560 -artifact_prefix="artifacts/$t/" -print_final_stats=1 -close_fd_mask=1) \
       >"$log" 2>&1 || rc=$?
   local secs=$(( $(date +%s) - start ))
   local execs cov ft
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+  # Fork mode has no final stats: its status lines ("#N: cov: ...") count every worker's runs.
+  [ -n "$execs" ] || execs=$(grep -oE '^#[0-9]+: cov' "$log" | tail -1 | tr -dc '0-9')
   cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | cut -d' ' -f2)
   ft=$(grep -oE 'ft: [0-9]+' "$log" | tail -1 | cut -d' ' -f2)
   local found

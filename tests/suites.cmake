@@ -47,6 +47,8 @@ sigma_add_suite(unit.reliability unit)
 sigma_add_suite(e2e.reliability e2e)
 # The CLI's whole path on CUDA in fp32, fp16 and bf16 against the CPU's picture.
 sigma_add_suite(gpu.cli_path gpu ARGS --require-cuda)
+# Out of GPU memory: a clear error, no file, and the next job runs (pipeline, job runner, batch).
+sigma_add_suite(gpu.oom gpu ARGS --require-cuda)
 sigma_add_suite(conformance.sdxl conformance)
 sigma_add_suite(unit.sdxl unit)
 # The app side of LoRA and textual inversion (app/adapters.h, tests/test_lora_app.cpp).

@@ -7,14 +7,19 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
 
 #include "app/engine.h"
 #include "app/image_io.h"
+#include "app/job_runner.h"
 #include "app/parameters.h"
 #include "app/pipeline.h"
 #include "models/cuda_graph.h"
 #include "models/loader.h"
 #include "models/safetensors.h"
+#include "models/torch_compat.h"
 #include "tests/support.h"
 
 namespace {
@@ -144,5 +149,155 @@ TEST_SUITE("gpu.cli_path") {
                 torch::Tensor()},
                call);
     CHECK(graphs.captured() == 2);  // another batch size: its own graph
+  }
+}
+
+// ---- gpu.oom ----------------------------------------------------------------------
+// Out of GPU memory (issue 14): a request that cannot fit fails with a message naming the
+// stage, the request's size, what was asked and what to try; no file is written; the next
+// job runs, in the pipeline, in the job runner (the GUI's and the server's) and in
+// `sigma batch`. "Cannot fit" is made the same on every card: this process may use only
+// 2 GiB (the per-process memory fraction, SIGMA_CUDA_MEMORY_FRACTION for the CLI), and a
+// 4096x4096 batch of 8 needs far more (the tiny model's VAE alone: 8 GiB per activation at
+// full resolution).
+namespace {
+using namespace sigma;
+namespace fs = std::filesystem;
+
+constexpr double kCapBytes = 2.0 * 1024 * 1024 * 1024;
+
+// The share of this GPU that is 2 GiB.
+double cap_fraction() {
+  const auto [free, total] = compat::cuda_memory_info();
+  REQUIRE(total > 0);
+  return kCapBytes / static_cast<double>(total);
+}
+
+app::Request request(int64_t size, int64_t batch) {
+  app::Request r;
+  r.model = test::sd15() + "/models/tiny-sd15.safetensors";
+  r.tokenizer = test::sd15() + "/models/tiny-sd15-diffusers/tokenizer";
+  r.prompt = "a red circle";
+  r.width = r.height = size;
+  r.batch_size = batch;
+  r.steps = 2;
+  r.seed = 11;
+  r.device = "cuda";
+  r.dtype = "fp16";
+  return r;
+}
+
+bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+// What every out-of-memory message must say: where, for what, and what to do.
+void check_oom_message(const std::string& message) {
+  INFO(message);
+  CHECK(has(message, "out of GPU memory in "));
+  CHECK(has(message, "4096x4096 image, batch size 8, float16 on cuda"));
+  CHECK(has(message, "asked for "));
+  CHECK(has(message, "GiB free of "));
+  CHECK(has(message, "try a smaller --width/--height or --batch-size"));
+  CHECK(has(message, "the next job runs"));
+}
+
+size_t pngs_in(const fs::path& dir) {
+  size_t n = 0;
+  if (fs::exists(dir))
+    for (const auto& e : fs::directory_iterator(dir)) n += e.path().extension() == ".png";
+  return n;
+}
+
+// Restores the whole GPU to this process when a test case ends, pass or fail.
+struct MemoryCap {
+  explicit MemoryCap(double fraction) { compat::cuda_set_memory_fraction(fraction); }
+  ~MemoryCap() {
+    compat::cuda_set_memory_fraction(1.0);
+    compat::cuda_empty_cache();
+  }
+};
+
+}  // namespace
+
+TEST_SUITE("gpu.oom") {
+  TEST_CASE("the pipeline: a request that cannot fit is a clear error, and the next one on the same engine works") {
+    auto engine = app::Engine::load(app::model_spec(request(64, 1)));
+    MemoryCap cap(cap_fraction());
+    std::string message;
+    try {
+      app::generate(*engine, request(4096, 8));
+      FAIL("a 4096x4096 batch of 8 fitted in 2 GiB");
+    } catch (const app::GenerationError& e) {
+      message = e.what();
+    }
+    std::printf("gpu.oom pipeline: %s\n", message.c_str());
+    check_oom_message(message);
+    // The same engine, a job that fits: a finite picture (the NaN guard would throw otherwise).
+    const auto out = app::generate(*engine, request(64, 1));
+    REQUIRE(out.images.size() == 1);
+    CHECK(out.images[0].image.width == 64);
+  }
+
+  TEST_CASE("the job runner: the failed job is an error event and in the snapshot, the next job is saved") {
+    const auto dir = test::scratch("gpu-oom-runner");
+    std::mutex m;
+    std::vector<app::JobEvent> failed;
+    app::RunnerOptions options;
+    options.output_dir = dir.string();
+    options.on_event = [&](const app::JobEvent& e) {
+      std::lock_guard<std::mutex> lock(m);
+      if (e.type == app::JobEvent::Type::failed) failed.push_back(e);
+    };
+    app::JobRunner runner(options);
+    runner.load_model(request(64, 1));
+    REQUIRE(runner.wait_idle(300));
+    MemoryCap cap(cap_fraction());
+    const auto big = runner.submit(request(4096, 8));
+    runner.submit(request(64, 1));
+    REQUIRE(runner.wait_idle(300));
+    const auto s = runner.snapshot();
+    CHECK(s.jobs_failed == 1);
+    CHECK(s.jobs_done == 1);
+    CHECK(s.last_error.empty());  // cleared by the success after it
+    std::lock_guard<std::mutex> lock(m);
+    REQUIRE(failed.size() == 1);
+    CHECK(failed[0].job == big);
+    check_oom_message(failed[0].error);
+    CHECK(pngs_in(dir) == 1);  // the small job's picture only
+  }
+
+  TEST_CASE("sigma batch: the job that cannot fit fails alone, writes nothing, and the next job's picture is written") {
+    const auto dir = test::scratch("gpu-oom-batch");
+    const auto jobs = (dir / "jobs.jsonl").string();
+    {
+      std::ofstream f(jobs);
+      f << R"({"prompt": "a red circle", "width": 4096, "height": 4096, "batch-size": 8})" << "\n";
+      f << R"({"prompt": "a red circle", "width": 64, "height": 64})" << "\n";
+    }
+    char env[96];
+    std::snprintf(env, sizeof env, "SIGMA_CUDA_MEMORY_FRACTION=%.6f ", cap_fraction());
+    const auto r = request(64, 1);
+    const auto run = test::run_command(std::string(env) + SIGMA_CLI_PATH + " batch " + jobs + " -m " + r.model +
+                                       " --tokenizer " + r.tokenizer + " --steps 2 --device cuda --dtype fp16 -q -o " +
+                                       (dir / "out").string());
+    INFO(run.output);
+    CHECK(run.code == 1);  // a job failed
+    check_oom_message(run.output);
+    CHECK(has(run.output, "jobs.jsonl:1: "));
+    CHECK(has(run.output, "1 done, 0 skipped"));
+    CHECK(has(run.output, "1 failed"));
+    CHECK(!fs::exists(dir / "out" / "jobs-00001.png"));
+    CHECK(fs::exists(dir / "out" / "jobs-00002.png"));
+    CHECK(pngs_in(dir / "out") == 1);
+  }
+
+  TEST_CASE("SIGMA_CUDA_MEMORY_FRACTION outside (0, 1] is refused, naming the variable") {
+    const auto r = request(64, 1);
+    const auto run = test::run_command("SIGMA_CUDA_MEMORY_FRACTION=1.5 " + std::string(SIGMA_CLI_PATH) + " generate -m " +
+                                       r.model + " --tokenizer " + r.tokenizer + " -p x -W 64 -H 64 --steps 1 --device cuda -q -o " +
+                                       (test::scratch("gpu-oom-env") / "x.png").string());
+    INFO(run.output);
+    CHECK(run.code != 0);
+    CHECK(has(run.output, "SIGMA_CUDA_MEMORY_FRACTION=1.5: expected a fraction of the GPU's memory in (0, 1]"));
+    CHECK(!fs::exists(test::scratch("gpu-oom-env") / "x.png"));
   }
 }
