@@ -189,6 +189,9 @@ std::shared_ptr<Engine> Engine::load(const ModelSpec& spec) {
   auto vae_opt = opt;
   if (spec.dtype == torch::kFloat16 && ck.description.vae_fp16_upcast) vae_opt.dtype = torch::kFloat32;
   e->vae_ = spec.vae.empty() ? models::load_vae(ck, vae_opt) : models::load_vae_file(spec.vae, ck.vae_config.scaling_factor, vae_opt);
+  if (e->device_.is_cuda() && models::channels_last_enabled()) {
+    models::use_channels_last(*e->unet_);  // not the VAE: slower in NHWC (models/runtime.h)
+  }
   const auto& family = ck.description;
   e->native_size_ = ck.metadata.count("sigma.native_size") ? std::stoll(ck.metadata.at("sigma.native_size"))
                     : family.native_size_v > 0 && ck.prediction == "v" ? family.native_size_v

@@ -400,10 +400,14 @@ GeneratedImage image_record(const Engine& engine, const Request& r, const std::v
     asked = what.substr(at + 18, what.find(". ", at) - at - 18);
   else if (auto at2 = what.find("you tried to allocate "); at2 != std::string::npos)  // CPU: "... 123 bytes."
     asked = what.substr(at2 + 22, what.find(" bytes", at2) - at2 - 22) + " bytes";
-  char buf[160] = "";
+  char buf[200] = "";
   if (gpu) {
     const auto [free, total] = compat::cuda_memory_info();
-    if (total > 0)
+    const double cap = compat::cuda_memory_fraction();
+    if (total > 0 && cap < 1)
+      std::snprintf(buf, sizeof buf, "; this process may use %.2f GiB of the GPU's %.2f GiB (SIGMA_CUDA_MEMORY_FRACTION=%g)",
+                    cap * total / 1073741824.0, total / 1073741824.0, cap);
+    else if (total > 0)
       std::snprintf(buf, sizeof buf, "; the GPU has %.2f GiB free of %.2f GiB", free / 1073741824.0, total / 1073741824.0);
   }
   std::string fix = "try a smaller --width/--height or --batch-size";

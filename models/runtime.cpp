@@ -58,4 +58,15 @@ bool cpu_has_bf16_units() {
   return has;
 }
 
+bool channels_last_enabled() {
+  static const bool on = env_switch("SIGMA_CHANNELS_LAST").value_or(true);
+  return on;
+}
+
+void use_channels_last(torch::nn::Module& module) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : module.parameters())
+    if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));
+}
+
 }  // namespace sigma::models

@@ -4,6 +4,10 @@
 
 #include <optional>
 
+namespace torch::nn {
+class Module;
+}
+
 namespace sigma::models {
 
 // An on/off switch from the environment (SIGMA_CUDA_GRAPHS=0 and the like): nullopt when
@@ -20,5 +24,13 @@ void init_runtime();
 // picks bf16 on the CPU; elsewhere bf16 is emulated and slower than fp32. SIGMA_CPU_BF16=0/1
 // overrides the answer (to compare, or on a CPU that reports the units but runs them badly).
 bool cpu_has_bf16_units();
+
+// The channels-last (NHWC) lever on CUDA: a module's 4-D weights stored in channels-last
+// order, so its convolutions take cuDNN's NHWC kernels and their outputs stay NHWC. Used for
+// the UNet (SD 1.5 fp16 CFG step on an H200: 10.9 vs 12.9 ms through CUDA graphs), not the
+// VAE (decode 26.6 vs 21.5 ms: its GroupNorms at full resolution convert back to NCHW);
+// docs/performance.md. SIGMA_CHANNELS_LAST=0 turns it off.
+bool channels_last_enabled();
+void use_channels_last(torch::nn::Module& module);
 
 }  // namespace sigma::models

@@ -87,11 +87,21 @@ inline void cuda_empty_cache() {
 #endif
 }
 
+// The share of device 0's memory this process may use, as last set (1 = all of it).
+inline double& cuda_memory_fraction() {
+  static double fraction = 1.0;
+  return fraction;
+}
+
 // Caps this process's share of device 0's memory (torch.cuda.set_per_process_memory_fraction):
 // allocations beyond it fail as out-of-memory. For a GPU shared with other programs.
 inline void cuda_set_memory_fraction(double fraction) {
 #ifdef SIGMA_WITH_CUDA
+  // The caching allocator sets up its per-device state on the first allocation, and refuses
+  // the cap before that ("Allocator not initialized for device"): allocate once first.
+  (void)torch::empty({1}, torch::TensorOptions().device(torch::kCUDA, 0));
   c10::cuda::CUDACachingAllocator::setMemoryFraction(fraction, 0);
+  cuda_memory_fraction() = fraction;
 #else
   (void)fraction;
 #endif

@@ -4,6 +4,7 @@
 // the server's counters agree), every image valid, queue-full answers 429 (the client waits
 // and retries), and no crash. Prints the throughput and latency figures docs/server.md quotes.
 #include <algorithm>
+#include <cstdint>
 #include <mutex>
 #include <set>
 

@@ -6,6 +6,8 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <cstdint>
+
 #include "app/server/base64.h"
 #include "tests/server_support.h"
 

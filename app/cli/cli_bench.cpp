@@ -20,6 +20,7 @@
 #include "models/cuda_graph.h"
 #include "models/safetensors.h"
 #include "models/clip_text.h"
+#include "models/runtime.h"
 #include "models/torch_compat.h"
 #include "models/unet.h"
 #include "models/vae.h"
@@ -137,6 +138,9 @@ int run_bench(const BenchArgs& a) {
     n.unet->to(device, spec.dtype);
     n.vae->to(device, spec.dtype);
     for (auto& t : n.text) t->to(device, spec.dtype);
+    if (device.is_cuda() && models::channels_last_enabled()) {
+      models::use_channels_last(*n.unet);  // as Engine::load: the UNet only
+    }
   } else {
     engine = Engine::load(spec);
     n.family = models::to_string(engine->checkpoint().family);
@@ -173,6 +177,7 @@ int run_bench(const BenchArgs& a) {
     graphs.run({x_cfg, t, ctx, y}, [&](const std::vector<torch::Tensor>& in) { return n.unet->forward(in[0], in[1], in[2], nullptr, in[3]); });
   });
   j["cuda_graphs"] = graphs.captured() > 0;
+  j["channels_last"] = device.is_cuda() && models::channels_last_enabled();
   j["vae_decode_ms"] = median_ms(device, a.warmup, a.runs, [&] { n.vae->decode(latents); });
   j["vae_encode_ms"] = median_ms(device, a.warmup, a.runs, [&] { n.vae->encode_moments(pixels); });
   if (engine) {

@@ -2,6 +2,7 @@
 // from StableDiffusionProcessingTxt2Img/Img2Img) -> a Request. Three kinds of field:
 // honoured (mapped below), accepted without effect here (listed in `info` as not honoured
 // when their value differs from A1111's default), and unknown to A1111 (400 naming it).
+#include <cstdint>
 #include <map>
 
 #include "app/server/admit.h"

@@ -5,6 +5,7 @@
 // BadRequest that names the client's field. No LibTorch: this is plain JSON and strings.
 #pragma once
 
+#include <cstdint>
 #include <nlohmann/json.hpp>
 
 #include <functional>

@@ -2,6 +2,7 @@
 // the handful of server-wide settings clients can change, and reply helpers.
 #pragma once
 
+#include <cstdint>
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 

@@ -1,6 +1,7 @@
 // AUTOMATIC1111's /sdapi/v1 endpoints (modules/api/api.py), answered in its shapes: txt2img
 // and img2img block until the images are made, as A1111 does, while running through the
 // same queue as our job API, so /progress and /interrupt see them.
+#include <cstdint>
 #include <ctime>
 #include <filesystem>
 #include <regex>

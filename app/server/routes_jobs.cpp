@@ -1,6 +1,7 @@
 // Our own API: POST /v1/jobs (a job-file line), GET /v1/jobs/{id}, its event stream, its
 // images, DELETE to cancel, and GET /v1/models.
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 
 #include "app/server/base64.h"
