@@ -211,7 +211,12 @@ Image decode_image(const std::string& bytes, const std::string& what, int channe
   int w = 0, h = 0, n = 0;
   if (!stbi_info_from_memory(data_in, len, &w, &h, &n))
     throw ImageError(what + ": not a readable image (" + std::string(stbi_failure_reason()) + "); use PNG, JPEG or BMP");
-  if (w > kMaxImageSide || h > kMaxImageSide || int64_t(w) * h > kMaxImagePixels) throw too_large(w, h);
+  // A BMP stored top-down has a negative height, which stb reports as it is and then decodes
+  // as |h| rows: the caps apply to |h| (a 70-byte BMP claiming -458704 rows made stb allocate
+  // 86 MB and decode for seconds before the check after decoding refused it; fuzz finding).
+  const int64_t W = w, H = h < 0 ? -int64_t(h) : int64_t(h);
+  if (W <= 0 || H <= 0) throw ImageError(what + ": damaged image header (" + std::to_string(W) + "x" + std::to_string(H) + ")");
+  if (W > kMaxImageSide || H > kMaxImageSide || W * H > kMaxImagePixels) throw too_large(W, H);
   unsigned char* data = stbi_load_from_memory(data_in, len, &w, &h, &n, channels);
   if (!data) {
     const char* why = stbi_failure_reason();

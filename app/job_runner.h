@@ -123,8 +123,9 @@ struct RunnerOptions {
   std::string output_dir = "outputs";      // where images go when the request names no output
   int preview_every = 1;                   // a live preview every N steps (0 = none); VAE-decoded
                                            // when that is cheap (small latents), else latent colours
-  // Called (from a worker thread) after the snapshot changed: a GUI wakes its event loop
-  // here (glfwPostEmptyEvent) so an idle UI can sleep instead of polling.
+  // Called after the snapshot changed, from a worker thread or from the thread that called
+  // submit/cancel/load (so it must be thread-safe): a GUI wakes its event loop here
+  // (glfwPostEmptyEvent, which may be called from any thread) so an idle UI can sleep.
   std::function<void()> notify;
   // Called (from the worker thread, or from the thread that cancels a queued job) for every
   // job event, outside the runner's lock; it must not call back into the runner.

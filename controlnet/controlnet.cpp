@@ -9,7 +9,7 @@
 namespace fs = std::filesystem;
 
 namespace sigma::controlnet {
-namespace nn = torch::nn;
+namespace nn = sigma::models::layers;  // torch::nn with our Conv2d, Linear, Embedding (models/layers.h)
 using models::ModelLoadError;
 
 std::string ControlNetConfig::describe() const {
@@ -115,7 +115,10 @@ ControlNetCheckpoint open_controlnet(const std::string& path, models::Family fam
 
 namespace sigma::controlnet {
 ControlNet load_controlnet(const ControlNetCheckpoint& ck, torch::Device device, torch::ScalarType dtype) {
-  ControlNet net(ck.config);
+  ControlNet net = [&] {
+    models::SkipInit skip;  // every weight is loaded right after (models/layers.h)
+    return ControlNet(ck.config);
+  }();
   models::load_module(*net, ck.weights, "ControlNet " + ck.path, dtype, device);
   net->eval();
   return net;

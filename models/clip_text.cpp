@@ -6,7 +6,7 @@
 #include "models/torch_compat.h"
 
 namespace sigma::models {
-namespace nn = torch::nn;
+namespace nn = sigma::models::layers;  // torch::nn with our Conv2d, Linear, Embedding (models/layers.h)
 
 std::string ClipTextConfig::describe() const {
   std::ostringstream s;

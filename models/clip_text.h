@@ -8,6 +8,8 @@
 
 #include <string>
 
+#include "models/layers.h"
+
 namespace sigma::models {
 
 struct ClipTextConfig {
@@ -23,7 +25,7 @@ struct ClipAttentionImpl : torch::nn::Module {
   ClipAttentionImpl(int64_t width, int64_t heads);
   torch::Tensor forward(const torch::Tensor& x);  // causal self-attention, [B,L,C] -> [B,L,C]
   int64_t heads;
-  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, out_proj{nullptr};
+  layers::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, out_proj{nullptr};
 };
 TORCH_MODULE(ClipAttention);
 
@@ -31,7 +33,7 @@ struct ClipMlpImpl : torch::nn::Module {
   ClipMlpImpl(int64_t width, int64_t hidden, bool quick_gelu);
   torch::Tensor forward(const torch::Tensor& x);
   bool quick_gelu;
-  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+  layers::Linear fc1{nullptr}, fc2{nullptr};
 };
 TORCH_MODULE(ClipMlp);
 
@@ -46,7 +48,7 @@ TORCH_MODULE(ClipLayer);
 
 struct ClipEmbeddingsImpl : torch::nn::Module {
   explicit ClipEmbeddingsImpl(const ClipTextConfig& c);
-  torch::nn::Embedding token_embedding{nullptr}, position_embedding{nullptr};
+  layers::Embedding token_embedding{nullptr}, position_embedding{nullptr};
 };
 TORCH_MODULE(ClipEmbeddings);
 
@@ -84,7 +86,7 @@ struct ClipTextModelImpl : torch::nn::Module {
                                                          const torch::Tensor& extra = {});
   ClipTextConfig config;
   ClipTransformer text_model{nullptr};
-  torch::nn::Linear text_projection{nullptr};  // only when config.projection_dim > 0
+  layers::Linear text_projection{nullptr};  // only when config.projection_dim > 0
 
  private:
   // Token (embed_tokens) + position embeddings of ids [B,L] -> [B,L,width].

@@ -1,16 +1,26 @@
 #include "models/loader.h"
 
+#include "models/layers.h"
+
 namespace sigma::models {
 
+// Each network is built under SkipInit (models/layers.h): its weights are allocated, not
+// randomly initialised, since load_module overwrites every one of them.
+template <class Network, class Config>
+Network build(const Config& config) {
+  SkipInit skip;
+  return Network(config);
+}
+
 UNet load_unet(const Checkpoint& ck, const LoadOptions& opt) {
-  UNet unet(ck.unet_config);
+  auto unet = build<UNet>(ck.unet_config);
   load_module(*unet, ck.unet, "UNet of " + ck.path, opt.dtype, opt.device);
   unet->eval();
   return unet;
 }
 
 AutoencoderKL load_vae(const Checkpoint& ck, const LoadOptions& opt) {
-  AutoencoderKL vae(ck.vae_config);
+  auto vae = build<AutoencoderKL>(ck.vae_config);
   load_module(*vae, ck.vae, "VAE of " + ck.path, opt.dtype, opt.device);
   vae->eval();
   return vae;
@@ -20,7 +30,7 @@ AutoencoderKL load_vae_file(const std::string& path, double scaling_factor, cons
   auto index = open_vae_file(path);
   auto config = infer_vae_config(index, path);
   config.scaling_factor = scaling_factor;
-  AutoencoderKL vae(config);
+  auto vae = build<AutoencoderKL>(config);
   load_module(*vae, index, "VAE " + path, opt.dtype, opt.device);
   vae->eval();
   return vae;
@@ -29,7 +39,7 @@ AutoencoderKL load_vae_file(const std::string& path, double scaling_factor, cons
 ClipTextModel load_text_encoder(const Checkpoint& ck, const LoadOptions& opt, size_t index) {
   if (index >= ck.description.text_encoders.size())
     throw ModelLoadError(ck.path + ": " + to_string(ck.family) + " has no text encoder " + std::to_string(index + 1));
-  ClipTextModel clip(ck.encoder_config(index));
+  auto clip = build<ClipTextModel>(ck.encoder_config(index));
   load_module(*clip, ck.encoder_weights(index), (index ? "text encoder " + std::to_string(index + 1) : std::string("text encoder")) + " of " + ck.path, opt.dtype,
               opt.device);
   clip->eval();

@@ -4,7 +4,7 @@
 #include <stdexcept>
 
 namespace sigma::models {
-namespace nn = torch::nn;
+namespace nn = sigma::models::layers;  // torch::nn with our Conv2d, Linear, Embedding (models/layers.h)
 
 std::string UNetConfig::describe() const {
   std::ostringstream s;

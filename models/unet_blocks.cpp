@@ -5,7 +5,7 @@
 #include "models/torch_compat.h"
 
 namespace sigma::models {
-namespace nn = torch::nn;
+namespace nn = sigma::models::layers;  // torch::nn with our Conv2d, Linear, Embedding (models/layers.h)
 
 torch::Tensor timestep_embedding(const torch::Tensor& t, int64_t dim) {
   const int64_t half = dim / 2;
@@ -149,7 +149,7 @@ void TimestepBlockImpl::add(Downsample m) {
 void TimestepBlockImpl::add(Upsample m) {
   push(m.ptr(), [p = m.ptr()](const auto& x, const auto&, const auto&) { return p->forward(x); });
 }
-void TimestepBlockImpl::add(torch::nn::Conv2d m) {
+void TimestepBlockImpl::add(layers::Conv2d m) {
   push(m.ptr(), [p = m.ptr()](const auto& x, const auto&, const auto&) { return p->forward(x); });
 }
 

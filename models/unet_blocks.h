@@ -9,6 +9,8 @@
 #include <functional>
 #include <vector>
 
+#include "models/layers.h"
+
 namespace sigma::models {
 
 // Sinusoidal embedding of (continuous) timesteps, cos first ("flip_sin_to_cos"),
@@ -22,7 +24,7 @@ struct ResBlockImpl : torch::nn::Module {
   ResBlockImpl(int64_t in, int64_t out, int64_t emb_dim);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& emb);
   torch::nn::Sequential in_layers{nullptr}, emb_layers{nullptr}, out_layers{nullptr};
-  torch::nn::Conv2d skip_connection{nullptr};
+  layers::Conv2d skip_connection{nullptr};
 };
 TORCH_MODULE(ResBlock);
 
@@ -31,7 +33,7 @@ struct CrossAttentionImpl : torch::nn::Module {
   CrossAttentionImpl(int64_t query_dim, int64_t context_dim, int64_t heads, int64_t dim_head);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& context = {});
   int64_t heads;
-  torch::nn::Linear to_q{nullptr}, to_k{nullptr}, to_v{nullptr};
+  layers::Linear to_q{nullptr}, to_k{nullptr}, to_v{nullptr};
   torch::nn::Sequential to_out{nullptr};
 };
 TORCH_MODULE(CrossAttention);
@@ -40,7 +42,7 @@ TORCH_MODULE(CrossAttention);
 struct GEGLUImpl : torch::nn::Module {
   GEGLUImpl(int64_t dim_in, int64_t dim_out);
   torch::Tensor forward(const torch::Tensor& x);
-  torch::nn::Linear proj{nullptr};
+  layers::Linear proj{nullptr};
 };
 TORCH_MODULE(GEGLU);
 
@@ -76,14 +78,14 @@ TORCH_MODULE(SpatialTransformer);
 struct DownsampleImpl : torch::nn::Module {
   explicit DownsampleImpl(int64_t channels);
   torch::Tensor forward(const torch::Tensor& x) { return op->forward(x); }
-  torch::nn::Conv2d op{nullptr};
+  layers::Conv2d op{nullptr};
 };
 TORCH_MODULE(Downsample);
 
 struct UpsampleImpl : torch::nn::Module {
   explicit UpsampleImpl(int64_t channels);
   torch::Tensor forward(const torch::Tensor& x);
-  torch::nn::Conv2d conv{nullptr};
+  layers::Conv2d conv{nullptr};
 };
 TORCH_MODULE(Upsample);
 
@@ -94,7 +96,7 @@ struct TimestepBlockImpl : torch::nn::Module {
   void add(SpatialTransformer m);
   void add(Downsample m);
   void add(Upsample m);
-  void add(torch::nn::Conv2d m);
+  void add(layers::Conv2d m);
   torch::Tensor forward(torch::Tensor x, const torch::Tensor& emb, const torch::Tensor& context);
 
  private:

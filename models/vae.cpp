@@ -6,7 +6,7 @@
 #include "models/unet_blocks.h"
 
 namespace sigma::models {
-namespace nn = torch::nn;
+namespace nn = sigma::models::layers;  // torch::nn with our Conv2d, Linear, Embedding (models/layers.h)
 namespace F = torch::nn::functional;
 
 std::string VaeConfig::describe() const {

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "models/layers.h"
+
 namespace sigma::models {
 
 struct VaeConfig {
@@ -24,7 +26,7 @@ struct VaeResBlockImpl : torch::nn::Module {
   VaeResBlockImpl(int64_t in, int64_t out);
   torch::Tensor forward(const torch::Tensor& x);
   torch::nn::GroupNorm norm1{nullptr}, norm2{nullptr};
-  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, nin_shortcut{nullptr};
+  layers::Conv2d conv1{nullptr}, conv2{nullptr}, nin_shortcut{nullptr};
 };
 TORCH_MODULE(VaeResBlock);
 
@@ -33,7 +35,7 @@ struct VaeAttnBlockImpl : torch::nn::Module {
   explicit VaeAttnBlockImpl(int64_t ch);
   torch::Tensor forward(const torch::Tensor& x);
   torch::nn::GroupNorm norm{nullptr};
-  torch::nn::Conv2d q{nullptr}, k{nullptr}, v{nullptr}, proj_out{nullptr};
+  layers::Conv2d q{nullptr}, k{nullptr}, v{nullptr}, proj_out{nullptr};
 };
 TORCH_MODULE(VaeAttnBlock);
 
@@ -51,7 +53,7 @@ struct VaeResampleImpl : torch::nn::Module {
   VaeResampleImpl(int64_t ch, bool down);
   torch::Tensor forward(const torch::Tensor& x);
   bool down;
-  torch::nn::Conv2d conv{nullptr};
+  layers::Conv2d conv{nullptr};
 };
 TORCH_MODULE(VaeResample);
 
@@ -67,7 +69,7 @@ TORCH_MODULE(VaeLevel);
 struct VaeEncoderImpl : torch::nn::Module {
   explicit VaeEncoderImpl(const VaeConfig& c);
   torch::Tensor forward(const torch::Tensor& x);  // [B,3,H,W] -> [B,2z,H/f,W/f]
-  torch::nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
+  layers::Conv2d conv_in{nullptr}, conv_out{nullptr};
   torch::nn::ModuleList down{nullptr};
   VaeMid mid{nullptr};
   torch::nn::GroupNorm norm_out{nullptr};
@@ -77,7 +79,7 @@ TORCH_MODULE(VaeEncoder);
 struct VaeDecoderImpl : torch::nn::Module {
   explicit VaeDecoderImpl(const VaeConfig& c);
   torch::Tensor forward(const torch::Tensor& z);  // [B,z,h,w] -> [B,3,h·f,w·f]
-  torch::nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
+  layers::Conv2d conv_in{nullptr}, conv_out{nullptr};
   torch::nn::ModuleList up{nullptr};
   VaeMid mid{nullptr};
   torch::nn::GroupNorm norm_out{nullptr};
@@ -94,7 +96,7 @@ struct AutoencoderKLImpl : torch::nn::Module {
   VaeConfig config;
   VaeEncoder encoder{nullptr};
   VaeDecoder decoder{nullptr};
-  torch::nn::Conv2d quant_conv{nullptr}, post_quant_conv{nullptr};
+  layers::Conv2d quant_conv{nullptr}, post_quant_conv{nullptr};
 };
 TORCH_MODULE(AutoencoderKL);
 

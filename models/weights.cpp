@@ -53,7 +53,6 @@ std::string LoadReport::describe(size_t max_per_list) const {
 
 void load_module(torch::nn::Module& module, const TensorIndex& index, const std::string& what,
                  torch::ScalarType dtype, torch::Device device, const std::vector<std::string>& ignore) {
-  module.to(device, dtype);
   LoadReport report;
   std::set<std::string> used(ignore.begin(), ignore.end());
   std::vector<std::pair<torch::Tensor, const TensorRef*>> plan;
@@ -82,8 +81,17 @@ void load_module(torch::nn::Module& module, const TensorIndex& index, const std:
     throw ModelLoadError(what + " does not match the expected structure:" + report.describe() +
                          "\n  (is this the right kind of model file, and complete?)");
 
+  // Each parameter takes the file's tensor, converted once to `dtype` and moved once to the
+  // device (set_data, as Module::to does): nothing is converted or copied twice, and a
+  // module built under SkipInit (models/layers.h) never touches its uninitialised weights.
+  // Every parameter and buffer is in `plan` (a missing one threw above).
   torch::NoGradGuard no_grad;
-  for (auto& [target, ref] : plan) target.copy_(ref->load(dtype).reshape(target.sizes()));
+  for (auto& [target, ref] : plan) {
+    auto t = ref->load(dtype).reshape(target.sizes()).to(device);
+    // A tensor made in memory (ref->value) can come back as itself: the module gets its own.
+    if (ref->value.defined() && t.is_alias_of(ref->value)) t = t.clone();
+    target.set_data(t);
+  }
 }
 
 int64_t count_parameters(const TensorIndex& index) {

@@ -7,6 +7,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -110,6 +112,21 @@ TEST_SUITE("unit.fuzz_regressions") {
     // arithmetic only, no memory access out of bounds; it decodes to some picture or is refused.
     CHECK_NOTHROW(error_of("regress-jpeg-dc-overflow"));
     CHECK_NOTHROW(error_of("regress-jpeg-bit-reader-shift"));  // its bit reader's shift by 32, likewise
+    // A 70-byte BMP whose height is -458704 (top-down rows): refused from its header, before
+    // stb allocates and decodes 458704 rows.
+    CHECK(has(error_of("regress-bmp-negative-height"), "63x458704 is larger than the 8192x8192 limit"));
+    {
+      // A valid top-down BMP (bmp-2x2 with its height negated) still decodes, upside up.
+      auto bottom_up = read_bytes(dir / "bmp-2x2"), top_down = bottom_up;
+      const int32_t minus_two = -2;
+      std::memcpy(top_down.data() + 22, &minus_two, 4);  // BITMAPINFOHEADER biHeight
+      const auto a = app::decode_image(bottom_up, "bottom-up.bmp"), b = app::decode_image(top_down, "top-down.bmp");
+      REQUIRE(b.width == 2);
+      REQUIRE(b.height == 2);
+      const size_t row = 2 * 3;
+      CHECK(std::equal(a.pixels.begin(), a.pixels.begin() + row, b.pixels.begin() + row));  // rows swapped
+      CHECK(std::equal(a.pixels.begin() + row, a.pixels.end(), b.pixels.begin()));
+    }
     CHECK(has(error_of("gif-small.gif"), "not a PNG, JPEG or BMP file"));
     CHECK(has(error_of("png-60000"), "60000x60000 is larger than the 8192x8192 limit"));
     // Real files of each kind still decode, baseline and progressive JPEG included.

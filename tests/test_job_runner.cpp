@@ -4,9 +4,13 @@
 // hint previews run in the background and are not redone for an unchanged request.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
+#include <map>
 #include <mutex>
+#include <random>
 #include <thread>
 
 #include "app/image_io.h"
@@ -58,7 +62,7 @@ TEST_SUITE("unit.jobrunner") {
     RunnerOptions options;
     options.output_dir = out.string();
     options.preview_every = 1;
-    int notified = 0;
+    std::atomic<int> notified{0};  // notify comes from the worker and from submit()'s thread (TSan found the plain int)
     options.notify = [&] { ++notified; };
     JobRunner runner(options);
     const auto id = runner.submit(tiny_request());
@@ -193,6 +197,86 @@ TEST_SUITE("unit.jobrunner") {
     for (const auto& e : events) cancelled += e.type == JobEvent::Type::cancelled;
     CHECK(cancelled == 2);
     CHECK(runner.snapshot().jobs_cancelled == 2);
+  }
+
+  TEST_CASE("many queued jobs with cancels and snapshots from other threads: each job ends exactly once") {
+    // Issue 14's concurrency case, run under ThreadSanitizer (-DSIGMA_TSAN=ON, docs/reliability.md):
+    // one thread submits, one cancels single jobs and now and then everything, one reads
+    // snapshots, while the worker runs. Afterwards every job has exactly one final event,
+    // the counters agree with them, and the folder holds one PNG per finished job.
+    const auto out = test::scratch("runner-stress");
+    std::mutex m;
+    std::map<uint64_t, int> finals;
+    size_t done_events = 0, cancelled_events = 0, failed_events = 0;
+    RunnerOptions options;
+    options.output_dir = out.string();
+    options.preview_every = 1;
+    options.on_event = [&](const JobEvent& e) {
+      std::lock_guard<std::mutex> l(m);
+      if (e.type == JobEvent::Type::done || e.type == JobEvent::Type::cancelled || e.type == JobEvent::Type::failed) {
+        ++finals[e.job];
+        done_events += e.type == JobEvent::Type::done;
+        cancelled_events += e.type == JobEvent::Type::cancelled;
+        failed_events += e.type == JobEvent::Type::failed;
+      }
+    };
+    JobRunner runner(options);
+    constexpr int kJobs = 40;
+    std::vector<uint64_t> ids;
+    std::mutex ids_mutex;
+    std::atomic<bool> submitting{true};
+    std::thread submitter([&] {
+      for (int i = 0; i < kJobs; ++i) {
+        auto r = tiny_request(1 + i % 3);
+        r.seed = i;
+        const auto id = runner.submit(r);
+        {
+          std::lock_guard<std::mutex> l(ids_mutex);
+          ids.push_back(id);
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(i % 4));
+      }
+      submitting = false;
+    });
+    std::thread canceller([&] {
+      std::mt19937 rng(14);
+      while (submitting) {
+        uint64_t victim = 0;
+        {
+          std::lock_guard<std::mutex> l(ids_mutex);
+          if (!ids.empty()) victim = ids[rng() % ids.size()];
+        }
+        if (victim) runner.cancel(victim);  // queued, running or already finished: all fine
+        if (rng() % 25 == 0) runner.cancel();
+        std::this_thread::sleep_for(std::chrono::milliseconds(3));
+      }
+    });
+    std::thread reader([&] {
+      while (submitting) {
+        const auto snap = runner.snapshot();
+        CHECK(snap.jobs_done + snap.jobs_cancelled + snap.jobs_failed <= uint64_t(kJobs));
+        (void)runner.queued();
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    });
+    submitter.join();
+    canceller.join();
+    reader.join();
+    REQUIRE(runner.wait_idle(600));
+    const auto snap = runner.snapshot();
+    std::lock_guard<std::mutex> l(m);
+    CHECK(finals.size() == size_t(kJobs));
+    for (const auto id : ids) {
+      CAPTURE(id);
+      CHECK(finals[id] == 1);
+    }
+    CHECK(failed_events == 0);
+    CHECK(snap.jobs_done == done_events);
+    CHECK(snap.jobs_cancelled == cancelled_events);
+    CHECK(snap.jobs_failed == 0);
+    CHECK(done_events + cancelled_events == size_t(kJobs));
+    CHECK(files_in(out) == done_events);  // one image per finished job, nothing from cancelled ones
+    std::printf("unit.jobrunner stress: %zu done, %zu cancelled of %d\n", done_events, cancelled_events, kJobs);
   }
 
   TEST_CASE("a bad model path is an error state with the path in it; the runner keeps working") {

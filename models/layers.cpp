@@ -1,0 +1,84 @@
+#include "models/layers.h"
+
+#include <cmath>
+
+namespace sigma::models {
+
+namespace {
+thread_local bool skip_init = false;
+}
+
+SkipInit::SkipInit() : previous_(skip_init) { skip_init = true; }
+SkipInit::~SkipInit() { skip_init = previous_; }
+bool SkipInit::active() { return skip_init; }
+
+namespace layers {
+namespace F = torch::nn::functional;
+
+namespace {
+
+// LibTorch's reset_parameters() of Conv and Linear (and PyTorch's): Kaiming-uniform with
+// a = √5 for the weight, U(-1/√fan_in, 1/√fan_in) for the bias, in that order.
+void kaiming_reset(torch::Tensor& weight, torch::Tensor& bias) {
+  torch::NoGradGuard no_grad;
+  torch::nn::init::kaiming_uniform_(weight, /*a=*/std::sqrt(5.0));
+  if (bias.defined()) {
+    const auto fan_in = std::get<0>(torch::nn::init::_calculate_fan_in_and_fan_out(weight));
+    const double bound = fan_in > 0 ? 1 / std::sqrt(static_cast<double>(fan_in)) : 0;
+    torch::nn::init::uniform_(bias, -bound, bound);
+  }
+}
+
+}  // namespace
+
+Conv2dImpl::Conv2dImpl(Conv2dOptions options_) : options(std::move(options_)) { reset(); }
+
+void Conv2dImpl::reset() {
+  TORCH_CHECK(options.in_channels() % options.groups() == 0 && options.out_channels() % options.groups() == 0,
+              "sigma Conv2d: channels must be divisible by groups");
+  std::vector<int64_t> shape = {options.out_channels(), options.in_channels() / options.groups()};
+  shape.insert(shape.end(), (*options.kernel_size()).begin(), (*options.kernel_size()).end());
+  weight = register_parameter("weight", torch::empty(shape));
+  if (options.bias())
+    bias = register_parameter("bias", torch::empty({options.out_channels()}));
+  else
+    register_parameter("bias", torch::Tensor(), /*requires_grad=*/false);
+  if (!SkipInit::active()) kaiming_reset(weight, bias);
+}
+
+// LibTorch's Conv2dImpl::forward for padding_mode zeros (the only mode the models use).
+torch::Tensor Conv2dImpl::forward(const torch::Tensor& x) {
+  return F::conv2d(x, weight,
+                   F::Conv2dFuncOptions().bias(bias).stride(options.stride()).padding(options.padding())
+                       .dilation(options.dilation()).groups(options.groups()));
+}
+
+LinearImpl::LinearImpl(LinearOptions options_) : options(std::move(options_)) { reset(); }
+
+void LinearImpl::reset() {
+  weight = register_parameter("weight", torch::empty({options.out_features(), options.in_features()}));
+  if (options.bias())
+    bias = register_parameter("bias", torch::empty({options.out_features()}));
+  else
+    bias = register_parameter("bias", {}, /*requires_grad=*/false);
+  if (!SkipInit::active()) kaiming_reset(weight, bias);
+}
+
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) { return F::linear(x, weight, bias); }
+
+EmbeddingImpl::EmbeddingImpl(EmbeddingOptions options_) : options(std::move(options_)) { reset(); }
+
+void EmbeddingImpl::reset() {
+  TORCH_CHECK(!options.padding_idx() && !options.max_norm() && !options._weight().defined(),
+              "sigma Embedding: padding_idx, max_norm and a given weight are not supported");
+  weight = register_parameter("weight", torch::empty({options.num_embeddings(), options.embedding_dim()}));
+  if (!SkipInit::active()) {
+    torch::NoGradGuard no_grad;
+    torch::nn::init::normal_(weight);  // LibTorch's EmbeddingImpl::reset_parameters
+  }
+}
+
+torch::Tensor EmbeddingImpl::forward(const torch::Tensor& ids) { return torch::embedding(weight, ids); }
+
+}  // namespace layers
+}  // namespace sigma::models
