@@ -11,6 +11,7 @@
 #include "app/conditioning.h"
 #include "app/image_io.h"
 #include "imaging/resize.h"
+#include "models/runtime.h"
 #include "models/torch_compat.h"
 #include "samplers/guidance.h"
 #include "samplers/noise.h"
@@ -464,6 +465,17 @@ GenerateResult generate(Engine& engine, const Request& request, const GenerateHo
   c10::InferenceMode guard;
   // 1. Request resolution: seed, size, σ list and latent shape.
   const Request r = resolve_request(request, engine);
+  // A small network at a small size on the CPU runs on one thread (models::ScopedThreads):
+  // below ~1e10 UNet parameter-positions per step (the bundled model up to ~360x360; a
+  // full-size SD 1.5 never) the second thread costs more than it gives.
+  std::optional<models::ScopedThreads> one_thread;
+  if (!engine.device().is_cuda() && !models::threads_from_environment()) {
+    int64_t params = 0;
+    for (const auto& p : engine.unet()->parameters()) params += p.numel();
+    const double work = double(params) * double(r.width / engine.downscale()) * double(r.height / engine.downscale()) *
+                        double(r.batch_size) * 2;
+    if (work < 1e10) one_thread.emplace(1);
+  }
   std::string stage = "preparing";
   try {
     return generate_stages(engine, r, hooks, stage);

@@ -19,6 +19,20 @@ void init_runtime() {
   if (threads > 0) at::set_num_threads(threads);
 }
 
+bool threads_from_environment() {
+  for (const char* name : {"SIGMA_THREADS", "OMP_NUM_THREADS"})
+    if (const char* v = std::getenv(name); v && std::atoi(v) > 0) return true;
+  return false;
+}
+
+ScopedThreads::ScopedThreads(int n) : previous_(at::get_num_threads()) {
+  if (n > 0 && n != previous_) at::set_num_threads(n);
+}
+
+ScopedThreads::~ScopedThreads() {
+  if (at::get_num_threads() != previous_) at::set_num_threads(previous_);
+}
+
 std::optional<bool> env_switch(const char* name) {
   const char* v = std::getenv(name);
   if (!v || !*v) return std::nullopt;

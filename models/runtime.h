@@ -18,6 +18,24 @@ std::optional<bool> env_switch(const char* name);
 // use every core unless OMP_NUM_THREADS / SIGMA_THREADS say otherwise.
 void init_runtime();
 
+// Whether SIGMA_THREADS or OMP_NUM_THREADS chose the CPU thread count (then it is kept).
+bool threads_from_environment();
+
+// While it lives, LibTorch's CPU work started from this thread uses `n` threads, then the
+// count before. For work too small to split: the bundled model's steps at 128x128 take
+// ~35% less wall time on one thread than on two, where handing tiny kernels to a second
+// thread costs more than it saves (docs/performance.md, CPU).
+class ScopedThreads {
+ public:
+  explicit ScopedThreads(int n);
+  ~ScopedThreads();
+  ScopedThreads(const ScopedThreads&) = delete;
+  ScopedThreads& operator=(const ScopedThreads&) = delete;
+
+ private:
+  int previous_;
+};
+
 // Whether this CPU has bfloat16 matrix units that LibTorch's oneDNN kernels use: AMX-BF16
 // (Sapphire Rapids and later) or AVX512-BF16 (Cooper Lake, Zen 4), with the OS saving their
 // registers. There bf16 convolutions and matmuls run ~5x faster than fp32, so `--dtype auto`
