@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Kill-and-resume soak (issue 14): a `sigma batch` job file of JOBS jobs (default 1000) on
-# the bundled model at 64x64, 2 steps, split over 4 shards that run at once, each killed
+# the bundled model at 64x64, 8 steps, split over 4 shards that run at once, each killed
 # with SIGKILL at random moments (up to KILLS times per shard, default 40) and restarted
 # until done; then every file is checked (exactly once, decodes, its own metadata, no
 # temporary left, summaries add up). It is the e2e.kill_resume test at a larger count.

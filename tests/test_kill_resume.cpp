@@ -102,8 +102,11 @@ TEST_SUITE("e2e.kill_resume") {
     std::vector<Shard> shards(4);
     auto args = [&](int i) {
       return std::vector<std::string>{SIGMA_CLI_PATH, "batch", jobs, "--shard", std::to_string(i) + "/4", "-W", "64", "-H", "64",
-                                      "--steps", "2", "-q", "-o", out.string()};
+                                      "--steps", "8", "-q", "-o", out.string()};
     };
+    // 8 steps: a shard's 12 jobs then take a few seconds, so the kills (0.3-4 s after each
+    // start) land while it works; at 2 steps the one-thread CPU rule made shards finish
+    // in ~1.5 s and most kill moments fell after the end.
     std::uniform_int_distribution<int> delay_ms(300, 4000);
     const auto t0 = std::chrono::steady_clock::now();
     int total_kills = 0;
