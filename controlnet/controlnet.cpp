@@ -115,10 +115,7 @@ ControlNetCheckpoint open_controlnet(const std::string& path, models::Family fam
 
 namespace sigma::controlnet {
 ControlNet load_controlnet(const ControlNetCheckpoint& ck, torch::Device device, torch::ScalarType dtype) {
-  ControlNet net = [&] {
-    models::SkipInit skip;  // every weight is loaded right after (models/layers.h)
-    return ControlNet(ck.config);
-  }();
+  auto net = models::build_uninitialised<ControlNet>(ck.config);  // every weight is loaded right after
   models::load_module(*net, ck.weights, "ControlNet " + ck.path, dtype, device);
   net->eval();
   return net;

@@ -42,7 +42,7 @@ void Conv2dImpl::reset() {
   if (options.bias())
     bias = register_parameter("bias", torch::empty({options.out_channels()}));
   else
-    register_parameter("bias", torch::Tensor(), /*requires_grad=*/false);
+    bias = register_parameter("bias", {}, /*requires_grad=*/false);
   if (!SkipInit::active()) kaiming_reset(weight, bias);
 }
 

@@ -29,6 +29,13 @@ class SkipInit {
   bool previous_;
 };
 
+// A network built under SkipInit, for a loader that fills every weight right after.
+template <class Network, class Config>
+Network build_uninitialised(const Config& config) {
+  SkipInit skip;
+  return Network(config);
+}
+
 namespace layers {
 using namespace torch::nn;
 

@@ -130,6 +130,9 @@ inline std::vector<std::string> changed_parameters(const torch::nn::Module& m,
   return out;
 }
 
+// Whether `text` contains `part` (messages and logs checked by their wording).
+inline bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
 // A scratch folder under the build tree, emptied at first use.
 inline std::filesystem::path scratch(const std::string& name) {
   auto p = std::filesystem::temp_directory_path() / ("sigma-tests-" + std::to_string(::getpid())) / name;

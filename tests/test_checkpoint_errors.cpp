@@ -36,7 +36,7 @@ std::string load_error(const std::string& path) {
   return "";
 }
 
-bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+using sigma::test::has;
 
 }  // namespace
 

@@ -23,7 +23,7 @@ std::string model_flags() {
          "/models/tiny-sd15-diffusers/tokenizer -W 128 -H 128 --steps 4 -q ";
 }
 
-bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+using sigma::test::has;
 }  // namespace
 
 TEST_SUITE("e2e.cli") {

@@ -23,7 +23,7 @@ using namespace sigma;
 
 namespace {
 
-bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+using sigma::test::has;
 
 std::string read_bytes(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);

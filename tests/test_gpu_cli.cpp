@@ -187,7 +187,7 @@ app::Request request(int64_t size, int64_t batch) {
   return r;
 }
 
-bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+using sigma::test::has;
 
 // What every out-of-memory message must say: where, for what, and what to do.
 void check_oom_message(const std::string& message) {

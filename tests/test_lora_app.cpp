@@ -24,7 +24,7 @@ std::string lora_fixtures() { return test::sd15() + "/lora"; }
 std::string emb_fixtures() { return test::sd15() + "/embeddings"; }
 std::string tokenizer_dir() { return test::sd15() + "/models/tiny-sd15-diffusers/tokenizer"; }
 std::string model_file() { return test::sd15() + "/models/tiny-sd15.safetensors"; }
-bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+using sigma::test::has;
 
 // Any exception's message ("" when none).
 std::string any_error(const std::function<void()>& f) {

@@ -22,7 +22,7 @@ std::string error_of_validate(const Request& r) {
   return test::error_of([&] { validate(r); });
 }
 
-bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+using sigma::test::has;
 }  // namespace
 
 TEST_SUITE("unit.reliability") {

@@ -36,7 +36,7 @@ std::vector<std::string> split(const std::string& s) {
   return out;
 }
 
-bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+using sigma::test::has;
 
 std::string parse_error(const std::string& text) {
   try {

@@ -50,7 +50,7 @@ std::string error_of(const std::function<void()>& f) {
   return "";
 }
 
-bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+using sigma::test::has;
 
 // A tokenizer folder in scratch: the fixture's vocab.json and merges.txt plus `config` (none if empty).
 std::string folder_with_config(const std::string& name, const std::string& config) {
