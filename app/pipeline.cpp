@@ -13,6 +13,7 @@
 #include "imaging/resize.h"
 #include "models/runtime.h"
 #include "models/torch_compat.h"
+#include "models/vae_tiling.h"
 #include "samplers/guidance.h"
 #include "samplers/noise.h"
 #include "samplers/registry.h"
@@ -122,8 +123,51 @@ std::vector<double> request_sigmas(const Request& r, const Engine& engine) {
   return std::vector<double>(full.end() - (r.steps + 1), full.end());
 }
 
-torch::Tensor decode_latents(Engine& engine, const torch::Tensor& latents) {
-  return ((engine.vae()->decode(latents / engine.scaling_factor()) + 1) / 2).clamp(0, 1);
+namespace {
+
+models::VaeTiling tiling_for(const torch::Tensor& x) {
+  models::VaeTiling t;
+  t.offload = x.device().is_cuda();
+  return t;
+}
+
+// `whole()` (the untiled VAE call) unless `tiled`; out of memory there, `in_tiles()` instead.
+template <class Whole, class Tiled>
+auto whole_or_tiles(bool tiled, const char* what, Whole&& whole, Tiled&& in_tiles) {
+  if (!tiled) {
+    try {
+      return whole();
+    } catch (const std::exception& e) {
+      if (!compat::is_out_of_memory(e)) throw;
+      compat::cuda_empty_cache();
+      std::fprintf(stderr, "sigma: note: out of memory in the whole-image VAE %s; running it again in tiles\n", what);
+    }
+  }
+  return in_tiles();
+}
+
+torch::Tensor vae_decode(models::AutoencoderKLImpl& vae, const torch::Tensor& z, bool tiled) {
+  return whole_or_tiles(tiled, "decode", [&] { return vae.decode(z); }, [&] { return models::tiled_decode(vae, z, tiling_for(z)); });
+}
+
+}  // namespace
+
+bool vae_tiled(Engine& engine, const Request& r, const std::vector<int64_t>& latent_shape) {
+  if (r.vae_tiling) return true;
+  const double need = models::untiled_decode_bytes(engine.vae()->config, latent_shape, engine.dtype());
+  return need > models::available_memory_bytes(engine.device().is_cuda());
+}
+
+torch::Tensor decode_latents(Engine& engine, const torch::Tensor& latents, bool tiled) {
+  return ((vae_decode(*engine.vae(), latents / engine.scaling_factor(), tiled) + 1) / 2).clamp(0, 1);
+}
+
+torch::Tensor encode_image(Engine& engine, const torch::Tensor& image, bool tiled) {
+  auto& vae = *engine.vae();
+  auto mean = whole_or_tiles(
+      tiled, "encode", [&] { return vae.encode_moments(image).first; },
+      [&] { return models::tiled_encode_moments(vae, image, tiling_for(image)).first; });
+  return mean * engine.scaling_factor();
 }
 
 namespace {
@@ -137,13 +181,13 @@ std::string dtype_name(torch::ScalarType t) {
 
 }  // namespace
 
-torch::Tensor decode_latents_checked(Engine& engine, const torch::Tensor& latents, std::string* retried) {
+torch::Tensor decode_latents_checked(Engine& engine, const torch::Tensor& latents, std::string* retried, bool tiled) {
   // clamp() keeps NaN, so the check on the clamped pixels sees every bad decode.
-  auto images = decode_latents(engine, latents);
+  auto images = decode_latents(engine, latents, tiled);
   if (all_finite(images)) return images;
   if (engine.dtype() == torch::kFloat16) {
     auto& vae = engine.vae_float32();
-    images = ((vae->decode(latents.to(torch::kFloat32) / engine.scaling_factor()) + 1) / 2).clamp(0, 1);
+    images = ((vae_decode(*vae, latents.to(torch::kFloat32) / engine.scaling_factor(), tiled) + 1) / 2).clamp(0, 1);
     if (all_finite(images)) {
       std::fprintf(stderr, "sigma: note: the float16 VAE decode gave NaN/Inf; decoded again in float32\n");
       if (retried) *retried = "float32 (float16 overflowed)";
@@ -211,7 +255,7 @@ ImageInputs image_inputs(Engine& engine, const Request& r, const std::vector<int
   ImageInputs in;
   if (!r.init_image.empty()) {
     auto img = image_to_tensor(fitted_image(r.init_image, r.width, r.height, "stretch")).to(engine.device(), engine.dtype()) * 2 - 1;
-    in.init_latent = (engine.vae()->encode_moments(img).first * engine.scaling_factor()).expand(shape).contiguous();
+    in.init_latent = encode_image(engine, img, vae_tiled(engine, r, shape)).expand(shape).contiguous();
   }
   if (!r.mask.empty()) {
     auto m = image_to_tensor(fitted_image(r.mask, r.width, r.height, "stretch", 1));
@@ -449,7 +493,7 @@ GenerateResult generate_stages(Engine& engine, const Request& r, const GenerateH
     result.latents = x;
     std::string vae_retry;
     stage = "the VAE decode" + (r.batch_count > 1 ? " (batch " + std::to_string(k + 1) + ")" : std::string());
-    auto images = tensor_to_images(decode_latents_checked(engine, x, &vae_retry) * 2 - 1);
+    auto images = tensor_to_images(decode_latents_checked(engine, x, &vae_retry, vae_tiled(engine, r, shape)) * 2 - 1);
     for (int64_t i = 0; i < B; ++i) {
       auto g = image_record(engine, r, sigmas, std::move(images[static_cast<size_t>(i)]), k, i, vae_retry, adapters);
       if (hooks.on_image) hooks.on_image(g);

@@ -2,9 +2,14 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <fstream>
+#include <limits>
 #include <string>
 #include <thread>
+
+#include "models/torch_compat.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -81,6 +86,24 @@ void use_channels_last(torch::nn::Module& module) {
   torch::NoGradGuard no_grad;
   for (auto& p : module.parameters())
     if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));
+}
+
+double available_memory_bytes(bool cuda) {
+  if (cuda) {
+    const auto [free, total] = compat::cuda_memory_info();
+    const auto [reserved, allocated] = compat::cuda_reserved_allocated();
+    double available = static_cast<double>(free) + (reserved - allocated);
+    const double cap = compat::cuda_memory_fraction();
+    if (cap < 1) available = std::min(available, cap * static_cast<double>(total) - allocated);
+    return std::max(0.0, available);
+  }
+  std::ifstream meminfo("/proc/meminfo");
+  for (std::string key; meminfo >> key;) {
+    double kb = 0;
+    if (key == "MemAvailable:" && meminfo >> kb) return kb * 1024;
+    meminfo.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+  }
+  return std::numeric_limits<double>::infinity();
 }
 
 }  // namespace sigma::models

@@ -43,6 +43,12 @@ class ScopedThreads {
 // overrides the answer (to compare, or on a CPU that reports the units but runs them badly).
 bool cpu_has_bf16_units();
 
+// Bytes a new allocation can still get: on CUDA the driver's free memory plus what the caching
+// allocator holds unused (within SIGMA_CUDA_MEMORY_FRACTION's cap); on the CPU the kernel's
+// MemAvailable (infinity when /proc/meminfo cannot be read). For choices such as tiling the
+// VAE before an allocation would fail, not as a guarantee.
+double available_memory_bytes(bool cuda);
+
 // The channels-last (NHWC) lever on CUDA: a module's 4-D weights stored in channels-last
 // order, so its convolutions take cuDNN's NHWC kernels and their outputs stay NHWC. Used for
 // the UNet (SD 1.5 fp16 CFG step on an H200: 10.9 vs 12.9 ms through CUDA graphs), not the

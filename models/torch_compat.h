@@ -5,8 +5,10 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
+#include <vector>
 #include <ATen/autocast_mode.h>
 #ifdef SIGMA_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -34,12 +36,28 @@ inline torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, c
   if (!math) return at::scaled_dot_product_attention(q, k, v, {}, 0.0, causal);
 #endif
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-  auto w = torch::matmul(q, k.transpose(-2, -1)) * scale;
-  if (causal) {
-    auto mask = torch::ones({q.size(-2), k.size(-2)}, q.options().dtype(torch::kBool)).triu(1);
-    w = w.masked_fill(mask, -std::numeric_limits<float>::infinity());
-  }
-  return torch::matmul(w.softmax(-1), v);
+  const auto kt = k.transpose(-2, -1);
+  auto rows = [&](int64_t start, int64_t n) {
+    auto w = torch::matmul(q.narrow(-2, start, n), kt).mul_(scale);
+    if (causal) {
+      auto mask = torch::ones({n, k.size(-2)}, q.options().dtype(torch::kBool)).triu(start + 1);
+      w = w.masked_fill(mask, -std::numeric_limits<float>::infinity());
+    }
+    return torch::matmul(w.softmax(-1), v);
+  };
+  // The weights are [.., Lq, Lk]: at SD's 4096 latent pixels (512²) and 8 heads x CFG pair
+  // that is 268 M numbers, twice over with the softmax. Each query row's softmax is its own,
+  // so the rows are taken in slices of at most kAttentionChunk weights: the same numbers,
+  // a bounded peak (A1111's split attention on the CPU). 4 M weights (16 MB in float32)
+  // stay under glibc's largest mmap threshold (32 MB), so the slices reuse heap memory
+  // instead of faulting in fresh pages for every attention call.
+  constexpr int64_t kAttentionChunk = int64_t(1) << 22;
+  const int64_t Lq = q.size(-2), per_row = q.numel() / std::max<int64_t>(1, Lq * q.size(-1)) * k.size(-2);
+  const int64_t chunk = std::max<int64_t>(1, kAttentionChunk / std::max<int64_t>(1, per_row));
+  if (chunk >= Lq) return rows(0, Lq);
+  std::vector<torch::Tensor> parts;
+  for (int64_t s = 0; s < Lq; s += chunk) parts.push_back(rows(s, std::min(chunk, Lq - s)));
+  return torch::cat(parts, -2);
 }
 
 // TF32 silently lowers float32 matmul/conv precision on Ampere+ GPUs; the conformance
@@ -68,6 +86,18 @@ inline double cuda_peak_allocated_gb() {
   return static_cast<double>(stats.allocated_bytes[0].peak) / 1e9;
 #else
   return 0;
+#endif
+}
+
+// The caching allocator's current {reserved, allocated} bytes on device 0 ({0, 0} without CUDA):
+// reserved minus allocated is memory this process holds free for its next tensors.
+inline std::pair<double, double> cuda_reserved_allocated() {
+#ifdef SIGMA_WITH_CUDA
+  if (!torch::cuda::is_available()) return {0, 0};
+  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(0);
+  return {static_cast<double>(stats.reserved_bytes[0].current), static_cast<double>(stats.allocated_bytes[0].current)};
+#else
+  return {0, 0};
 #endif
 }
 

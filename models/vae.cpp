@@ -138,8 +138,12 @@ AutoencoderKLImpl::AutoencoderKLImpl(VaeConfig c) : config(std::move(c)) {
 // Inputs run in the module's dtype (a VAE kept in float32 for a float16 pipeline), outputs come back in theirs.
 std::pair<torch::Tensor, torch::Tensor> AutoencoderKLImpl::encode_moments(const torch::Tensor& image) {
   const auto dtype = quant_conv->weight.scalar_type();
-  auto moments = quant_conv->forward(encoder->forward(image.to(dtype))).chunk(2, 1);
-  return {moments[0].to(image.scalar_type()), moments[1].clamp(-30.0, 20.0).to(image.scalar_type())};
+  return posterior(quant_conv->forward(encoder->forward(image.to(dtype))), image.scalar_type());
+}
+
+std::pair<torch::Tensor, torch::Tensor> AutoencoderKLImpl::posterior(const torch::Tensor& moments, torch::ScalarType dtype) {
+  auto m = moments.chunk(2, 1);
+  return {m[0].to(dtype), m[1].clamp(-30.0, 20.0).to(dtype)};
 }
 
 torch::Tensor AutoencoderKLImpl::decode(const torch::Tensor& z) {

@@ -92,6 +92,8 @@ struct AutoencoderKLImpl : torch::nn::Module {
   std::pair<torch::Tensor, torch::Tensor> encode_moments(const torch::Tensor& image);
   // latent (unscaled, i.e. already divided by scaling_factor) -> image in about [-1,1]
   torch::Tensor decode(const torch::Tensor& z);
+  // quant_conv's output -> (mean, logvar) in `dtype` (encode_moments' last step)
+  static std::pair<torch::Tensor, torch::Tensor> posterior(const torch::Tensor& moments, torch::ScalarType dtype);
 
   VaeConfig config;
   VaeEncoder encoder{nullptr};

@@ -49,6 +49,9 @@ sigma_add_suite(e2e.reliability e2e)
 sigma_add_suite(gpu.cli_path gpu ARGS --require-cuda)
 # Out of GPU memory: a clear error, no file, and the next job runs (pipeline, job runner, batch).
 sigma_add_suite(gpu.oom gpu ARGS --require-cuda)
+# Tiled VAE (models/vae_tiling.h) against the untiled networks, on the CPU and on CUDA with offload.
+sigma_add_suite(unit.vae_tiling unit)
+sigma_add_suite(gpu.vae_tiling gpu ARGS --require-cuda)
 sigma_add_suite(conformance.sdxl conformance)
 sigma_add_suite(unit.sdxl unit)
 # The app side of LoRA and textual inversion (app/adapters.h, tests/test_lora_app.cpp).

@@ -72,6 +72,10 @@ struct RequestFlags {
     add(c, "-o,--output", &Request::output, "output .png file, or a folder for numbered files (default: outputs/)");
     add(c, "--device", &Request::device, "auto | cpu | cuda")->default_val("auto");
     add(c, "--dtype", &Request::dtype, "auto | fp32 | fp16 | bf16 (auto: fp16 on CUDA; bf16 on CPUs with AMX or AVX512-BF16, else fp32)")->default_val("auto");
+    auto* tiling = c->add_flag("--vae-tiling", flags.vae_tiling,
+                               "VAE decode/encode in tiles: the same picture in bounded memory (on its own when the "
+                               "whole image would not fit)");
+    copiers.emplace_back(tiling, [](Request& dst, const Request& src) { dst.vae_tiling = src.vae_tiling; });
     lora_option = c->add_option("--lora", lora_specs,
                                 "LoRA/LyCORIS NAME[:W] (a file stem in --lora-dir, subfolders searched) or FILE[:W]; "
                                 "repeatable; adds to the prompt's <lora:NAME:W> tags")
