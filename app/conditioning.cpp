@@ -16,6 +16,7 @@ torch::Tensor encode_chunks(Engine& engine, const PromptChunks& chunks, int64_t 
   // All chunks in one batch: [n, 77, width]. The family's layer is clip skip 1.
   const int64_t skip = role.clip_skip + clip_skip - 1;
   auto& clip = engine.text_encoder(encoder);
+  const auto on_device = engine.visit(*clip);
   torch::Tensor z;
   if (role.pooled && pooled) {
     auto [hidden, p] = clip->forward_pooled(ids.to(engine.device()), skip, role.final_norm, extra);

@@ -62,6 +62,7 @@ ModelSpec model_spec(const Request& r) {
   if (dt == "fp16" && !gpu)
     throw std::invalid_argument("--dtype fp16 needs --device cuda: LibTorch has no float16 kernels for the CPU; use fp32 (or bf16)");
   s.dtype = dt == "fp16" ? torch::kFloat16 : dt == "bf16" ? torch::kBFloat16 : torch::kFloat32;
+  s.lowvram = r.lowvram && gpu;  // the CPU has nothing to offload to
   return s;
 }
 
@@ -180,7 +181,11 @@ std::shared_ptr<Engine> Engine::load(const ModelSpec& spec) {
     compat::set_cudnn_benchmark(models::env_switch("SIGMA_CUDNN_BENCHMARK").value_or(true));
     apply_cuda_memory_fraction();
   }
-  const models::LoadOptions opt{e->device_, spec.dtype};
+  // --lowvram: every network loads into host memory in the compute dtype; the UNet's small
+  // embeddings and output layer then move to the GPU, its blocks stream in one at a time,
+  // the text encoders and the VAE visit for their calls (Engine::visit).
+  const bool lowvram = spec.lowvram && e->device_.is_cuda();
+  const models::LoadOptions opt{lowvram ? torch::Device(torch::kCPU) : e->device_, spec.dtype};
   e->clip_ = models::load_text_encoder(ck, opt, 0);
   if (ck.description.text_encoders.size() > 1) e->clip_2_ = models::load_text_encoder(ck, opt, 1);
   e->unet_ = models::load_unet(ck, opt);
@@ -191,6 +196,13 @@ std::shared_ptr<Engine> Engine::load(const ModelSpec& spec) {
   e->vae_ = spec.vae.empty() ? models::load_vae(ck, vae_opt) : models::load_vae_file(spec.vae, ck.vae_config.scaling_factor, vae_opt);
   if (e->device_.is_cuda() && models::channels_last_enabled()) {
     models::use_channels_last(*e->unet_);  // not the VAE: slower in NHWC (models/runtime.h)
+  }
+  if (lowvram) {
+    models::park_in_host_memory(*e->clip_);
+    if (!e->clip_2_.is_empty()) models::park_in_host_memory(*e->clip_2_);
+    models::park_in_host_memory(*e->vae_);
+    e->unet_->to(e->device_);      // the embeddings and `out` stay; then the blocks go back to host memory
+    e->unet_->stream_blocks(e->device_);
   }
   const auto& family = ck.description;
   e->native_size_ = ck.metadata.count("sigma.native_size") ? std::stoll(ck.metadata.at("sigma.native_size"))
@@ -212,9 +224,14 @@ std::string Engine::name() const {
 
 std::string Engine::hash() const { return hash_.get(); }
 
+std::unique_ptr<models::OnDevice> Engine::visit(torch::nn::Module& module) const {
+  return lowvram() ? std::make_unique<models::OnDevice>(module, device_) : nullptr;
+}
+
 torch::Tensor Engine::unet_forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& context,
                                    const models::ControlResiduals* control, const torch::Tensor& y) {
-  if (control && !control->empty()) return unet_->forward(x, t, context, control, y);
+  // Streamed blocks change their weights' addresses every call: no graph can replay them.
+  if ((control && !control->empty()) || lowvram()) return unet_->forward(x, t, context, control, y);
   return unet_graphs_.run({x, t, context, y}, [this](const std::vector<torch::Tensor>& in) {
     return unet_->forward(in[0], in[1], in[2], nullptr, in[3]);
   });
@@ -224,9 +241,10 @@ models::AutoencoderKL& Engine::vae_float32() {
   if (spec_.dtype == torch::kFloat32) return vae_;
   std::lock_guard<std::mutex> lock(mutex_);
   if (!vae_float32_) {
-    const models::LoadOptions opt{device_, torch::kFloat32};
+    const models::LoadOptions opt{lowvram() ? torch::Device(torch::kCPU) : device_, torch::kFloat32};
     vae_float32_ = spec_.vae.empty() ? models::load_vae(checkpoint_, opt)
                                      : models::load_vae_file(spec_.vae, checkpoint_.vae_config.scaling_factor, opt);
+    if (lowvram()) models::park_in_host_memory(*vae_float32_);
   }
   return vae_float32_;
 }

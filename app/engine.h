@@ -18,6 +18,7 @@
 #include "models/checkpoint.h"
 #include "models/clip_tokenizer.h"
 #include "models/cuda_graph.h"
+#include "models/streaming.h"
 #include "models/loader.h"
 #include "samplers/model_sampling.h"
 #include "samplers/schedules.h"
@@ -31,6 +32,7 @@ struct ModelSpec {
   std::string model, tokenizer, vae, prediction;
   std::string device = "cpu";
   torch::ScalarType dtype = torch::kFloat32;
+  bool lowvram = false;  // CUDA: weights in host memory, on the GPU only while used (models/streaming.h)
   bool operator==(const ModelSpec&) const = default;
 };
 
@@ -77,6 +79,10 @@ class Engine {
   torch::Tensor unet_forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& context,
                              const models::ControlResiduals* control = nullptr, const torch::Tensor& y = {});
   models::AutoencoderKL& vae() { return vae_; }
+  // --lowvram: while the returned guard lives, `module` (the text encoder, the VAE) is on the
+  // device; without --lowvram it always is, and the guard does nothing.
+  std::unique_ptr<models::OnDevice> visit(torch::nn::Module& module) const;
+  bool lowvram() const { return spec_.lowvram && device_.is_cuda(); }
   // The same VAE in float32, read from the file on first use and kept: the fallback when
   // a float16 decode overflows (SDXL's original VAE does). Equals vae() when that is float32.
   models::AutoencoderKL& vae_float32();

@@ -153,17 +153,19 @@ torch::Tensor vae_decode(models::AutoencoderKLImpl& vae, const torch::Tensor& z,
 }  // namespace
 
 bool vae_tiled(Engine& engine, const Request& r, const std::vector<int64_t>& latent_shape) {
-  if (r.vae_tiling) return true;
+  if (r.vae_tiling || engine.lowvram()) return true;
   const double need = models::untiled_decode_bytes(engine.vae()->config, latent_shape, engine.dtype());
   return need > models::available_memory_bytes(engine.device().is_cuda());
 }
 
 torch::Tensor decode_latents(Engine& engine, const torch::Tensor& latents, bool tiled) {
+  const auto on_device = engine.visit(*engine.vae());
   return ((vae_decode(*engine.vae(), latents / engine.scaling_factor(), tiled) + 1) / 2).clamp(0, 1);
 }
 
 torch::Tensor encode_image(Engine& engine, const torch::Tensor& image, bool tiled) {
   auto& vae = *engine.vae();
+  const auto on_device = engine.visit(vae);
   auto mean = whole_or_tiles(
       tiled, "encode", [&] { return vae.encode_moments(image).first; },
       [&] { return models::tiled_encode_moments(vae, image, tiling_for(image)).first; });
@@ -187,6 +189,7 @@ torch::Tensor decode_latents_checked(Engine& engine, const torch::Tensor& latent
   if (all_finite(images)) return images;
   if (engine.dtype() == torch::kFloat16) {
     auto& vae = engine.vae_float32();
+    const auto on_device = engine.visit(*vae);
     images = ((vae_decode(*vae, latents.to(torch::kFloat32) / engine.scaling_factor(), tiled) + 1) / 2).clamp(0, 1);
     if (all_finite(images)) {
       std::fprintf(stderr, "sigma: note: the float16 VAE decode gave NaN/Inf; decoded again in float32\n");
@@ -457,7 +460,7 @@ GeneratedImage image_record(const Engine& engine, const Request& r, const std::v
   }
   std::string fix = "try a smaller --width/--height or --batch-size";
   if (engine.dtype() == torch::kFloat32) fix += ", or --dtype " + std::string(gpu ? "fp16" : "bf16");
-  if (gpu) fix += ", or --device cpu";
+  if (gpu) fix += engine.lowvram() ? ", or --device cpu" : ", --lowvram, or --device cpu";
   throw GenerationError(std::string("out of ") + (gpu ? "GPU memory" : "memory") + " in " + stage + " of a " +
                         std::to_string(r.width) + "x" + std::to_string(r.height) + " image, batch size " +
                         std::to_string(r.batch_size) + ", " + dtype_name(engine.dtype()) + " on " + engine.device().str() +

@@ -137,6 +137,7 @@ const std::vector<Field>& fields() {
       SIGMA_FIELD("device", device, std::string),
       SIGMA_FIELD("dtype", dtype, std::string),
       SIGMA_FIELD("vae-tiling", vae_tiling, bool),
+      SIGMA_FIELD("lowvram", lowvram, bool),
       SIGMA_FIELD("lora-dir", lora_dir, std::string),
       SIGMA_FIELD("embeddings-dir", embeddings_dir, std::string),
       Field{"lora",

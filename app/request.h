@@ -72,7 +72,8 @@ struct Request {
   std::string output;               // file or folder; empty: outputs/
   std::string device = "auto";      // auto | cpu | cuda
   std::string dtype = "auto";       // auto | fp32 | fp16 | bf16
-  bool vae_tiling = false;          // VAE in tiles (the same picture, bounded memory); also chosen when it would not fit
+  bool vae_tiling = false;
+  bool lowvram = false;             // CUDA: weights in host memory, visiting the GPU while used (slower, ~1 GB for SD 1.5)          // VAE in tiles (the same picture, bounded memory); also chosen when it would not fit
   bool operator==(const Request&) const = default;
 };
 

@@ -33,6 +33,19 @@ inline torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, c
     const char* env = std::getenv("SIGMA_ATTENTION");
     return env && std::string(env) == "math";
   }();
+  // Flash attention takes head sizes up to 256; the VAE's one 512-wide head can fall to the
+  // math kernel, whose weights at 1024² (16384 latent pixels) are 16384² floats: 1 GiB. Its
+  // query rows go in slices there (each row's softmax is its own, so the result is the same).
+  if (!math && q.size(-1) > 256 && !causal) {
+    const int64_t per_row = q.numel() / std::max<int64_t>(1, q.size(-2) * q.size(-1)) * k.size(-2);
+    const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 26) / std::max<int64_t>(1, per_row));
+    if (chunk < q.size(-2)) {
+      std::vector<torch::Tensor> parts;
+      for (int64_t s = 0; s < q.size(-2); s += chunk)
+        parts.push_back(at::scaled_dot_product_attention(q.narrow(-2, s, std::min(chunk, q.size(-2) - s)), k, v));
+      return torch::cat(parts, -2);
+    }
+  }
   if (!math) return at::scaled_dot_product_attention(q, k, v, {}, 0.0, causal);
 #endif
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
@@ -86,6 +99,13 @@ inline double cuda_peak_allocated_gb() {
   return static_cast<double>(stats.allocated_bytes[0].peak) / 1e9;
 #else
   return 0;
+#endif
+}
+
+// Starts the caching allocator's peak counters again from what is allocated now (per-stage peaks).
+inline void cuda_reset_peak() {
+#ifdef SIGMA_WITH_CUDA
+  if (torch::cuda::is_available()) c10::cuda::CUDACachingAllocator::resetPeakStats(0);
 #endif
 }
 

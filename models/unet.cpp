@@ -1,5 +1,7 @@
 #include "models/unet.h"
 
+#include "models/streaming.h"
+
 #include <sstream>
 #include <stdexcept>
 
@@ -129,20 +131,33 @@ torch::Tensor UNetImpl::forward(const torch::Tensor& x, const torch::Tensor& t, 
                                 " input blocks: the ControlNet was made for another model family");
   std::vector<torch::Tensor> hs;
   hs.reserve(input_blocks->size());
+  auto run = [&](TimestepBlockImpl& block, const torch::Tensor& in) {
+    std::optional<OnDevice> visit;
+    if (stream_blocks_to) visit.emplace(block, *stream_blocks_to);
+    return block.forward(in, emb, context);
+  };
   auto h = x;
   for (size_t i = 0; i < input_blocks->size(); ++i) {
-    h = input_blocks[i]->as<TimestepBlockImpl>()->forward(h, emb, context);
+    h = run(*input_blocks[i]->as<TimestepBlockImpl>(), h);
     hs.push_back(h);
   }
-  h = middle_block->forward(h, emb, context);
+  h = run(*middle_block, h);
   if (with_control && control->mid.defined()) h = h + control->mid;
   for (size_t i = 0; i < output_blocks->size(); ++i) {
     auto skip = hs.back();
     hs.pop_back();
     if (with_control) skip = skip + control->down[hs.size()];
-    h = output_blocks[i]->as<TimestepBlockImpl>()->forward(torch::cat({h, skip}, 1), emb, context);
+    h = run(*output_blocks[i]->as<TimestepBlockImpl>(), torch::cat({h, skip}, 1));
   }
   return out->forward(h);
+}
+
+void UNetImpl::stream_blocks(const torch::Device& device) {
+  if (device.is_cpu()) return;
+  for (auto& b : *input_blocks) park_in_host_memory(*b);
+  park_in_host_memory(*middle_block);
+  for (auto& b : *output_blocks) park_in_host_memory(*b);
+  stream_blocks_to = device;
 }
 
 }  // namespace sigma::models

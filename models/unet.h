@@ -6,6 +6,8 @@
 
 #include <torch/torch.h>
 
+#include <optional>
+
 #include <string>
 #include <vector>
 
@@ -65,6 +67,10 @@ struct UNetImpl : torch::nn::Module {
   torch::nn::ModuleList input_blocks{nullptr}, output_blocks{nullptr};
   TimestepBlock middle_block{nullptr};
   torch::nn::Sequential out{nullptr};
+  // --lowvram: the blocks' weights wait in host memory and visit this device one block at a
+  // time (models/streaming.h); the small embeddings and `out` stay there. Unset: resident.
+  std::optional<torch::Device> stream_blocks_to;
+  void stream_blocks(const torch::Device& device);
 };
 TORCH_MODULE(UNet);
 

@@ -52,6 +52,8 @@ sigma_add_suite(gpu.oom gpu ARGS --require-cuda)
 # Tiled VAE (models/vae_tiling.h) against the untiled networks, on the CPU and on CUDA with offload.
 sigma_add_suite(unit.vae_tiling unit)
 sigma_add_suite(gpu.vae_tiling gpu ARGS --require-cuda)
+# --lowvram: weights in host memory, the same picture (tests/test_gpu_cli.cpp).
+sigma_add_suite(gpu.lowvram gpu ARGS --require-cuda)
 sigma_add_suite(conformance.sdxl conformance)
 sigma_add_suite(unit.sdxl unit)
 # The app side of LoRA and textual inversion (app/adapters.h, tests/test_lora_app.cpp).

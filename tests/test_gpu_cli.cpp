@@ -301,3 +301,37 @@ TEST_SUITE("gpu.oom") {
     CHECK(!fs::exists(test::scratch("gpu-oom-env") / "x.png"));
   }
 }
+
+TEST_SUITE("gpu.lowvram") {
+  TEST_CASE("--lowvram: the weights wait in host memory, and the picture is the resident engine's") {
+    c10::InferenceMode guard;
+    auto r = request(256, 1);
+    r.steps = 4;
+    auto allocated = [] { return compat::cuda_reserved_allocated().second; };
+    compat::cuda_empty_cache();
+    const double before = allocated();
+    auto resident = app::Engine::load(app::model_spec(r));
+    const double resident_bytes = allocated() - before;
+    r.lowvram = true;
+    auto low = app::Engine::load(app::model_spec(r));
+    const double low_bytes = allocated() - before - resident_bytes;
+    MESSAGE("weights on the GPU after load: resident " << resident_bytes / 1e6 << " MB, --lowvram " << low_bytes / 1e6 << " MB");
+    CHECK(low->lowvram());
+    CHECK(low_bytes < resident_bytes / 4);
+    CHECK(low->unet()->input_blocks[1]->parameters()[0].device().is_cpu());
+    CHECK(low->vae()->parameters()[0].device().is_cpu());
+    const auto a = low->unet()->input_blocks[1]->parameters()[0].data_ptr();
+    r.lowvram = false;
+    const auto expected = app::generate(*resident, r);
+    r.lowvram = true;
+    const auto got = app::generate(*low, r);
+    REQUIRE(got.images.size() == 1);
+    const double db = psnr(got.images[0].image, expected.images[0].image);
+    MESSAGE("--lowvram vs resident picture: " << db << " dB");
+    CHECK(db >= 40.0);
+    // Back in host memory after the run, the same storage as before it.
+    CHECK(low->unet()->input_blocks[1]->parameters()[0].device().is_cpu());
+    CHECK(low->unet()->input_blocks[1]->parameters()[0].data_ptr() == a);
+    CHECK(low->clip()->parameters()[0].device().is_cpu());
+  }
+}

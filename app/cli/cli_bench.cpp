@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
@@ -24,6 +25,7 @@
 #include "models/torch_compat.h"
 #include "models/unet.h"
 #include "models/vae.h"
+#include "models/vae_tiling.h"
 
 namespace sigma::app {
 namespace {
@@ -31,6 +33,7 @@ namespace {
 struct BenchArgs {
   std::string random_weights, model, tokenizer, device = "auto", dtype = "auto", json, save;
   int64_t width = 0, height = 0, batch = 1, warmup = 2, runs = 5, steps = 30;
+  bool tiled = false, lowvram = false;
 };
 
 // The networks a bench runs: a loaded Engine's, or random full-size ones.
@@ -127,6 +130,8 @@ int run_bench(const BenchArgs& a) {
   req.dtype = a.dtype;
   req.model = a.model;
   req.tokenizer = a.tokenizer;
+  req.lowvram = a.lowvram;
+  if (a.lowvram && a.model.empty()) throw std::invalid_argument("sigma bench: --lowvram needs -m MODEL");
   const ModelSpec spec = model_spec(req);
   const torch::Device device = parse_device(spec.device);
   const auto t_load = std::chrono::steady_clock::now();
@@ -167,44 +172,84 @@ int run_bench(const BenchArgs& a) {
 
   nlohmann::json j = {{"family", n.family}, {"device", device.str()}, {"dtype", a.dtype}, {"width", W}, {"height", H},
                       {"batch", B}, {"warmup", a.warmup}, {"runs", a.runs}, {"load_s", load_s}};
-  j["text_encoder_ms"] = median_ms(device, a.warmup, a.runs, [&] {
-    for (auto& enc : n.text) enc->forward(ids);
+  // Each part's time, and on CUDA the allocator's peak while it ran (what it adds to the weights).
+  auto part = [&](const std::string& key, int64_t warmup, int64_t runs, auto&& fn) {
+    compat::cuda_reset_peak();
+    j[key + "_ms"] = median_ms(device, warmup, runs, fn);
+    if (device.is_cuda()) j[key + "_peak_gb"] = compat::cuda_peak_allocated_gb();
+  };
+  if (device.is_cuda()) j["weights_allocated_gb"] = compat::cuda_reserved_allocated().second / 1e9;
+  // --lowvram: each network visits the GPU for its call, as in generation (Engine::visit).
+  auto visit = [&](torch::nn::Module& m) { return engine ? engine->visit(m) : nullptr; };
+  part("text_encoder", a.warmup, a.runs, [&] {
+    for (auto& enc : n.text) {
+      const auto on_device = visit(*enc);
+      enc->forward(ids);
+    }
   });
-  j["unet_cfg_step_eager_ms"] = median_ms(device, a.warmup, a.runs, [&] { n.unet->forward(x_cfg, t, ctx, nullptr, y); });
+  part("unet_cfg_step_eager", a.warmup, a.runs, [&] { n.unet->forward(x_cfg, t, ctx, nullptr, y); });
   // The step as generation makes it: through a CUDA graph where that is on (models/cuda_graph.h).
-  models::GraphCache graphs;
-  j["unet_cfg_step_ms"] = median_ms(device, a.warmup, a.runs, [&] {
-    graphs.run({x_cfg, t, ctx, y}, [&](const std::vector<torch::Tensor>& in) { return n.unet->forward(in[0], in[1], in[2], nullptr, in[3]); });
+  std::optional<models::GraphCache> graphs(std::in_place);
+  if (!engine || !engine->lowvram()) part("unet_cfg_step", a.warmup, a.runs, [&] {
+    graphs->run({x_cfg, t, ctx, y}, [&](const std::vector<torch::Tensor>& in) { return n.unet->forward(in[0], in[1], in[2], nullptr, in[3]); });
   });
-  j["cuda_graphs"] = graphs.captured() > 0;
+  j["cuda_graphs"] = graphs->captured() > 0;
   j["channels_last"] = device.is_cuda() && models::channels_last_enabled();
-  j["vae_decode_ms"] = median_ms(device, a.warmup, a.runs, [&] { n.vae->decode(latents); });
-  j["vae_encode_ms"] = median_ms(device, a.warmup, a.runs, [&] { n.vae->encode_moments(pixels); });
+  part("vae_decode", a.warmup, a.runs, [&] {
+    const auto on_device = visit(*n.vae);
+    n.vae->decode(latents);
+  });
+  part("vae_encode", a.warmup, a.runs, [&] {
+    const auto on_device = visit(*n.vae);
+    n.vae->encode_moments(pixels);
+  });
+  if (W * H >= 1024 * 1024 || a.tiled) {
+    models::VaeTiling tiling;
+    tiling.offload = device.is_cuda();
+    part("vae_decode_tiled", a.warmup, a.runs, [&] {
+      const auto on_device = visit(*n.vae);
+      models::tiled_decode(*n.vae, latents, tiling);
+    });
+  }
   if (engine) {
     // A whole image in this warm process: text encoding, `steps` steps, NaN-checked decode, PNG bytes.
     Request r;
-    r.model = a.model, r.tokenizer = a.tokenizer, r.device = a.device, r.dtype = a.dtype;
+    r.model = a.model, r.tokenizer = a.tokenizer, r.device = a.device, r.dtype = a.dtype, r.lowvram = a.lowvram;
     r.prompt = "a photograph of an astronaut riding a horse";
     r.width = W, r.height = H, r.batch_size = B, r.steps = a.steps, r.seed = 1;
     j["image_steps"] = a.steps;
-    j["image_ms"] = median_ms(device, 1, std::max<int64_t>(1, a.runs / 2), [&] {
+    graphs.reset();  // the bench's own graph pool is not the generation's
+    part("image", 1, std::max<int64_t>(1, a.runs / 2), [&] {
       for (const auto& g : generate(*engine, r).images) encode_png(g.image, {{"parameters", g.parameters}});
     });
   }
   j["peak_rss_gb"] = peak_rss_gb();
-  if (device.is_cuda()) j["cuda_peak_allocated_gb"] = compat::cuda_peak_allocated_gb();
+  if (device.is_cuda()) {
+    j["cuda_peak_allocated_gb"] = 0.0;
+    for (const auto& [k, v] : j.items())
+      if (k.size() > 8 && k.substr(k.size() - 8) == "_peak_gb") j["cuda_peak_allocated_gb"] = std::max(j["cuda_peak_allocated_gb"].get<double>(), v.get<double>());
+    const auto [free, total] = compat::cuda_memory_info();
+    j["cuda_driver_used_gb"] = static_cast<double>(total - free) / 1e9;  // nvidia-smi's figure: context + allocator's reserve
+  }
 
   std::printf("sigma bench: %s, %s, %s, %lldx%lld, batch %lld (CFG: UNet at batch %lld), median of %lld after %lld warm-ups\n",
               n.family.c_str(), device.str().c_str(), c10::toString(spec.dtype), static_cast<long long>(W),
               static_cast<long long>(H), static_cast<long long>(B), static_cast<long long>(2 * B),
               static_cast<long long>(a.runs), static_cast<long long>(a.warmup));
   std::printf("  %-26s %10.2f s\n", a.random_weights.empty() ? "load" : "build (random weights)", load_s);
-  for (const char* k : {"text_encoder_ms", "unet_cfg_step_eager_ms", "unet_cfg_step_ms", "vae_decode_ms", "vae_encode_ms", "image_ms"})
-    if (j.contains(k)) std::printf("  %-26s %10.2f ms\n", k, j[k].get<double>());
+  for (const std::string k : {"text_encoder", "unet_cfg_step_eager", "unet_cfg_step", "vae_decode", "vae_encode", "vae_decode_tiled", "image"}) {
+    if (!j.contains(k + "_ms")) continue;
+    std::printf("  %-26s %10.2f ms", (k + "_ms").c_str(), j[k + "_ms"].get<double>());
+    if (j.contains(k + "_peak_gb")) std::printf("   (allocator peak %.2f GB)", j[k + "_peak_gb"].get<double>());
+    std::printf("\n");
+  }
   std::printf("  %-26s %10s\n", "CUDA graphs", j["cuda_graphs"].get<bool>() ? "yes" : "no");
   std::printf("  %-26s %10.2f GB\n", "peak RSS", j["peak_rss_gb"].get<double>());
-  if (j.contains("cuda_peak_allocated_gb"))
-    std::printf("  %-26s %10.2f GB\n", "CUDA peak allocated", j["cuda_peak_allocated_gb"].get<double>());
+  if (j.contains("cuda_peak_allocated_gb")) {
+    std::printf("  %-26s %10.2f GB (weights and inputs %.2f GB)\n", "CUDA peak allocated", j["cuda_peak_allocated_gb"].get<double>(),
+                j["weights_allocated_gb"].get<double>());
+    std::printf("  %-26s %10.2f GB\n", "CUDA used (driver)", j["cuda_driver_used_gb"].get<double>());
+  }
   if (!a.json.empty()) std::ofstream(a.json) << j.dump(2) << "\n";
   return 0;
 }
@@ -225,6 +270,8 @@ void register_bench(CLI::App& app, CliState& state) {
   b->add_option("--warmup", a->warmup, "untimed runs first")->default_val(2);
   b->add_option("--runs", a->runs, "timed runs (the median is reported)")->default_val(5);
   b->add_option("--steps", a->steps, "with -m: steps of the whole-image figure")->default_val(30);
+  b->add_flag("--lowvram", a->lowvram, "with -m: load and run as generate --lowvram does");
+  b->add_flag("--vae-tiling", a->tiled, "also time the tiled VAE decode (always from 1024x1024 up)");
   b->add_option("--json", a->json, "also write the figures to this JSON file");
   b->add_option("--save", a->save, "with --random-weights sd15: also write the network as a single-file checkpoint (float16)");
   b->callback([a, &state] { state.exit_code = run_bench(*a); });

@@ -76,6 +76,10 @@ struct RequestFlags {
                                "VAE decode/encode in tiles: the same picture in bounded memory (on its own when the "
                                "whole image would not fit)");
     copiers.emplace_back(tiling, [](Request& dst, const Request& src) { dst.vae_tiling = src.vae_tiling; });
+    auto* lowvram = c->add_flag("--lowvram", flags.lowvram,
+                                "CUDA: keep the weights in host memory, the UNet streamed block by block, the text "
+                                "encoder and VAE on the GPU only for their calls, the VAE tiled (slower; for small GPUs)");
+    copiers.emplace_back(lowvram, [](Request& dst, const Request& src) { dst.lowvram = src.lowvram; });
     lora_option = c->add_option("--lora", lora_specs,
                                 "LoRA/LyCORIS NAME[:W] (a file stem in --lora-dir, subfolders searched) or FILE[:W]; "
                                 "repeatable; adds to the prompt's <lora:NAME:W> tags")
