@@ -201,8 +201,7 @@ std::shared_ptr<Engine> Engine::load(const ModelSpec& spec) {
     models::park_in_host_memory(*e->clip_);
     if (!e->clip_2_.is_empty()) models::park_in_host_memory(*e->clip_2_);
     models::park_in_host_memory(*e->vae_);
-    e->unet_->to(e->device_);      // the embeddings and `out` stay; then the blocks go back to host memory
-    e->unet_->stream_blocks(e->device_);
+    e->unet_->stream_blocks(e->device_);  // embeddings and `out` to the GPU, the blocks parked
   }
   const auto& family = ck.description;
   e->native_size_ = ck.metadata.count("sigma.native_size") ? std::stoll(ck.metadata.at("sigma.native_size"))

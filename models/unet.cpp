@@ -154,6 +154,9 @@ torch::Tensor UNetImpl::forward(const torch::Tensor& x, const torch::Tensor& t, 
 
 void UNetImpl::stream_blocks(const torch::Device& device) {
   if (device.is_cpu()) return;
+  time_embed->to(device);
+  if (label_emb) label_emb->to(device);
+  out->to(device);
   for (auto& b : *input_blocks) park_in_host_memory(*b);
   park_in_host_memory(*middle_block);
   for (auto& b : *output_blocks) park_in_host_memory(*b);

@@ -68,7 +68,8 @@ struct UNetImpl : torch::nn::Module {
   TimestepBlock middle_block{nullptr};
   torch::nn::Sequential out{nullptr};
   // --lowvram: the blocks' weights wait in host memory and visit this device one block at a
-  // time (models/streaming.h); the small embeddings and `out` stay there. Unset: resident.
+  // time (models/streaming.h); stream_blocks() moves the small embeddings and `out` there
+  // and parks the blocks. Unset: resident.
   std::optional<torch::Device> stream_blocks_to;
   void stream_blocks(const torch::Device& device);
 };
