@@ -176,9 +176,11 @@ std::shared_ptr<Engine> Engine::load(const ModelSpec& spec) {
     e->schedule_options_.steps_offset = j.value("steps_offset", 1);
     e->schedule_options_.set_alpha_to_one = j.value("set_alpha_to_one", false);
   }
-  // cuDNN autotuning: each conv shape's fastest algorithm is timed once, then reused.
+  // cuDNN autotuning (each conv shape's algorithms timed once) is off unless SIGMA_CUDNN_BENCHMARK=1:
+  // on the H200 it bought nothing warm (SD 1.5 step 12.84 ms off, 12.86 on) and cost ~2 s of
+  // every cold start (30-step 512² command 4.6-4.9 s off, 6.5-7.1 s on; docs/performance.md).
   if (e->device_.is_cuda()) {
-    compat::set_cudnn_benchmark(models::env_switch("SIGMA_CUDNN_BENCHMARK").value_or(true));
+    compat::set_cudnn_benchmark(models::env_switch("SIGMA_CUDNN_BENCHMARK").value_or(false));
     apply_cuda_memory_fraction();
   }
   // --lowvram: every network loads into host memory in the compute dtype; the UNet's small

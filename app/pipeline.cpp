@@ -125,13 +125,18 @@ std::vector<double> request_sigmas(const Request& r, const Engine& engine) {
 
 namespace {
 
-models::VaeTiling tiling_for(const torch::Tensor& x) {
+// Tiles wait in host memory (one tile's work on the GPU; every pass copies them over PCIe)
+// under --lowvram, after an out-of-memory, or when even the tiles on the device (about half
+// the untiled peak: each tile's activations and its ResBlock input) would not fit.
+models::VaeTiling tiling_for(Engine& engine, const std::vector<int64_t>& latent_shape, const torch::Tensor& x, bool after_oom) {
   models::VaeTiling t;
-  t.offload = x.device().is_cuda();
+  const double tiled_on_device = models::untiled_decode_bytes(engine.vae()->config, latent_shape, x.scalar_type()) / 2;
+  t.offload = x.device().is_cuda() &&
+              (engine.lowvram() || after_oom || tiled_on_device > models::available_memory_bytes(true));
   return t;
 }
 
-// `whole()` (the untiled VAE call) unless `tiled`; out of memory there, `in_tiles()` instead.
+// `whole()` (the untiled VAE call) unless `tiled`; out of memory there, `in_tiles(true)` instead.
 template <class Whole, class Tiled>
 auto whole_or_tiles(bool tiled, const char* what, Whole&& whole, Tiled&& in_tiles) {
   if (!tiled) {
@@ -141,13 +146,16 @@ auto whole_or_tiles(bool tiled, const char* what, Whole&& whole, Tiled&& in_tile
       if (!compat::is_out_of_memory(e)) throw;
       compat::cuda_empty_cache();
       std::fprintf(stderr, "sigma: note: out of memory in the whole-image VAE %s; running it again in tiles\n", what);
+      return in_tiles(true);
     }
   }
-  return in_tiles();
+  return in_tiles(false);
 }
 
-torch::Tensor vae_decode(models::AutoencoderKLImpl& vae, const torch::Tensor& z, bool tiled) {
-  return whole_or_tiles(tiled, "decode", [&] { return vae.decode(z); }, [&] { return models::tiled_decode(vae, z, tiling_for(z)); });
+torch::Tensor vae_decode(Engine& engine, models::AutoencoderKLImpl& vae, const torch::Tensor& z, bool tiled) {
+  return whole_or_tiles(
+      tiled, "decode", [&] { return vae.decode(z); },
+      [&](bool after_oom) { return models::tiled_decode(vae, z, tiling_for(engine, z.sizes().vec(), z, after_oom)); });
 }
 
 }  // namespace
@@ -160,7 +168,7 @@ bool vae_tiled(Engine& engine, const Request& r, const std::vector<int64_t>& lat
 
 torch::Tensor decode_latents(Engine& engine, const torch::Tensor& latents, bool tiled) {
   const auto on_device = engine.visit(*engine.vae());
-  return ((vae_decode(*engine.vae(), latents / engine.scaling_factor(), tiled) + 1) / 2).clamp(0, 1);
+  return ((vae_decode(engine, *engine.vae(), latents / engine.scaling_factor(), tiled) + 1) / 2).clamp(0, 1);
 }
 
 torch::Tensor encode_image(Engine& engine, const torch::Tensor& image, bool tiled) {
@@ -168,7 +176,12 @@ torch::Tensor encode_image(Engine& engine, const torch::Tensor& image, bool tile
   const auto on_device = engine.visit(vae);
   auto mean = whole_or_tiles(
       tiled, "encode", [&] { return vae.encode_moments(image).first; },
-      [&] { return models::tiled_encode_moments(vae, image, tiling_for(image)).first; });
+      [&](bool after_oom) {
+        // The encoder's peak is about the decoder's for the latents this image makes.
+        const auto f = engine.downscale();
+        const std::vector<int64_t> latents = {image.size(0), engine.latent_channels(), image.size(2) / f, image.size(3) / f};
+        return models::tiled_encode_moments(vae, image, tiling_for(engine, latents, image, after_oom)).first;
+      });
   return mean * engine.scaling_factor();
 }
 
@@ -190,7 +203,7 @@ torch::Tensor decode_latents_checked(Engine& engine, const torch::Tensor& latent
   if (engine.dtype() == torch::kFloat16) {
     auto& vae = engine.vae_float32();
     const auto on_device = engine.visit(*vae);
-    images = ((vae_decode(*vae, latents.to(torch::kFloat32) / engine.scaling_factor(), tiled) + 1) / 2).clamp(0, 1);
+    images = ((vae_decode(engine, *vae, latents.to(torch::kFloat32) / engine.scaling_factor(), tiled) + 1) / 2).clamp(0, 1);
     if (all_finite(images)) {
       std::fprintf(stderr, "sigma: note: the float16 VAE decode gave NaN/Inf; decoded again in float32\n");
       if (retried) *retried = "float32 (float16 overflowed)";

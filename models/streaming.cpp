@@ -1,5 +1,7 @@
 #include "models/streaming.h"
 
+#include <stdexcept>
+
 namespace sigma::models {
 namespace {
 
@@ -34,6 +36,8 @@ OnDevice::OnDevice(torch::nn::Module& module, const torch::Device& device) {
   outside_inference_mode([&] {
     for (auto& t : tensors_of(module)) {
       if (!t.defined() || t.device() == device) continue;
+      if (t.is_inference())
+        throw std::logic_error("OnDevice: the module was loaded under c10::InferenceMode; its weights cannot be swapped (load outside it)");
       visited_.emplace_back(t, t.data());
       t.set_data(t.to(device, t.scalar_type(), /*non_blocking=*/true));
     }

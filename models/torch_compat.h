@@ -114,6 +114,7 @@ inline void cuda_reset_peak() {
 inline std::pair<double, double> cuda_reserved_allocated() {
 #ifdef SIGMA_WITH_CUDA
   if (!torch::cuda::is_available()) return {0, 0};
+  (void)torch::empty({1}, torch::TensorOptions().device(torch::kCUDA, 0));  // the allocator's state exists from its first allocation
   const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(0);
   return {static_cast<double>(stats.reserved_bytes[0].current), static_cast<double>(stats.allocated_bytes[0].current)};
 #else

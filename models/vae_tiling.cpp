@@ -54,8 +54,8 @@ struct GroupStats {
     auto g = core.to(torch::kFloat32).reshape({core.size(0), groups, -1});
     const double nt = static_cast<double>(g.size(2));
     if (nt == 0) return;
-    auto mt = g.mean(-1);
-    auto m2t = (g - mt.unsqueeze(-1)).pow(2).sum(-1);
+    auto [vt, mt] = torch::var_mean(g, {-1}, /*unbiased=*/false, /*keepdim=*/false);
+    auto m2t = vt * nt;
     if (n == 0) {
       mean = mt, m2 = m2t, n = nt;
       return;
@@ -69,14 +69,19 @@ struct GroupStats {
 };
 
 // GroupNorm of one tile with the whole image's statistics (the arithmetic of
-// torch.nn.GroupNorm: biased variance, eps inside the square root, then the affine map).
+// torch.nn.GroupNorm: biased variance, eps inside the square root, then the affine map), as
+// one fused kernel: an inference-mode batch norm over [1, B·C, pixels] whose running
+// statistics are each channel's group's, in float32, with the affine weights per channel.
 torch::Tensor normalised(const torch::Tensor& x, const GroupNormImpl& gn, const GroupStats& s) {
   const int64_t B = x.size(0), C = x.size(1), G = gn.options.num_groups();
-  auto rstd = torch::rsqrt(s.m2 / s.n + gn.options.eps()).unsqueeze(-1);
-  auto y = ((x.to(torch::kFloat32).reshape({B, G, -1}) - s.mean.unsqueeze(-1)) * rstd).reshape(x.sizes());
-  if (gn.options.affine())
-    y = y * gn.weight.to(torch::kFloat32).view({1, C, 1, 1}) + gn.bias.to(torch::kFloat32).view({1, C, 1, 1});
-  return y.to(x.scalar_type());
+  auto per_channel = [&](const torch::Tensor& g) { return g.unsqueeze(-1).expand({B, G, C / G}).reshape({B * C}); };
+  torch::Tensor w, b;
+  if (gn.options.affine()) w = gn.weight.to(torch::kFloat32).repeat({B}), b = gn.bias.to(torch::kFloat32).repeat({B});
+  // CUDA's kernel takes half-precision input with float32 statistics; the CPU's (LibTorch 1.13) wants one dtype.
+  const auto in = x.is_cuda() ? x : x.to(torch::kFloat32);
+  auto y = torch::batch_norm(in.reshape({1, B * C, -1}), w, b, per_channel(s.mean), per_channel(s.m2 / s.n),
+                             /*training=*/false, /*momentum=*/0.0, gn.options.eps(), /*cudnn_enabled=*/false);
+  return y.reshape(x.sizes()).to(x.scalar_type());
 }
 
 // One tile: its activations over a window of the current resolution, of which the core is
@@ -152,8 +157,14 @@ class Tiles {
   }
 
  private:
-  torch::Tensor fetch(const torch::Tensor& x) const { return offload_ ? x.to(device_) : x; }
-  torch::Tensor park(const torch::Tensor& x) const { return offload_ ? x.to(torch::kCPU) : x; }
+  // Host copies in pinned memory, both ways without a host sync: the copies are ordered on
+  // the compute stream with the kernels around them, and the host never reads them.
+  torch::Tensor fetch(const torch::Tensor& x) const { return offload_ ? x.to(device_, x.scalar_type(), /*non_blocking=*/true) : x; }
+  torch::Tensor park(const torch::Tensor& x) const {
+    if (!offload_) return x;
+    auto host = torch::empty(x.sizes(), x.options().device(torch::kCPU).pinned_memory(true));
+    return host.copy_(x, /*non_blocking=*/true);
+  }
 
   torch::Device device_;
   bool offload_;

@@ -304,7 +304,6 @@ TEST_SUITE("gpu.oom") {
 
 TEST_SUITE("gpu.lowvram") {
   TEST_CASE("--lowvram: the weights wait in host memory, and the picture is the resident engine's") {
-    c10::InferenceMode guard;
     auto r = request(256, 1);
     r.steps = 4;
     auto allocated = [] { return compat::cuda_reserved_allocated().second; };

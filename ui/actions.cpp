@@ -52,6 +52,7 @@ void generate(AppState& s) {
   app::Request r = s.request;
   r.device = s.settings.device;
   r.dtype = s.settings.dtype;
+  r.lowvram = s.settings.lowvram;
   r.output.clear();  // the runner's output folder
   // <lora:NAME> tags and embedding words are looked up in the models root's folders.
   if (!s.settings.models_root.empty()) {
@@ -87,6 +88,7 @@ void load_model(AppState& s) {
   app::Request r = s.request;
   r.device = s.settings.device;
   r.dtype = s.settings.dtype;
+  r.lowvram = s.settings.lowvram;
   s.runner->load_model(r);
   s.dismissed_error.clear();
 }

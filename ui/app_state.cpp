@@ -33,7 +33,7 @@ nlohmann::json settings_to_json(const Settings& s) {
   return {{"models_root", s.models_root},   {"output_dir", s.output_dir},       {"device", s.device},
           {"dtype", s.dtype},               {"window_width", s.window_width},   {"window_height", s.window_height},
           {"ui_scale", s.ui_scale},         {"preview_every", s.preview_every}, {"left_width", s.left_width},
-          {"right_width", s.right_width},   {"last_request", app::to_json(s.last_request)}};
+          {"right_width", s.right_width},   {"lowvram", s.lowvram},             {"last_request", app::to_json(s.last_request)}};
 }
 
 Settings settings_from_json(const nlohmann::json& j) {
@@ -51,6 +51,7 @@ Settings settings_from_json(const nlohmann::json& j) {
     else if (key == "output_dir") get(s.output_dir);
     else if (key == "device") get(s.device);
     else if (key == "dtype") get(s.dtype);
+    else if (key == "lowvram") get(s.lowvram);
     else if (key == "window_width") get(s.window_width);
     else if (key == "window_height") get(s.window_height);
     else if (key == "ui_scale") get(s.ui_scale);

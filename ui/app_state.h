@@ -22,6 +22,7 @@ struct Settings {
   std::string models_root;     // ComfyUI layout: checkpoints/ controlnet/ vae/ loras/ embeddings/
   std::string output_dir;      // where results are saved (numbered PNGs with metadata)
   std::string device = "auto", dtype = "auto";
+  bool lowvram = false;        // CUDA: weights in host memory, streamed in (generate --lowvram)
   int window_width = 1400, window_height = 900;
   float ui_scale = 0;          // 0: the monitor's content scale
   int preview_every = 1;       // live preview every N steps

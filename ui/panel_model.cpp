@@ -89,11 +89,18 @@ void draw_model_tab(AppState& s) {
   section("Runtime");
   ImGui::SetNextItemWidth(140 * k);
   const auto device = s.settings.device, dtype = s.settings.dtype;
+  const bool lowvram = s.settings.lowvram;
   string_combo("Device", s.settings.device, {"auto", "cpu", "cuda"});
   ImGui::SetNextItemWidth(140 * k);
   string_combo("Precision", s.settings.dtype, {"auto", "fp32", "fp16", "bf16"});
   tooltip("auto: fp16 on CUDA; on the CPU bf16 where it has bf16 matrix units (AMX, AVX512-BF16), else fp32 (LibTorch has no fp16 CPU kernels).");
-  if (device != s.settings.device || dtype != s.settings.dtype) s.settings_dirty = true;
+  ImGui::Checkbox("Low VRAM", &s.settings.lowvram);
+  tooltip("CUDA: the weights stay in host memory and visit the GPU while used (the UNet block by block); slower, "
+          "for GPUs that cannot hold the model. Reloads the model.");
+  ImGui::SameLine();
+  ImGui::Checkbox("Tiled VAE", &s.request.vae_tiling);
+  tooltip("Decode in tiles: the same picture in bounded memory. It happens on its own when a picture would not fit.");
+  if (device != s.settings.device || dtype != s.settings.dtype || lowvram != s.settings.lowvram) s.settings_dirty = true;
   if (ImGui::Button("Load this model")) load_model(s);
 
   section("Loaded model");

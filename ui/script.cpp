@@ -104,6 +104,7 @@ bool Script::run_step(AppState& s, const nlohmann::json& step) {
       else if (k == "preview_every") set_preview_every(s, v.get<int>());
       else if (k == "device") s.settings.device = v.get<std::string>();
       else if (k == "dtype") s.settings.dtype = v.get<std::string>();
+      else if (k == "lowvram") s.settings.lowvram = v.get<bool>();
       else throw std::runtime_error("unknown setting '" + k + "'");
     }
   } else if (key == "ui") {

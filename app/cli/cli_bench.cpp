@@ -122,7 +122,6 @@ double median_ms(const torch::Device& device, int64_t warmup, int64_t runs, F&& 
 }
 
 int run_bench(const BenchArgs& a) {
-  c10::InferenceMode guard;
   if (a.random_weights.empty() == a.model.empty())
     throw std::invalid_argument("sigma bench: give exactly one of --random-weights sd15|sd2|sdxl and -m MODEL");
   Request req;
@@ -157,6 +156,9 @@ int run_bench(const BenchArgs& a) {
     n.adm = n.unet->config.adm_in_channels;
   }
   if (device.is_cuda()) compat::cuda_synchronize();
+  // After the load, as generation: weights made under InferenceMode could not be swapped
+  // between host and GPU memory (--lowvram's set_data).
+  c10::InferenceMode guard;
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
 
   const int64_t W = a.width ? a.width : n.native, H = a.height ? a.height : n.native, B = a.batch;
@@ -204,12 +206,18 @@ int run_bench(const BenchArgs& a) {
     n.vae->encode_moments(pixels);
   });
   if (W * H >= 1024 * 1024 || a.tiled) {
-    models::VaeTiling tiling;
-    tiling.offload = device.is_cuda();
+    models::VaeTiling tiling;  // as --vae-tiling runs it with memory to spare: the tiles stay on the device
     part("vae_decode_tiled", a.warmup, a.runs, [&] {
       const auto on_device = visit(*n.vae);
       models::tiled_decode(*n.vae, latents, tiling);
     });
+    if (device.is_cuda()) {  // as --lowvram and a short memory run it: waiting tiles in host memory
+      tiling.offload = true;
+      part("vae_decode_tiled_offload", 1, std::max<int64_t>(1, a.runs / 2), [&] {
+        const auto on_device = visit(*n.vae);
+        models::tiled_decode(*n.vae, latents, tiling);
+      });
+    }
   }
   if (engine) {
     // A whole image in this warm process: text encoding, `steps` steps, NaN-checked decode, PNG bytes.
@@ -237,7 +245,7 @@ int run_bench(const BenchArgs& a) {
               static_cast<long long>(H), static_cast<long long>(B), static_cast<long long>(2 * B),
               static_cast<long long>(a.runs), static_cast<long long>(a.warmup));
   std::printf("  %-26s %10.2f s\n", a.random_weights.empty() ? "load" : "build (random weights)", load_s);
-  for (const std::string k : {"text_encoder", "unet_cfg_step_eager", "unet_cfg_step", "vae_decode", "vae_encode", "vae_decode_tiled", "image"}) {
+  for (const std::string k : {"text_encoder", "unet_cfg_step_eager", "unet_cfg_step", "vae_decode", "vae_encode", "vae_decode_tiled", "vae_decode_tiled_offload", "image"}) {
     if (!j.contains(k + "_ms")) continue;
     std::printf("  %-26s %10.2f ms", (k + "_ms").c_str(), j[k + "_ms"].get<double>());
     if (j.contains(k + "_peak_gb")) std::printf("   (allocator peak %.2f GB)", j[k + "_peak_gb"].get<double>());
