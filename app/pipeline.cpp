@@ -162,7 +162,8 @@ torch::Tensor vae_decode(Engine& engine, models::AutoencoderKLImpl& vae, const t
 
 bool vae_tiled(Engine& engine, const Request& r, const std::vector<int64_t>& latent_shape) {
   if (r.vae_tiling || engine.lowvram()) return true;
-  const double need = models::untiled_decode_bytes(engine.vae()->config, latent_shape, engine.dtype());
+  const auto& vae = engine.vae();  // its own dtype: SDXL's runs in float32 under float16
+  const double need = models::untiled_decode_bytes(vae->config, latent_shape, vae->post_quant_conv->weight.scalar_type());
   return need > models::available_memory_bytes(engine.device().is_cuda());
 }
 

@@ -13,9 +13,14 @@ void outside_inference_mode(F&& f) {
   f();
 }
 
+// The module's parameters and buffers, each checked to be swappable.
 std::vector<torch::Tensor> tensors_of(torch::nn::Module& m) {
   auto all = m.parameters();
   for (auto& b : m.buffers()) all.push_back(b);
+  for (const auto& t : all)
+    if (t.defined() && t.is_inference())
+      throw std::logic_error("--lowvram: the module was loaded under c10::InferenceMode, so its weights cannot move "
+                             "between host and GPU memory; load it outside InferenceMode");
   return all;
 }
 
@@ -36,8 +41,6 @@ OnDevice::OnDevice(torch::nn::Module& module, const torch::Device& device) {
   outside_inference_mode([&] {
     for (auto& t : tensors_of(module)) {
       if (!t.defined() || t.device() == device) continue;
-      if (t.is_inference())
-        throw std::logic_error("OnDevice: the module was loaded under c10::InferenceMode; its weights cannot be swapped (load outside it)");
       visited_.emplace_back(t, t.data());
       t.set_data(t.to(device, t.scalar_type(), /*non_blocking=*/true));
     }

@@ -64,7 +64,12 @@ inline torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, c
   // a bounded peak (A1111's split attention on the CPU). 4 M weights (16 MB in float32)
   // stay under glibc's largest mmap threshold (32 MB), so the slices reuse heap memory
   // instead of faulting in fresh pages for every attention call.
-  constexpr int64_t kAttentionChunk = int64_t(1) << 22;
+  // SIGMA_ATTENTION_SLICE=N overrides the 4 M (to measure the lever).
+  static const int64_t kAttentionChunk = [] {
+    const char* env = std::getenv("SIGMA_ATTENTION_SLICE");
+    const long long n = env ? std::atoll(env) : 0;
+    return n > 0 ? static_cast<int64_t>(n) : int64_t(1) << 22;
+  }();
   const int64_t Lq = q.size(-2), per_row = q.numel() / std::max<int64_t>(1, Lq * q.size(-1)) * k.size(-2);
   const int64_t chunk = std::max<int64_t>(1, kAttentionChunk / std::max<int64_t>(1, per_row));
   if (chunk >= Lq) return rows(0, Lq);

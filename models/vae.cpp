@@ -32,18 +32,9 @@ VaeResBlockImpl::VaeResBlockImpl(int64_t in, int64_t out) {
   if (in != out) nin_shortcut = register_module("nin_shortcut", conv(in, out, 1));
 }
 
-namespace {
-// swish(x), in place when nothing records the graph: at full resolution each VAE activation
-// is 64 MB (512², float16), and the out-of-place form keeps one more of them alive.
-torch::Tensor swish(torch::Tensor x) {
-  return torch::GradMode::is_enabled() ? F::silu(x) : torch::silu_(x);
-}
-}  // namespace
-
 torch::Tensor VaeResBlockImpl::forward(const torch::Tensor& x) {
-  auto h = conv1->forward(swish(norm1->forward(x)));
-  h = conv2->forward(swish(norm2->forward(h)));
-  if (!torch::GradMode::is_enabled()) return h.add_(nin_shortcut ? nin_shortcut->forward(x) : x);  // the same sum, in h
+  auto h = conv1->forward(F::silu(norm1->forward(x)));
+  h = conv2->forward(F::silu(norm2->forward(h)));
   return (nin_shortcut ? nin_shortcut->forward(x) : x) + h;
 }
 
@@ -110,7 +101,7 @@ torch::Tensor VaeEncoderImpl::forward(const torch::Tensor& x) {
   auto h = conv_in->forward(x);
   for (const auto& level : *down) h = level->as<VaeLevel>()->forward(h);
   h = mid->forward(h);
-  return conv_out->forward(swish(norm_out->forward(h)));
+  return conv_out->forward(F::silu(norm_out->forward(h)));
 }
 
 VaeDecoderImpl::VaeDecoderImpl(const VaeConfig& c) {
@@ -134,7 +125,7 @@ VaeDecoderImpl::VaeDecoderImpl(const VaeConfig& c) {
 torch::Tensor VaeDecoderImpl::forward(const torch::Tensor& z) {
   auto h = mid->forward(conv_in->forward(z));
   for (size_t i = up->size(); i-- > 0;) h = up[i]->as<VaeLevel>()->forward(h);
-  return conv_out->forward(swish(norm_out->forward(h)));
+  return conv_out->forward(F::silu(norm_out->forward(h)));
 }
 
 AutoencoderKLImpl::AutoencoderKLImpl(VaeConfig c) : config(std::move(c)) {
