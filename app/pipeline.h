@@ -68,7 +68,8 @@ Image preview_image(const Engine& engine, const torch::Tensor& latents);
 // Whether the VAE runs in tiles for latents of `latent_shape` (models/vae_tiling.h: the same
 // picture, bounded memory): when the request asks (--vae-tiling), or when the untiled decode
 // would need more than the device has available. An untiled decode or encode that runs out
-// of memory anyway is redone in tiles. On CUDA the tiles wait in host memory.
+// of memory anyway is redone in tiles. On CUDA the waiting tiles go to host memory only under
+// --lowvram, after an out-of-memory, or when the tiles on the device would not fit either.
 bool vae_tiled(Engine& engine, const Request& r, const std::vector<int64_t>& latent_shape);
 
 // Latents (scaled, as the sampler produces them) -> decoded images [B,3,H,W] in [0,1].
