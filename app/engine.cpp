@@ -186,7 +186,7 @@ std::shared_ptr<Engine> Engine::load(const ModelSpec& spec) {
   // --lowvram: every network loads into host memory in the compute dtype; the UNet's small
   // embeddings and output layer then move to the GPU, its blocks stream in one at a time,
   // the text encoders and the VAE visit for their calls (Engine::visit).
-  const bool lowvram = spec.lowvram && e->device_.is_cuda();
+  const bool lowvram = e->lowvram();
   const models::LoadOptions opt{lowvram ? torch::Device(torch::kCPU) : e->device_, spec.dtype};
   e->clip_ = models::load_text_encoder(ck, opt, 0);
   if (ck.description.text_encoders.size() > 1) e->clip_2_ = models::load_text_encoder(ck, opt, 1);

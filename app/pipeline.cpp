@@ -272,7 +272,8 @@ ImageInputs image_inputs(Engine& engine, const Request& r, const std::vector<int
   ImageInputs in;
   if (!r.init_image.empty()) {
     auto img = image_to_tensor(fitted_image(r.init_image, r.width, r.height, "stretch")).to(engine.device(), engine.dtype()) * 2 - 1;
-    in.init_latent = encode_image(engine, img, vae_tiled(engine, r, shape)).expand(shape).contiguous();
+    // One image is encoded (then repeated for the batch): tiling is decided for batch 1.
+    in.init_latent = encode_image(engine, img, vae_tiled(engine, r, {1, shape[1], shape[2], shape[3]})).expand(shape).contiguous();
   }
   if (!r.mask.empty()) {
     auto m = image_to_tensor(fitted_image(r.mask, r.width, r.height, "stretch", 1));

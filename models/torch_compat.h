@@ -21,6 +21,20 @@ namespace sigma::compat {
 
 inline constexpr bool kHasFusedAttention = TORCH_VERSION_MAJOR >= 2;
 
+// fn(start, n) for the query rows [start, start + n) of q [.., Lq, D], in slices whose
+// attention weights ([.., n, Lk] against k) number at most `budget`, concatenated along the
+// rows; one call when all rows fit. Each row's softmax is its own, so slicing keeps the result.
+template <class Fn>
+torch::Tensor in_query_slices(const torch::Tensor& q, const torch::Tensor& k, int64_t budget, Fn&& fn) {
+  const int64_t Lq = q.size(-2);
+  const int64_t per_row = q.numel() / std::max<int64_t>(1, Lq * q.size(-1)) * k.size(-2);
+  const int64_t chunk = std::max<int64_t>(1, budget / std::max<int64_t>(1, per_row));
+  if (chunk >= Lq) return fn(int64_t(0), Lq);
+  std::vector<torch::Tensor> parts;
+  for (int64_t s = 0; s < Lq; s += chunk) parts.push_back(fn(s, std::min(chunk, Lq - s)));
+  return torch::cat(parts, -2);
+}
+
 // softmax(q·kᵀ·scale + mask)·v for q [B,H,Lq,D], k/v [B,H,Lk,D].
 // LibTorch 2.x dispatches to flash / memory-efficient kernels on CUDA; 1.13 has no
 // public SDPA, so the exact math is written out (as fast as the private op on CPU).
@@ -35,17 +49,11 @@ inline torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, c
   }();
   // Flash attention takes head sizes up to 256; the VAE's one 512-wide head can fall to the
   // math kernel, whose weights at 1024² (16384 latent pixels) are 16384² floats: 1 GiB. Its
-  // query rows go in slices there (each row's softmax is its own, so the result is the same).
-  if (!math && q.size(-1) > 256 && !causal) {
-    const int64_t per_row = q.numel() / std::max<int64_t>(1, q.size(-2) * q.size(-1)) * k.size(-2);
-    const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 26) / std::max<int64_t>(1, per_row));
-    if (chunk < q.size(-2)) {
-      std::vector<torch::Tensor> parts;
-      for (int64_t s = 0; s < q.size(-2); s += chunk)
-        parts.push_back(at::scaled_dot_product_attention(q.narrow(-2, s, std::min(chunk, q.size(-2) - s)), k, v));
-      return torch::cat(parts, -2);
-    }
-  }
+  // query rows go in slices of at most 64 M weights there.
+  if (!math && q.size(-1) > 256 && !causal)
+    return in_query_slices(q, k, int64_t(1) << 26, [&](int64_t start, int64_t n) {
+      return at::scaled_dot_product_attention(q.narrow(-2, start, n), k, v);
+    });
   if (!math) return at::scaled_dot_product_attention(q, k, v, {}, 0.0, causal);
 #endif
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
@@ -59,23 +67,17 @@ inline torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, c
     return torch::matmul(w.softmax(-1), v);
   };
   // The weights are [.., Lq, Lk]: at SD's 4096 latent pixels (512²) and 8 heads x CFG pair
-  // that is 268 M numbers, twice over with the softmax. Each query row's softmax is its own,
-  // so the rows are taken in slices of at most kAttentionChunk weights: the same numbers,
-  // a bounded peak (A1111's split attention on the CPU). 4 M weights (16 MB in float32)
-  // stay under glibc's largest mmap threshold (32 MB), so the slices reuse heap memory
-  // instead of faulting in fresh pages for every attention call.
-  // SIGMA_ATTENTION_SLICE=N overrides the 4 M (to measure the lever).
+  // that is 268 M numbers, twice over with the softmax. The rows are taken in slices of at
+  // most kAttentionChunk weights: the same numbers, a bounded peak (A1111's split attention
+  // on the CPU). 4 M weights (16 MB in float32) stay under glibc's largest mmap threshold
+  // (32 MB), so the slices reuse heap memory instead of faulting in fresh pages for every
+  // attention call. SIGMA_ATTENTION_SLICE=N overrides the 4 M (to measure the lever).
   static const int64_t kAttentionChunk = [] {
     const char* env = std::getenv("SIGMA_ATTENTION_SLICE");
     const long long n = env ? std::atoll(env) : 0;
     return n > 0 ? static_cast<int64_t>(n) : int64_t(1) << 22;
   }();
-  const int64_t Lq = q.size(-2), per_row = q.numel() / std::max<int64_t>(1, Lq * q.size(-1)) * k.size(-2);
-  const int64_t chunk = std::max<int64_t>(1, kAttentionChunk / std::max<int64_t>(1, per_row));
-  if (chunk >= Lq) return rows(0, Lq);
-  std::vector<torch::Tensor> parts;
-  for (int64_t s = 0; s < Lq; s += chunk) parts.push_back(rows(s, std::min(chunk, Lq - s)));
-  return torch::cat(parts, -2);
+  return in_query_slices(q, k, kAttentionChunk, rows);
 }
 
 // TF32 silently lowers float32 matmul/conv precision on Ampere+ GPUs; the conformance
@@ -97,9 +99,24 @@ inline void cuda_synchronize() {
 #endif
 }
 
+#ifdef SIGMA_WITH_CUDA
+// The caching allocator sets up its per-device state on the first allocation and refuses
+// stats, caps and resets before that ("Invalid device argument", "Allocator not initialized
+// for device"): every call below on device 0 goes through here first.
+inline void cuda_allocator_ready() {
+  static const bool ready = [] {
+    (void)torch::empty({1}, torch::TensorOptions().device(torch::kCUDA, 0));
+    return true;
+  }();
+  (void)ready;
+}
+#endif
+
 // The caching allocator's peak of allocated bytes on device 0 since start, in GB (0 without CUDA).
 inline double cuda_peak_allocated_gb() {
 #ifdef SIGMA_WITH_CUDA
+  if (!torch::cuda::is_available()) return 0;
+  cuda_allocator_ready();
   const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(0);
   return static_cast<double>(stats.allocated_bytes[0].peak) / 1e9;
 #else
@@ -110,7 +127,9 @@ inline double cuda_peak_allocated_gb() {
 // Starts the caching allocator's peak counters again from what is allocated now (per-stage peaks).
 inline void cuda_reset_peak() {
 #ifdef SIGMA_WITH_CUDA
-  if (torch::cuda::is_available()) c10::cuda::CUDACachingAllocator::resetPeakStats(0);
+  if (!torch::cuda::is_available()) return;
+  cuda_allocator_ready();
+  c10::cuda::CUDACachingAllocator::resetPeakStats(0);
 #endif
 }
 
@@ -119,7 +138,7 @@ inline void cuda_reset_peak() {
 inline std::pair<double, double> cuda_reserved_allocated() {
 #ifdef SIGMA_WITH_CUDA
   if (!torch::cuda::is_available()) return {0, 0};
-  (void)torch::empty({1}, torch::TensorOptions().device(torch::kCUDA, 0));  // the allocator's state exists from its first allocation
+  cuda_allocator_ready();
   const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(0);
   return {static_cast<double>(stats.reserved_bytes[0].current), static_cast<double>(stats.allocated_bytes[0].current)};
 #else
@@ -153,9 +172,7 @@ inline double& cuda_memory_fraction() {
 // allocations beyond it fail as out-of-memory. For a GPU shared with other programs.
 inline void cuda_set_memory_fraction(double fraction) {
 #ifdef SIGMA_WITH_CUDA
-  // The caching allocator sets up its per-device state on the first allocation, and refuses
-  // the cap before that ("Allocator not initialized for device"): allocate once first.
-  (void)torch::empty({1}, torch::TensorOptions().device(torch::kCUDA, 0));
+  cuda_allocator_ready();
   c10::cuda::CUDACachingAllocator::setMemoryFraction(fraction, 0);
   cuda_memory_fraction() = fraction;
 #else

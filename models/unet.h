@@ -7,7 +7,6 @@
 #include <torch/torch.h>
 
 #include <optional>
-
 #include <string>
 #include <vector>
 

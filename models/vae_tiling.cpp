@@ -195,26 +195,36 @@ void res_block(Tiles& tiles, VaeResBlockImpl& b, VaeResampleImpl* resample, int6
       num, den, next);
 }
 
+// The levels in the order they run: each ResBlock, and after a level's last block its
+// resample, which scales the tiles by num/den; `after` is the GroupNorm that follows the last
+// level (nullptr: none, the result is assembled next).
+void run_levels(Tiles& tiles, const std::vector<VaeLevelImpl*>& levels, int64_t num, int64_t den, const GroupNormImpl* after) {
+  for (size_t i = 0; i < levels.size(); ++i) {
+    auto& lv = *levels[i];
+    const size_t nb = lv.block->size();
+    for (size_t k = 0; k < nb; ++k) {
+      const bool last = k + 1 == nb;
+      const GroupNormImpl* next = !last                   ? block(lv, k + 1).norm1.get()
+                                  : i + 1 < levels.size() ? block(*levels[i + 1], 0).norm1.get()
+                                                          : after;
+      VaeResampleImpl* resample = last && !lv.resample.is_empty() ? lv.resample.get() : nullptr;
+      res_block(tiles, block(lv, k), resample, resample ? num : 1, resample ? den : 1, next);
+    }
+  }
+}
+
 }  // namespace
 
 torch::Tensor tiled_decode(AutoencoderKLImpl& vae, const torch::Tensor& z, const VaeTiling& tiling) {
   const auto dtype = vae.post_quant_conv->weight.scalar_type();
   auto& d = *vae.decoder;
-  const size_t L = d.up->size();
-  auto level = [&](size_t i) -> VaeLevelImpl& { return *d.up[i]->as<VaeLevel>(); };
+  std::vector<VaeLevelImpl*> levels;  // from the coarsest, as VaeDecoderImpl::forward runs them
+  for (size_t i = d.up->size(); i-- > 0;) levels.push_back(d.up[i]->as<VaeLevel>());
   // conv_in and the mid block (its attention sees every pixel) at latent resolution, untiled.
   Tiles tiles(d.mid->forward(d.conv_in->forward(vae.post_quant_conv->forward(z.to(dtype)))), tiling.tile,
-              tiling.margin >= 0 ? tiling.margin : decoder_margin(vae.config), 1, tiling.offload, block(level(L - 1), 0).norm1.get());
-  for (size_t i = L; i-- > 0;) {  // from the coarsest level, as VaeDecoderImpl::forward
-    auto& lv = level(i);
-    const size_t nb = lv.block->size();
-    for (size_t k = 0; k < nb; ++k) {
-      const bool last = k + 1 == nb;
-      const GroupNormImpl* next = !last ? block(lv, k + 1).norm1.get() : i > 0 ? block(level(i - 1), 0).norm1.get() : d.norm_out.get();
-      VaeResampleImpl* up = last && !lv.resample.is_empty() ? lv.resample.get() : nullptr;
-      res_block(tiles, block(lv, k), up, up ? 2 : 1, 1, next);
-    }
-  }
+              tiling.margin >= 0 ? tiling.margin : decoder_margin(vae.config), 1, tiling.offload,
+              block(*levels.front(), 0).norm1.get());
+  run_levels(tiles, levels, 2, 1, d.norm_out.get());
   tiles.pass([&](Tile& t, const GroupStats& s) { t.x = d.conv_out->forward(F::silu(normalised(t.x, *d.norm_out, s))); }, 1,
              1, nullptr);
   return tiles.assemble().to(z.scalar_type());
@@ -224,21 +234,12 @@ std::pair<torch::Tensor, torch::Tensor> tiled_encode_moments(AutoencoderKLImpl& 
                                                              const VaeTiling& tiling) {
   const auto dtype = vae.quant_conv->weight.scalar_type();
   auto& e = *vae.encoder;
-  const size_t L = e.down->size();
   const int64_t f = vae.config.downscale();
-  auto level = [&](size_t i) -> VaeLevelImpl& { return *e.down[i]->as<VaeLevel>(); };
+  std::vector<VaeLevelImpl*> levels;  // from the finest
+  for (size_t i = 0; i < e.down->size(); ++i) levels.push_back(e.down[i]->as<VaeLevel>());
   Tiles tiles(image.to(dtype), tiling.tile * f, tiling.margin >= 0 ? tiling.margin : encoder_margin(vae.config), f, tiling.offload, nullptr);
-  tiles.pass([&](Tile& t, const GroupStats&) { t.x = e.conv_in->forward(t.x); }, 1, 1, block(level(0), 0).norm1.get());
-  for (size_t i = 0; i < L; ++i) {
-    auto& lv = level(i);
-    const size_t nb = lv.block->size();
-    for (size_t k = 0; k < nb; ++k) {
-      const bool last = k + 1 == nb;
-      const GroupNormImpl* next = !last ? block(lv, k + 1).norm1.get() : i + 1 < L ? block(level(i + 1), 0).norm1.get() : nullptr;
-      VaeResampleImpl* down = last && !lv.resample.is_empty() ? lv.resample.get() : nullptr;
-      res_block(tiles, block(lv, k), down, 1, down ? 2 : 1, next);
-    }
-  }
+  tiles.pass([&](Tile& t, const GroupStats&) { t.x = e.conv_in->forward(t.x); }, 1, 1, block(*levels.front(), 0).norm1.get());
+  run_levels(tiles, levels, 1, 2, nullptr);
   // The mid block (whole-image attention), norm_out and conv_out at latent resolution, untiled.
   auto h = e.mid->forward(tiles.assemble());
   return AutoencoderKLImpl::posterior(vae.quant_conv->forward(e.conv_out->forward(F::silu(e.norm_out->forward(h)))), image.scalar_type());
