@@ -9,6 +9,7 @@
 #include <string>
 #include <thread>
 
+#include "models/group_norm.h"
 #include "models/torch_compat.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -79,6 +80,11 @@ bool cpu_has_bf16_units() {
 
 bool channels_last_enabled() {
   static const bool on = env_switch("SIGMA_CHANNELS_LAST").value_or(true);
+  return on;
+}
+
+bool vae_channels_last_enabled() {
+  static const bool on = channels_last_enabled() && env_switch("SIGMA_VAE_CHANNELS_LAST").value_or(fused_group_norm_enabled());
   return on;
 }
 

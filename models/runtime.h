@@ -51,10 +51,12 @@ double available_memory_bytes(bool cuda);
 
 // The channels-last (NHWC) lever on CUDA: a module's 4-D weights stored in channels-last
 // order, so its convolutions take cuDNN's NHWC kernels and their outputs stay NHWC. Used for
-// the UNet (SD 1.5 fp16 CFG step on an H200: 10.9 vs 12.9 ms through CUDA graphs), not the
-// VAE (decode 26.6 vs 21.5 ms: its GroupNorms at full resolution convert back to NCHW);
+// the UNet (SD 1.5 fp16 CFG step on an H200: 10.9 vs 12.9 ms through CUDA graphs);
 // docs/performance.md. SIGMA_CHANNELS_LAST=0 turns it off.
 bool channels_last_enabled();
+// The VAE too, only with the fused GroupNorm kernels: LibTorch's CUDA GroupNorm converts NHWC
+// back to NCHW, which made the decode slower (26.6 vs 21.5 ms). SIGMA_VAE_CHANNELS_LAST=0/1.
+bool vae_channels_last_enabled();
 void use_channels_last(torch::nn::Module& module);
 
 }  // namespace sigma::models

@@ -149,7 +149,7 @@ torch::Tensor UNetImpl::forward(const torch::Tensor& x, const torch::Tensor& t, 
     if (with_control) skip = skip + control->down[hs.size()];
     h = run(*output_blocks[i]->as<TimestepBlockImpl>(), torch::cat({h, skip}, 1));
   }
-  return out->forward(h);
+  return norm_silu_conv(out, h);
 }
 
 void UNetImpl::stream_blocks(const torch::Device& device) {

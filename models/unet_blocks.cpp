@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "models/group_norm.h"
 #include "models/torch_compat.h"
 
 namespace sigma::models {
@@ -21,6 +22,11 @@ nn::GroupNorm group_norm(int64_t channels, double eps) {
   return nn::GroupNorm(nn::GroupNormOptions(32, channels).eps(eps));
 }
 
+torch::Tensor norm_silu_conv(nn::Sequential& layers, const torch::Tensor& x) {
+  auto h = group_norm_act(layers->at<nn::GroupNormImpl>(0), x, true);
+  return layers->at<layers::Conv2dImpl>(layers->size() - 1).forward(h);
+}
+
 namespace {
 nn::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride = 1) {
   return nn::Conv2d(nn::Conv2dOptions(in, out, k).stride(stride).padding(k / 2));
@@ -38,9 +44,9 @@ ResBlockImpl::ResBlockImpl(int64_t in, int64_t out, int64_t emb_dim) {
 
 torch::Tensor ResBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& emb) {
   // x [B,Cin,H,W], emb [B,E] -> [B,Cout,H,W]
-  auto h = in_layers->forward(x);
+  auto h = norm_silu_conv(in_layers, x);
   h = h + emb_layers->forward(emb).unsqueeze(-1).unsqueeze(-1);
-  h = out_layers->forward(h);
+  h = norm_silu_conv(out_layers, h);
   return (skip_connection ? skip_connection->forward(x) : x) + h;
 }
 
@@ -114,7 +120,7 @@ SpatialTransformerImpl::SpatialTransformerImpl(int64_t channels, int64_t heads, 
 torch::Tensor SpatialTransformerImpl::forward(const torch::Tensor& x, const torch::Tensor& context) {
   // x [B,C,H,W], context [B,M,Cc] -> [B,C,H,W]
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  auto h = norm->forward(x);
+  auto h = group_norm_act(*norm, x, false);
   auto to_tokens = [&](const torch::Tensor& t) { return t.permute({0, 2, 3, 1}).reshape({B, H * W, -1}); };
   auto to_image = [&](const torch::Tensor& t) { return t.reshape({B, H, W, -1}).permute({0, 3, 1, 2}); };
   h = linear_proj ? proj_in.forward(to_tokens(h)) : to_tokens(proj_in.forward(h));

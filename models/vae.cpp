@@ -2,6 +2,7 @@
 
 #include <sstream>
 
+#include "models/group_norm.h"
 #include "models/torch_compat.h"
 #include "models/unet_blocks.h"
 
@@ -33,8 +34,8 @@ VaeResBlockImpl::VaeResBlockImpl(int64_t in, int64_t out) {
 }
 
 torch::Tensor VaeResBlockImpl::forward(const torch::Tensor& x) {
-  auto h = conv1->forward(F::silu(norm1->forward(x)));
-  h = conv2->forward(F::silu(norm2->forward(h)));
+  auto h = conv1->forward(group_norm_act(*norm1, x, true));
+  h = conv2->forward(group_norm_act(*norm2, h, true));
   return (nin_shortcut ? nin_shortcut->forward(x) : x) + h;
 }
 
@@ -49,7 +50,7 @@ VaeAttnBlockImpl::VaeAttnBlockImpl(int64_t ch) {
 torch::Tensor VaeAttnBlockImpl::forward(const torch::Tensor& x) {
   // x [B,C,H,W]: one head over the H·W pixels
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  auto h = norm->forward(x);
+  auto h = group_norm_act(*norm, x, false);
   auto tokens = [&](const torch::Tensor& t) { return t.reshape({B, 1, C, H * W}).transpose(-1, -2); };
   auto out = compat::attention(tokens(q->forward(h)), tokens(k->forward(h)), tokens(v->forward(h)));
   out = out.transpose(-1, -2).reshape({B, C, H, W});
@@ -101,7 +102,7 @@ torch::Tensor VaeEncoderImpl::forward(const torch::Tensor& x) {
   auto h = conv_in->forward(x);
   for (const auto& level : *down) h = level->as<VaeLevel>()->forward(h);
   h = mid->forward(h);
-  return conv_out->forward(F::silu(norm_out->forward(h)));
+  return conv_out->forward(group_norm_act(*norm_out, h, true));
 }
 
 VaeDecoderImpl::VaeDecoderImpl(const VaeConfig& c) {
@@ -125,7 +126,7 @@ VaeDecoderImpl::VaeDecoderImpl(const VaeConfig& c) {
 torch::Tensor VaeDecoderImpl::forward(const torch::Tensor& z) {
   auto h = mid->forward(conv_in->forward(z));
   for (size_t i = up->size(); i-- > 0;) h = up[i]->as<VaeLevel>()->forward(h);
-  return conv_out->forward(F::silu(norm_out->forward(h)));
+  return conv_out->forward(group_norm_act(*norm_out, h, true));
 }
 
 AutoencoderKLImpl::AutoencoderKLImpl(VaeConfig c) : config(std::move(c)) {

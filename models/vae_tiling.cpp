@@ -4,6 +4,8 @@
 #include <cmath>
 #include <vector>
 
+#include "models/group_norm.h"
+
 namespace sigma::models {
 namespace F = torch::nn::functional;
 using torch::nn::GroupNormImpl;
@@ -242,7 +244,7 @@ std::pair<torch::Tensor, torch::Tensor> tiled_encode_moments(AutoencoderKLImpl& 
   run_levels(tiles, levels, 1, 2, nullptr);
   // The mid block (whole-image attention), norm_out and conv_out at latent resolution, untiled.
   auto h = e.mid->forward(tiles.assemble());
-  return AutoencoderKLImpl::posterior(vae.quant_conv->forward(e.conv_out->forward(F::silu(e.norm_out->forward(h)))), image.scalar_type());
+  return AutoencoderKLImpl::posterior(vae.quant_conv->forward(e.conv_out->forward(group_norm_act(*e.norm_out, h, true))), image.scalar_type());
 }
 
 }  // namespace sigma::models

@@ -69,3 +69,6 @@ sigma_add_suite(e2e.kill_resume e2e TIMEOUT 600)
 # What fuzzing found, each fix with its input (tests/fuzz/*/corpus/regress-*); the reader
 # when a checkpoint changes under it; stale temporaries of killed batch shards.
 sigma_add_suite(unit.fuzz_regressions unit)
+# The fused GroupNorm + SiLU (models/group_norm.h): LibTorch's on the CPU, the CUDA kernels against float64.
+sigma_add_suite(unit.group_norm unit)
+sigma_add_suite(gpu.group_norm gpu ARGS --require-cuda)

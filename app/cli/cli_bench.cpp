@@ -19,6 +19,7 @@
 #include "app/image_io.h"
 #include "app/pipeline.h"
 #include "models/cuda_graph.h"
+#include "models/group_norm.h"
 #include "models/safetensors.h"
 #include "models/clip_text.h"
 #include "models/runtime.h"
@@ -143,7 +144,8 @@ int run_bench(const BenchArgs& a) {
     n.vae->to(device, spec.dtype);
     for (auto& t : n.text) t->to(device, spec.dtype);
     if (device.is_cuda() && models::channels_last_enabled()) {
-      models::use_channels_last(*n.unet);  // as Engine::load: the UNet only
+      models::use_channels_last(*n.unet);  // as Engine::load
+      if (models::vae_channels_last_enabled()) models::use_channels_last(*n.vae);
     }
   } else {
     engine = Engine::load(spec);
@@ -197,6 +199,8 @@ int run_bench(const BenchArgs& a) {
   });
   j["cuda_graphs"] = graphs->captured() > 0;
   j["channels_last"] = device.is_cuda() && models::channels_last_enabled();
+  j["vae_channels_last"] = device.is_cuda() && models::vae_channels_last_enabled();
+  j["fused_group_norm"] = device.is_cuda() && models::fused_group_norm_enabled();
   part("vae_decode", a.warmup, a.runs, [&] {
     const auto on_device = visit(*n.vae);
     n.vae->decode(latents);
@@ -251,7 +255,8 @@ int run_bench(const BenchArgs& a) {
     if (j.contains(k + "_peak_gb")) std::printf("   (allocator peak %.2f GB)", j[k + "_peak_gb"].get<double>());
     std::printf("\n");
   }
-  std::printf("  %-26s %10s\n", "CUDA graphs", j["cuda_graphs"].get<bool>() ? "yes" : "no");
+  for (const std::string k : {"cuda_graphs", "channels_last", "vae_channels_last", "fused_group_norm"})
+    std::printf("  %-26s %10s\n", k.c_str(), j[k].get<bool>() ? "yes" : "no");
   std::printf("  %-26s %10.2f GB\n", "peak RSS", j["peak_rss_gb"].get<double>());
   if (j.contains("cuda_peak_allocated_gb")) {
     std::printf("  %-26s %10.2f GB (weights and inputs %.2f GB)\n", "CUDA peak allocated", j["cuda_peak_allocated_gb"].get<double>(),

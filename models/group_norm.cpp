@@ -1,0 +1,100 @@
+#include "models/group_norm.h"
+
+#include <stdexcept>
+#include <string>
+
+#include "models/runtime.h"
+
+#ifdef SIGMA_WITH_CUDA_KERNELS
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "models/cuda/group_norm.h"
+#endif
+
+namespace sigma::models {
+
+bool fused_group_norm_enabled() {
+#ifdef SIGMA_WITH_CUDA_KERNELS
+  static const bool on = env_switch("SIGMA_FUSED_GROUPNORM").value_or(true);
+  return on;
+#else
+  return false;
+#endif
+}
+
+#ifdef SIGMA_WITH_CUDA_KERNELS
+namespace {
+
+// The kernels' arguments for x, or nullopt where they do not apply (then LibTorch runs).
+std::optional<cuda::GroupNormArgs> kernel_args(const torch::Tensor& x, int64_t groups, const torch::Tensor& gamma,
+                                               const torch::Tensor& beta, double eps, bool silu) {
+  if (!x.is_cuda() || x.dim() != 4) return std::nullopt;
+  cuda::GroupNormArgs a;
+  switch (x.scalar_type()) {
+    case torch::kFloat32: a.dtype = cuda::DType::f32; break;
+    case torch::kFloat16: a.dtype = cuda::DType::f16; break;
+    case torch::kBFloat16: a.dtype = cuda::DType::bf16; break;
+    default: return std::nullopt;
+  }
+  const bool nchw = x.is_contiguous();
+  if (!nchw && !x.is_contiguous(torch::MemoryFormat::ChannelsLast)) return std::nullopt;
+  for (const auto* p : {&gamma, &beta})
+    if (p->defined() && (p->scalar_type() != x.scalar_type() || p->device() != x.device() || !p->is_contiguous() ||
+                         p->numel() != x.size(1)))
+      return std::nullopt;
+  a.x = x.data_ptr();
+  a.gamma = gamma.defined() ? gamma.data_ptr() : nullptr;
+  a.beta = beta.defined() ? beta.data_ptr() : nullptr;
+  a.N = x.size(0);
+  a.C = x.size(1);
+  a.HW = x.size(2) * x.size(3);
+  a.groups = groups;
+  a.eps = static_cast<float>(eps);
+  a.channels_last = !nchw;
+  a.silu = silu;
+  if (a.N == 0 || a.HW == 0 || !cuda::group_norm_supported(a)) return std::nullopt;
+  return a;
+}
+
+torch::Tensor run_kernels(const torch::Tensor& x, cuda::GroupNormArgs a) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  auto y = torch::empty_like(x);  // x is dense, so y gets x's strides (its layout)
+  auto workspace = torch::empty({static_cast<int64_t>(cuda::group_norm_workspace_floats(a.N, a.C, a.groups))},
+                                x.options().dtype(torch::kFloat32));
+  a.y = y.data_ptr();
+  a.workspace = workspace.data_ptr<float>();
+  if (const char* err = cuda::group_norm(a, c10::cuda::getCurrentCUDAStream().stream()))
+    throw std::runtime_error(std::string("fused GroupNorm kernel: ") + err);
+  return y;
+}
+
+}  // namespace
+#endif
+
+torch::Tensor fused_group_norm(const torch::Tensor& x, int64_t groups, const torch::Tensor& gamma,
+                               const torch::Tensor& beta, double eps, bool silu) {
+#ifdef SIGMA_WITH_CUDA_KERNELS
+  if (auto a = kernel_args(x, groups, gamma, beta, eps, silu)) return run_kernels(x, *a);
+  throw std::invalid_argument("fused_group_norm: the kernels do not take a tensor of shape " +
+                              std::to_string(x.dim()) + "-D " + std::string(c10::toString(x.scalar_type())) +
+                              " on " + x.device().str());
+#else
+  (void)x, (void)groups, (void)gamma, (void)beta, (void)eps, (void)silu;
+  throw std::logic_error("fused_group_norm: this build has no CUDA kernels");
+#endif
+}
+
+torch::Tensor group_norm_act(torch::nn::GroupNormImpl& gn, const torch::Tensor& x, bool silu) {
+#ifdef SIGMA_WITH_CUDA_KERNELS
+  const bool grad = torch::GradMode::is_enabled() &&
+                    (x.requires_grad() || (gn.weight.defined() && gn.weight.requires_grad()));
+  if (!grad && fused_group_norm_enabled())
+    if (auto a = kernel_args(x, gn.options.num_groups(), gn.weight, gn.bias, gn.options.eps(), silu))
+      return run_kernels(x, *a);
+#endif
+  auto h = gn.forward(x);
+  return silu ? torch::silu(h) : h;
+}
+
+}  // namespace sigma::models

@@ -1,0 +1,21 @@
+// GroupNorm and the SiLU that follows it in every ResBlock and VAE block, as one call: on
+// CUDA through Sigma Studio's fused kernels (models/cuda/group_norm.h) when the build has
+// them, in NCHW or channels-last with the output in the input's layout; everywhere else
+// (the CPU, autograd, a LibTorch without the kernels) LibTorch's GroupNorm then SiLU.
+#pragma once
+
+#include <torch/torch.h>
+
+namespace sigma::models {
+
+torch::Tensor group_norm_act(torch::nn::GroupNormImpl& gn, const torch::Tensor& x, bool silu);
+
+// Built with the kernels, and not turned off by SIGMA_FUSED_GROUPNORM=0 (to compare).
+bool fused_group_norm_enabled();
+
+// The fused kernels alone (the GPU test compares them with LibTorch's GroupNorm): x must be a
+// CUDA tensor they take; throws otherwise. gamma/beta may be undefined (no affine map).
+torch::Tensor fused_group_norm(const torch::Tensor& x, int64_t groups, const torch::Tensor& gamma,
+                               const torch::Tensor& beta, double eps, bool silu);
+
+}  // namespace sigma::models

@@ -1,0 +1,115 @@
+// group_norm_act (models/group_norm.h): LibTorch's GroupNorm + SiLU on the CPU, unchanged;
+// on CUDA the fused kernels, in both layouts and the three dtypes, against a float64
+// GroupNorm of the same input.
+#include <torch/torch.h>
+
+#include <doctest/doctest.h>
+
+#include "models/group_norm.h"
+#include "models/unet_blocks.h"
+#include "tests/support.h"
+
+using namespace sigma;
+
+namespace {
+
+// torch.nn.GroupNorm in float64 (biased variance, eps inside the root), then SiLU.
+torch::Tensor reference(const torch::Tensor& x, int64_t groups, const torch::Tensor& gamma, const torch::Tensor& beta,
+                        double eps, bool silu) {
+  auto y = torch::group_norm(x.to(torch::kCPU, torch::kFloat64).contiguous(), groups,
+                             gamma.defined() ? gamma.to(torch::kCPU, torch::kFloat64) : torch::Tensor(),
+                             beta.defined() ? beta.to(torch::kCPU, torch::kFloat64) : torch::Tensor(), eps);
+  return silu ? torch::silu(y) : y;
+}
+
+double max_abs(const torch::Tensor& t) { return t.abs().max().item<double>(); }
+
+}  // namespace
+
+TEST_SUITE("unit.group_norm") {
+  TEST_CASE("on the CPU group_norm_act is LibTorch's GroupNorm then SiLU, bit for bit") {
+    torch::NoGradGuard no_grad;
+    torch::manual_seed(3);
+    auto gn = models::group_norm(64, 1e-6);
+    gn->weight.uniform_(0.5, 1.5);
+    gn->bias.uniform_(-0.5, 0.5);
+    const auto x = torch::randn({2, 64, 9, 7}) * 3 + 1;
+    CHECK(torch::equal(models::group_norm_act(*gn, x, true), torch::silu(gn->forward(x))));
+    CHECK(torch::equal(models::group_norm_act(*gn, x, false), gn->forward(x)));
+    const auto cl = x.contiguous(torch::MemoryFormat::ChannelsLast);
+    CHECK(torch::equal(models::group_norm_act(*gn, cl, true), torch::silu(gn->forward(cl))));
+  }
+}
+
+TEST_SUITE("gpu.group_norm") {
+  TEST_CASE("the fused CUDA kernels equal a float64 GroupNorm in NCHW and NHWC, fp32/fp16/bf16") {
+    if (!models::fused_group_norm_enabled()) {
+      MESSAGE("this build has no fused GroupNorm kernels (no nvcc, or SIGMA_FUSED_GROUPNORM=0): nothing to compare");
+      return;
+    }
+    c10::InferenceMode guard;
+    torch::manual_seed(11);
+    struct Shape {
+      int64_t N, C, H, W, G;
+    };
+    // UNet and VAE widths (C/G = 10, 20, 40, 80, 4, 8, 16), a concatenated 1920 (C/G = 60),
+    // odd widths and sizes that defeat the vector loads (C/G = 3, H·W = 63), one pixel,
+    // and a VAE-sized 128 x 256 x 256 image.
+    const std::vector<Shape> shapes = {{2, 320, 64, 64, 32},  {2, 640, 32, 32, 32}, {2, 1280, 8, 8, 32},
+                                       {2, 2560, 8, 8, 32},   {1, 128, 256, 256, 32}, {1, 256, 96, 64, 32},
+                                       {1, 512, 64, 64, 32},  {2, 1920, 16, 16, 32}, {3, 96, 9, 7, 32},
+                                       {1, 64, 1, 1, 32},     {2, 48, 5, 5, 16}};
+    int cases = 0;
+    for (const auto dtype : {torch::kFloat32, torch::kFloat16, torch::kBFloat16}) {
+      // float16/bfloat16 round the output to ~2^-11 / 2^-8 of its size: a few units of that.
+      const double tol = dtype == torch::kFloat32 ? 2e-6 : dtype == torch::kFloat16 ? 1.5e-3 : 1e-2;
+      for (const auto& s : shapes) {
+        const auto opt = torch::TensorOptions().device(torch::kCUDA).dtype(dtype);
+        // A mean well away from 0 per channel, so a variance that cancels would show.
+        const auto x = (torch::randn({s.N, s.C, s.H, s.W}) * 2 + torch::randn({1, s.C, 1, 1}) * 4 + 3).to(opt);
+        const auto gamma = (torch::rand({s.C}) + 0.5).to(opt), beta = (torch::rand({s.C}) - 0.5).to(opt);
+        for (const bool channels_last : {false, true}) {
+          const auto in = channels_last ? x.contiguous(torch::MemoryFormat::ChannelsLast) : x.contiguous();
+          for (const bool silu : {true, false}) {
+            const bool affine = silu || s.C != 1280;  // one case without γ and β
+            const auto g = affine ? gamma : torch::Tensor(), b = affine ? beta : torch::Tensor();
+            const auto ours = models::fused_group_norm(in, s.G, g, b, 1e-6, silu);
+            const auto ref = reference(in, s.G, g, b, 1e-6, silu);
+            const double err = max_abs(ours.to(torch::kCPU, torch::kFloat64) - ref) / max_abs(ref);
+            INFO(std::string(c10::toString(dtype)) << " [" << s.N << "," << s.C << "," << s.H << "," << s.W << "] G=" << s.G
+                                      << (channels_last ? " NHWC" : " NCHW") << (silu ? " +SiLU" : "")
+                                      << (affine ? "" : " no affine") << ": max err " << err);
+            CHECK(err <= tol);
+            CHECK((ours.scalar_type() == dtype));
+            CHECK(ours.is_contiguous(channels_last ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous));
+            ++cases;
+          }
+        }
+      }
+    }
+    MESSAGE("fused GroupNorm: " << cases << " cases compared");
+  }
+
+  TEST_CASE("group_norm_act on CUDA takes the kernels and matches LibTorch's GroupNorm + SiLU") {
+    if (!models::fused_group_norm_enabled()) {
+      MESSAGE("this build has no fused GroupNorm kernels: nothing to compare");
+      return;
+    }
+    torch::manual_seed(12);
+    auto gn = models::group_norm(320, 1e-5);
+    {
+      torch::NoGradGuard no_grad;
+      gn->to(torch::kCUDA, torch::kFloat16);
+      gn->weight.uniform_(0.5, 1.5);
+      gn->bias.uniform_(-0.5, 0.5);
+    }
+    c10::InferenceMode guard;
+    const auto x = torch::randn({2, 320, 64, 64}, torch::TensorOptions().device(torch::kCUDA).dtype(torch::kFloat16))
+                       .contiguous(torch::MemoryFormat::ChannelsLast);
+    const auto ours = models::group_norm_act(*gn, x, true), theirs = torch::silu(gn->forward(x));
+    const double err = test::rel_error(ours, theirs);
+    MESSAGE("group_norm_act vs LibTorch, fp16 NHWC: rel err " << err);
+    CHECK(err < 1e-3);
+    CHECK(ours.is_contiguous(torch::MemoryFormat::ChannelsLast));
+  }
+}
