@@ -196,10 +196,7 @@ std::shared_ptr<Engine> Engine::load(const ModelSpec& spec) {
   auto vae_opt = opt;
   if (spec.dtype == torch::kFloat16 && ck.description.vae_fp16_upcast) vae_opt.dtype = torch::kFloat32;
   e->vae_ = spec.vae.empty() ? models::load_vae(ck, vae_opt) : models::load_vae_file(spec.vae, ck.vae_config.scaling_factor, vae_opt);
-  if (e->device_.is_cuda() && models::channels_last_enabled()) {
-    models::use_channels_last(*e->unet_);
-    if (models::vae_channels_last_enabled()) models::use_channels_last(*e->vae_);  // models/runtime.h
-  }
+  models::apply_channels_last(*e->unet_, *e->vae_, e->device_);  // models/runtime.h
   if (lowvram) {
     models::park_in_host_memory(*e->clip_);
     if (!e->clip_2_.is_empty()) models::park_in_host_memory(*e->clip_2_);

@@ -93,6 +93,16 @@ torch::Tensor group_norm_act(torch::nn::GroupNormImpl& gn, const torch::Tensor& 
     if (auto a = kernel_args(x, gn.options.num_groups(), gn.weight, gn.bias, gn.options.eps(), silu))
       return run_kernels(x, *a);
 #endif
+  // LibTorch 1.13's CPU GroupNorm on a channels-last bf16/fp16 input keeps its statistics in
+  // that dtype: off by ~3 at 64² against the NCHW result (measured; fp32 is fine). Such an
+  // input is normalised in NCHW and handed back channels-last, two layout copies that the
+  // NHWC convolutions around it repay (docs/performance.md).
+  if (!x.is_cuda() && x.dim() == 4 && x.scalar_type() != torch::kFloat32 && !x.is_contiguous() &&
+      x.is_contiguous(torch::MemoryFormat::ChannelsLast)) {
+    auto h = gn.forward(x.contiguous());
+    if (silu) h = torch::silu(h);
+    return h.contiguous(torch::MemoryFormat::ChannelsLast);
+  }
   auto h = gn.forward(x);
   return silu ? torch::silu(h) : h;
 }

@@ -78,20 +78,29 @@ bool cpu_has_bf16_units() {
   return has;
 }
 
-bool channels_last_enabled() {
-  static const bool on = env_switch("SIGMA_CHANNELS_LAST").value_or(true);
-  return on;
+bool channels_last_enabled(const torch::Device& device, torch::ScalarType) {
+  static const auto env = env_switch("SIGMA_CHANNELS_LAST");
+  return env.value_or(device.is_cuda());
 }
 
-bool vae_channels_last_enabled() {
-  static const bool on = channels_last_enabled() && env_switch("SIGMA_VAE_CHANNELS_LAST").value_or(fused_group_norm_enabled());
-  return on;
+bool vae_channels_last_enabled(const torch::Device& device, torch::ScalarType dtype) {
+  static const auto env = env_switch("SIGMA_VAE_CHANNELS_LAST");
+  return env.value_or(device.is_cuda() ? fused_group_norm_enabled() : dtype == torch::kFloat32);
 }
 
 void use_channels_last(torch::nn::Module& module) {
   torch::NoGradGuard no_grad;
   for (auto& p : module.parameters())
     if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));
+}
+
+void apply_channels_last(torch::nn::Module& unet, torch::nn::Module& vae, const torch::Device& device) {
+  auto dtype = [](torch::nn::Module& m) {
+    const auto params = m.parameters();
+    return params.empty() ? torch::kFloat32 : params.front().scalar_type();
+  };
+  if (channels_last_enabled(device, dtype(unet))) use_channels_last(unet);
+  if (vae_channels_last_enabled(device, dtype(vae))) use_channels_last(vae);
 }
 
 double available_memory_bytes(bool cuda) {

@@ -125,7 +125,9 @@ torch::Tensor SpatialTransformerImpl::forward(const torch::Tensor& x, const torc
   auto to_image = [&](const torch::Tensor& t) { return t.reshape({B, H, W, -1}).permute({0, 3, 1, 2}); };
   h = linear_proj ? proj_in.forward(to_tokens(h)) : to_tokens(proj_in.forward(h));
   for (const auto& block : *transformer_blocks) h = block->as<BasicTransformerBlock>()->forward(h, context);
-  h = linear_proj ? to_image(proj_out.forward(h)) : proj_out.forward(to_image(h).contiguous());
+  // The 1x1 conv takes the tokens as an image in the layout its input came in: a free view when
+  // the UNet runs channels-last (models/runtime.h), one NCHW copy otherwise.
+  h = linear_proj ? to_image(proj_out.forward(h)) : proj_out.forward(to_image(h).contiguous(x.suggest_memory_format()));
   return h.view({B, C, H, W}) + x;
 }
 

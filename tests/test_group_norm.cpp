@@ -1,11 +1,14 @@
 // group_norm_act (models/group_norm.h): LibTorch's GroupNorm + SiLU on the CPU, unchanged;
 // on CUDA the fused kernels, in both layouts and the three dtypes, against a float64
-// GroupNorm of the same input.
+// GroupNorm of the same input. And the channels-last convolution bias kernel (models/layers.cpp).
 #include <torch/torch.h>
 
 #include <doctest/doctest.h>
 
+#include <tuple>
+
 #include "models/group_norm.h"
+#include "models/layers.h"
 #include "models/unet_blocks.h"
 #include "tests/support.h"
 
@@ -38,6 +41,27 @@ TEST_SUITE("unit.group_norm") {
     CHECK(torch::equal(models::group_norm_act(*gn, x, false), gn->forward(x)));
     const auto cl = x.contiguous(torch::MemoryFormat::ChannelsLast);
     CHECK(torch::equal(models::group_norm_act(*gn, cl, true), torch::silu(gn->forward(cl))));
+  }
+
+  TEST_CASE("on the CPU a channels-last bf16 input is normalised as well as an NCHW one") {
+    // LibTorch 1.13's NHWC bf16 kernel alone was off by ~3 here (its statistics in bf16).
+    torch::NoGradGuard no_grad;
+    torch::manual_seed(4);
+    auto gn = models::group_norm(320, 1e-5);
+    gn->weight.uniform_(0.5, 1.5);
+    gn->bias.uniform_(-0.5, 0.5);
+    gn->to(torch::kBFloat16);
+    const auto x = (torch::randn({2, 320, 64, 64}) * 3 + 1).to(torch::kBFloat16);
+    // float32 from the same bf16 numbers: what is left is the bf16 arithmetic and output rounding.
+    const auto ref = torch::silu(torch::group_norm(x.to(torch::kFloat32), 32, gn->weight.to(torch::kFloat32),
+                                                   gn->bias.to(torch::kFloat32), 1e-5));
+    const auto cl = x.contiguous(torch::MemoryFormat::ChannelsLast);
+    const auto ours = models::group_norm_act(*gn, cl, true);
+    CHECK(ours.is_contiguous(torch::MemoryFormat::ChannelsLast));
+    const double err = (ours.to(torch::kFloat32) - ref).abs().max().item<double>();
+    MESSAGE("bf16 channels-last GroupNorm + SiLU vs float32: max error " << err);
+    CHECK(torch::equal(ours.contiguous(), torch::silu(gn->forward(x))));  // the NCHW bf16 result, bit for bit
+    CHECK(err < 0.25);  // ~3 steps of 1/32 at outputs up to ~8; the NHWC bf16 kernel was off by ~3
   }
 }
 
@@ -111,5 +135,27 @@ TEST_SUITE("gpu.group_norm") {
     MESSAGE("group_norm_act vs LibTorch, fp16 NHWC: rel err " << err);
     CHECK(err < 1e-3);
     CHECK(ours.is_contiguous(torch::MemoryFormat::ChannelsLast));
+  }
+
+  TEST_CASE("a channels-last convolution's bias, added by the kernel, is LibTorch's conv2d + bias bit for bit") {
+    torch::manual_seed(13);
+    for (const auto dtype : {torch::kFloat32, torch::kFloat16, torch::kBFloat16})
+      for (const auto& [cin, cout, k] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{4, 320, 3}, {320, 320, 1}, {64, 3, 3}, {12, 36, 3}}) {
+        models::layers::Conv2d conv(models::layers::Conv2dOptions(cin, cout, k).padding(k / 2));
+        {
+          torch::NoGradGuard no_grad;
+          conv->to(torch::kCUDA, dtype);
+          conv->bias.uniform_(-2, 2);
+          conv->weight.set_data(conv->weight.contiguous(torch::MemoryFormat::ChannelsLast));
+        }
+        c10::InferenceMode guard;
+        const auto x = torch::randn({2, cin, 24, 40}, torch::TensorOptions().device(torch::kCUDA).dtype(dtype))
+                           .contiguous(torch::MemoryFormat::ChannelsLast);
+        const auto ours = conv->forward(x);
+        const auto theirs = torch::conv2d(x, conv->weight, conv->bias, 1, k / 2);
+        INFO(std::string(c10::toString(dtype)) << " " << cin << "->" << cout << " k" << k);
+        CHECK(ours.is_contiguous(torch::MemoryFormat::ChannelsLast));
+        CHECK(torch::equal(ours, theirs));
+      }
   }
 }

@@ -8,7 +8,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
 #include <memory>
 #include <optional>
 
@@ -24,6 +27,7 @@
 #include "models/clip_text.h"
 #include "models/runtime.h"
 #include "models/torch_compat.h"
+#include "models/torch_profiler.h"
 #include "models/unet.h"
 #include "models/vae.h"
 #include "models/vae_tiling.h"
@@ -32,7 +36,7 @@ namespace sigma::app {
 namespace {
 
 struct BenchArgs {
-  std::string random_weights, model, tokenizer, device = "auto", dtype = "auto", json, save;
+  std::string random_weights, model, tokenizer, device = "auto", dtype = "auto", json, save, profile;
   int64_t width = 0, height = 0, batch = 1, warmup = 2, runs = 5, steps = 30;
   bool tiled = false, lowvram = false;
 };
@@ -122,6 +126,52 @@ double median_ms(const torch::Device& device, int64_t warmup, int64_t runs, F&& 
   return t[t.size() / 2];
 }
 
+// Runs `fn` `runs` times under LibTorch's profiler, writes the Chrome trace (chrome://tracing,
+// Perfetto) to `path` where this LibTorch has Kineto (PyTorch's builds; Debian's has not), and
+// prints the heaviest entries per run: GPU kernels on CUDA (their sum is the GPU's busy time),
+// operators on the CPU (inclusive times, so nested operators also count in their parents).
+template <class F>
+void profile_runs(const torch::Device& device, const std::string& path, int64_t runs, F&& fn) {
+  namespace prof = torch::autograd::profiler;
+  const prof::ProfilerConfig config(prof::ProfilerState::KINETO, /*report_input_shapes=*/true);
+  std::set<prof::ActivityType> activities{prof::ActivityType::CPU};
+  if (device.is_cuda()) activities.insert(prof::ActivityType::CUDA);
+  prof::prepareProfiler(config, activities);
+  prof::enableProfiler(config, activities);
+  std::unique_ptr<prof::ProfilerResult> result;
+  try {
+    for (int64_t i = 0; i < runs; ++i) fn();
+    if (device.is_cuda()) compat::cuda_synchronize();
+    result = prof::disableProfiler();
+  } catch (...) {
+    if (!result) prof::disableProfiler();
+    throw;
+  }
+  try {
+    result->save(path);
+    std::printf("    trace: %s\n", path.c_str());
+  } catch (const c10::Error&) {
+    std::printf("    (no trace file: this LibTorch was built without Kineto)\n");
+  }
+  const auto kind = device.is_cuda() ? c10::DeviceType::CUDA : c10::DeviceType::CPU;
+  std::map<std::string, std::pair<double, int64_t>> by_name;  // µs, calls
+  double total_us = 0;
+  for (const auto& e : result->events()) {
+    if (e.deviceType() != kind) continue;
+    const double us = compat::profiled_us(e);
+    auto& [sum, calls] = by_name[e.name()];
+    sum += us, ++calls, total_us += us;
+  }
+  std::vector<std::pair<std::string, std::pair<double, int64_t>>> rows(by_name.begin(), by_name.end());
+  std::sort(rows.begin(), rows.end(), [](const auto& l, const auto& r) { return l.second.first > r.second.first; });
+  if (device.is_cuda()) std::printf("    GPU kernels and copies: %.3f ms busy per run, %zu kinds\n", total_us / 1e3 / runs, rows.size());
+  for (size_t i = 0; i < rows.size() && i < 15; ++i) {
+    const auto& [name, v] = rows[i];
+    std::printf("    %8.3f ms %5.1f%% %5lld x  %.110s\n", v.first / 1e3 / runs, device.is_cuda() ? 100.0 * v.first / total_us : 0.0,
+                static_cast<long long>(v.second / runs), name.c_str());
+  }
+}
+
 int run_bench(const BenchArgs& a) {
   if (a.random_weights.empty() == a.model.empty())
     throw std::invalid_argument("sigma bench: give exactly one of --random-weights sd15|sd2|sdxl and -m MODEL");
@@ -132,6 +182,8 @@ int run_bench(const BenchArgs& a) {
   req.tokenizer = a.tokenizer;
   req.lowvram = a.lowvram;
   if (a.lowvram && a.model.empty()) throw std::invalid_argument("sigma bench: --lowvram needs -m MODEL");
+  if (!a.profile.empty() && !std::filesystem::is_directory(a.profile))
+    throw std::invalid_argument("sigma bench --profile " + a.profile + ": not a folder; create it first (one trace per part is written into it)");
   const ModelSpec spec = model_spec(req);
   const torch::Device device = parse_device(spec.device);
   const auto t_load = std::chrono::steady_clock::now();
@@ -143,10 +195,7 @@ int run_bench(const BenchArgs& a) {
     n.unet->to(device, spec.dtype);
     n.vae->to(device, spec.dtype);
     for (auto& t : n.text) t->to(device, spec.dtype);
-    if (device.is_cuda() && models::channels_last_enabled()) {
-      models::use_channels_last(*n.unet);  // as Engine::load
-      if (models::vae_channels_last_enabled()) models::use_channels_last(*n.vae);
-    }
+    models::apply_channels_last(*n.unet, *n.vae, device);  // as Engine::load
   } else {
     engine = Engine::load(spec);
     n.family = models::to_string(engine->checkpoint().family);
@@ -181,6 +230,11 @@ int run_bench(const BenchArgs& a) {
     compat::cuda_reset_peak();
     j[key + "_ms"] = median_ms(device, warmup, runs, fn);
     if (device.is_cuda()) j[key + "_peak_gb"] = compat::cuda_peak_allocated_gb();
+    if (a.profile.empty()) return;
+    const std::string path = a.profile + "/" + key + ".trace.json";
+    const int64_t n_runs = std::min<int64_t>(runs, 3);
+    std::printf("sigma bench: %s profiled over %lld runs\n", key.c_str(), static_cast<long long>(n_runs));
+    profile_runs(device, path, n_runs, fn);
   };
   if (device.is_cuda()) j["weights_allocated_gb"] = compat::cuda_reserved_allocated().second / 1e9;
   // --lowvram: each network visits the GPU for its call, as in generation (Engine::visit).
@@ -198,8 +252,8 @@ int run_bench(const BenchArgs& a) {
     graphs->run({x_cfg, t, ctx, y}, [&](const std::vector<torch::Tensor>& in) { return n.unet->forward(in[0], in[1], in[2], nullptr, in[3]); });
   });
   j["cuda_graphs"] = graphs->captured() > 0;
-  j["channels_last"] = device.is_cuda() && models::channels_last_enabled();
-  j["vae_channels_last"] = device.is_cuda() && models::vae_channels_last_enabled();
+  j["channels_last"] = models::channels_last_enabled(device, spec.dtype);
+  j["vae_channels_last"] = models::vae_channels_last_enabled(device, n.vae->parameters().front().scalar_type());
   j["fused_group_norm"] = device.is_cuda() && models::fused_group_norm_enabled();
   part("vae_decode", a.warmup, a.runs, [&] {
     const auto on_device = visit(*n.vae);
@@ -286,6 +340,7 @@ void register_bench(CLI::App& app, CliState& state) {
   b->add_flag("--lowvram", a->lowvram, "with -m: load and run as generate --lowvram does");
   b->add_flag("--vae-tiling", a->tiled, "also time the tiled VAE decode (always from 1024x1024 up)");
   b->add_option("--json", a->json, "also write the figures to this JSON file");
+  b->add_option("--profile", a->profile, "also profile each part (3 runs) into FOLDER/PART.trace.json and print its heaviest kernels");
   b->add_option("--save", a->save, "with --random-weights sd15: also write the network as a single-file checkpoint (float16)");
   b->callback([a, &state] { state.exit_code = run_bench(*a); });
 }
