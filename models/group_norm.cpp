@@ -9,6 +9,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "models/cuda/channel_bias.h"
 #include "models/cuda/group_norm.h"
 #endif
 
@@ -23,20 +24,35 @@ bool fused_group_norm_enabled() {
 #endif
 }
 
+bool fused_bias_enabled() {
+#ifdef SIGMA_WITH_CUDA_KERNELS
+  static const bool on = env_switch("SIGMA_FUSED_BIAS").value_or(true);
+  return on;
+#else
+  return false;
+#endif
+}
+
 #ifdef SIGMA_WITH_CUDA_KERNELS
 namespace {
+
+std::optional<cuda::DType> kernel_dtype(torch::ScalarType t) {
+  switch (t) {
+    case torch::kFloat32: return cuda::DType::f32;
+    case torch::kFloat16: return cuda::DType::f16;
+    case torch::kBFloat16: return cuda::DType::bf16;
+    default: return std::nullopt;
+  }
+}
 
 // The kernels' arguments for x, or nullopt where they do not apply (then LibTorch runs).
 std::optional<cuda::GroupNormArgs> kernel_args(const torch::Tensor& x, int64_t groups, const torch::Tensor& gamma,
                                                const torch::Tensor& beta, double eps, bool silu) {
   if (!x.is_cuda() || x.dim() != 4) return std::nullopt;
+  const auto dtype = kernel_dtype(x.scalar_type());
+  if (!dtype) return std::nullopt;
   cuda::GroupNormArgs a;
-  switch (x.scalar_type()) {
-    case torch::kFloat32: a.dtype = cuda::DType::f32; break;
-    case torch::kFloat16: a.dtype = cuda::DType::f16; break;
-    case torch::kBFloat16: a.dtype = cuda::DType::bf16; break;
-    default: return std::nullopt;
-  }
+  a.dtype = *dtype;
   const bool nchw = x.is_contiguous();
   if (!nchw && !x.is_contiguous(torch::MemoryFormat::ChannelsLast)) return std::nullopt;
   for (const auto* p : {&gamma, &beta})
@@ -105,6 +121,23 @@ torch::Tensor group_norm_act(torch::nn::GroupNormImpl& gn, const torch::Tensor& 
   }
   auto h = gn.forward(x);
   return silu ? torch::silu(h) : h;
+}
+
+bool add_bias_nhwc(torch::Tensor& y, const torch::Tensor& bias) {
+#ifdef SIGMA_WITH_CUDA_KERNELS
+  const auto dtype = kernel_dtype(y.scalar_type());
+  if (!dtype || !y.is_cuda() || y.dim() != 4 || !y.is_contiguous(torch::MemoryFormat::ChannelsLast) ||
+      bias.scalar_type() != y.scalar_type() || !bias.is_contiguous() || bias.numel() != y.size(1))
+    return false;
+  const c10::cuda::CUDAGuard guard(y.device());
+  if (const char* err = cuda::add_channel_bias_nhwc(y.data_ptr(), bias.data_ptr(), *dtype, y.numel(), y.size(1),
+                                                    c10::cuda::getCurrentCUDAStream().stream()))
+    throw std::runtime_error(std::string("convolution bias kernel: ") + err);
+  return true;
+#else
+  (void)y, (void)bias;
+  return false;
+#endif
 }
 
 }  // namespace sigma::models

@@ -1,3 +1,5 @@
+// The LibTorch side of Sigma Studio's own CUDA kernels (models/cuda/).
+//
 // GroupNorm and the SiLU that follows it in every ResBlock and VAE block, as one call: on
 // CUDA through Sigma Studio's fused kernels (models/cuda/group_norm.h) when the build has
 // them, in NCHW or channels-last with the output in the input's layout; everywhere else
@@ -17,5 +19,13 @@ bool fused_group_norm_enabled();
 // CUDA tensor they take; throws otherwise. gamma/beta may be undefined (no affine map).
 torch::Tensor fused_group_norm(const torch::Tensor& x, int64_t groups, const torch::Tensor& gamma,
                                const torch::Tensor& beta, double eps, bool silu);
+
+// A channels-last convolution's bias added to its output y in place, through
+// models/cuda/channel_bias.h (LibTorch adds it as a broadcast that does not vectorise); false,
+// with y untouched, where the kernel does not apply (no kernels, not CUDA, not NHWC, another
+// dtype). Conv2d (models/layers.cpp) calls it when nothing records gradients.
+bool add_bias_nhwc(torch::Tensor& y, const torch::Tensor& bias);
+// Built with the kernels, and not turned off by SIGMA_FUSED_BIAS=0 (to compare).
+bool fused_bias_enabled();
 
 }  // namespace sigma::models

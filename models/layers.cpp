@@ -2,14 +2,7 @@
 
 #include <cmath>
 
-#include "models/runtime.h"
-
-#ifdef SIGMA_WITH_CUDA_KERNELS
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-
-#include "models/cuda/channel_bias.h"
-#endif
+#include "models/group_norm.h"
 
 namespace sigma::models {
 
@@ -55,40 +48,12 @@ void Conv2dImpl::reset() {
   if (!SkipInit::active()) kaiming_reset(weight, bias);
 }
 
-#ifdef SIGMA_WITH_CUDA_KERNELS
-namespace {
-bool fused_bias_enabled() {
-  static const bool on = env_switch("SIGMA_FUSED_BIAS").value_or(true);
-  return on;
-}
-
-// The convolution's bias through models/cuda/channel_bias.h, where y came out channels-last
-// and nothing records gradients; false where LibTorch has to add it.
-bool add_bias_nhwc(torch::Tensor& y, const torch::Tensor& bias) {
-  if (!y.is_cuda() || y.dim() != 4 || !y.is_contiguous(torch::MemoryFormat::ChannelsLast) ||
-      bias.scalar_type() != y.scalar_type() || !bias.is_contiguous() || bias.numel() != y.size(1))
-    return false;
-  cuda::DType dtype;
-  switch (y.scalar_type()) {
-    case torch::kFloat32: dtype = cuda::DType::f32; break;
-    case torch::kFloat16: dtype = cuda::DType::f16; break;
-    case torch::kBFloat16: dtype = cuda::DType::bf16; break;
-    default: return false;
-  }
-  const c10::cuda::CUDAGuard guard(y.device());
-  if (const char* err = cuda::add_channel_bias_nhwc(y.data_ptr(), bias.data_ptr(), dtype, y.numel(), y.size(1),
-                                                    c10::cuda::getCurrentCUDAStream().stream()))
-    throw std::runtime_error(std::string("convolution bias kernel: ") + err);
-  return true;
-}
-}  // namespace
-#endif
 
 // LibTorch's Conv2dImpl::forward for padding_mode zeros (the only mode the models use).
 torch::Tensor Conv2dImpl::forward(const torch::Tensor& x) {
   auto opt = F::Conv2dFuncOptions().stride(options.stride()).padding(options.padding()).dilation(options.dilation())
                  .groups(options.groups());
-#ifdef SIGMA_WITH_CUDA_KERNELS
+  // On CUDA with NHWC weights, the bias through our kernel (models/group_norm.h says why).
   const bool grad = torch::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad() ||
                                                       (bias.defined() && bias.requires_grad()));
   if (bias.defined() && !grad && x.is_cuda() && weight.is_contiguous(torch::MemoryFormat::ChannelsLast) &&
@@ -97,7 +62,6 @@ torch::Tensor Conv2dImpl::forward(const torch::Tensor& x) {
     if (!add_bias_nhwc(y, bias)) y.add_(bias.view({1, -1, 1, 1}));
     return y;
   }
-#endif
   return F::conv2d(x, weight, opt.bias(bias));
 }
 

@@ -78,7 +78,7 @@ bool cpu_has_bf16_units() {
   return has;
 }
 
-bool channels_last_enabled(const torch::Device& device, torch::ScalarType) {
+bool channels_last_enabled(const torch::Device& device) {
   static const auto env = env_switch("SIGMA_CHANNELS_LAST");
   return env.value_or(device.is_cuda());
 }
@@ -95,12 +95,10 @@ void use_channels_last(torch::nn::Module& module) {
 }
 
 void apply_channels_last(torch::nn::Module& unet, torch::nn::Module& vae, const torch::Device& device) {
-  auto dtype = [](torch::nn::Module& m) {
-    const auto params = m.parameters();
-    return params.empty() ? torch::kFloat32 : params.front().scalar_type();
-  };
-  if (channels_last_enabled(device, dtype(unet))) use_channels_last(unet);
-  if (vae_channels_last_enabled(device, dtype(vae))) use_channels_last(vae);
+  if (channels_last_enabled(device)) use_channels_last(unet);
+  const auto vae_params = vae.parameters();
+  const auto vae_dtype = vae_params.empty() ? torch::kFloat32 : vae_params.front().scalar_type();
+  if (vae_channels_last_enabled(device, vae_dtype)) use_channels_last(vae);
 }
 
 double available_memory_bytes(bool cuda) {

@@ -58,7 +58,7 @@ double available_memory_bytes(bool cuda);
 // wrong and the NCHW detour (models/group_norm.cpp) ate the gain, nor the UNet (11.8 vs 12.1 s
 // a float32 step). docs/performance.md. SIGMA_CHANNELS_LAST=0/1 and SIGMA_VAE_CHANNELS_LAST=0/1
 // override the UNet's and the VAE's choice.
-bool channels_last_enabled(const torch::Device& device, torch::ScalarType dtype);
+bool channels_last_enabled(const torch::Device& device);
 bool vae_channels_last_enabled(const torch::Device& device, torch::ScalarType dtype);
 void use_channels_last(torch::nn::Module& module);
 // use_channels_last on the networks the policy above picks for `device` and their dtypes.

@@ -252,7 +252,7 @@ int run_bench(const BenchArgs& a) {
     graphs->run({x_cfg, t, ctx, y}, [&](const std::vector<torch::Tensor>& in) { return n.unet->forward(in[0], in[1], in[2], nullptr, in[3]); });
   });
   j["cuda_graphs"] = graphs->captured() > 0;
-  j["channels_last"] = models::channels_last_enabled(device, spec.dtype);
+  j["channels_last"] = models::channels_last_enabled(device);
   j["vae_channels_last"] = models::vae_channels_last_enabled(device, n.vae->parameters().front().scalar_type());
   j["fused_group_norm"] = device.is_cuda() && models::fused_group_norm_enabled();
   part("vae_decode", a.warmup, a.runs, [&] {
