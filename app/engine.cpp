@@ -160,6 +160,7 @@ void apply_cuda_memory_fraction() {
 }  // namespace
 
 std::shared_ptr<Engine> Engine::load(const ModelSpec& spec) {
+  models::trace_time("loading " + spec.model);
   std::shared_ptr<Engine> e(new Engine());
   e->spec_ = spec;
   e->device_ = parse_device(spec.device);
@@ -213,6 +214,7 @@ std::shared_ptr<Engine> Engine::load(const ModelSpec& spec) {
   fs::path hashed(ck.path);
   if (fs::is_directory(hashed)) hashed = hashed / "unet" / "diffusion_pytorch_model.safetensors";
   e->hash_ = std::async(std::launch::async, [file = hashed.string()] { return file_sha256(file).substr(0, 10); }).share();
+  models::trace_time("loaded");
   return e;
 }
 

@@ -385,6 +385,7 @@ torch::Tensor sample_batch(Engine& engine, const Request& r, const std::vector<d
             (r.batch_count > 1 ? " (batch " + std::to_string(k + 1) + " of " + std::to_string(r.batch_count) + ")" : "");
   };
   at_step(0);
+  models::trace_time(stage);
   options.on_step = [&](const samplers::StepInfo& info) {
     at_step(info.step + 1);
     if (hooks.on_progress) {
@@ -492,13 +493,17 @@ GenerateResult generate_stages(Engine& engine, const Request& r, const GenerateH
 
   // 2-5. Everything the batches share: conditioning, image inputs, ControlNets, D(x; σ).
   // LoRA set merged (or the base restored) and embeddings found before anything is encoded.
-  stage = "the LoRA merge";
+  auto enter = [&stage](std::string next) {  // what an error names, and SIGMA_TRACE_TIMES prints
+    stage = std::move(next);
+    models::trace_time(stage);
+  };
+  enter("the LoRA merge");
   const RequestAdapters adapters = prepare_adapters(engine, r);
-  stage = "the text encoder";
+  enter("the text encoder");
   const BatchContext context = batch_context(engine, r, B, adapters);
-  stage = "the init image / mask encode";
+  enter("the init image / mask encode");
   const ImageInputs inputs = image_inputs(engine, r, shape);
-  stage = "the ControlNet hints";
+  enter("the ControlNet hints");
   const samplers::Denoiser guided = guided_denoiser(engine, r, context, control_units(engine, r, sigmas));
 
   // 6-7. Each batch: sample, decode (NaN-checked), one record per image.
@@ -510,11 +515,12 @@ GenerateResult generate_stages(Engine& engine, const Request& r, const GenerateH
     }
     result.latents = x;
     std::string vae_retry;
-    stage = "the VAE decode" + (r.batch_count > 1 ? " (batch " + std::to_string(k + 1) + ")" : std::string());
+    enter("the VAE decode" + (r.batch_count > 1 ? " (batch " + std::to_string(k + 1) + ")" : std::string()));
     auto images = tensor_to_images(decode_latents_checked(engine, x, &vae_retry, vae_tiled(engine, r, shape)) * 2 - 1);
     for (int64_t i = 0; i < B; ++i) {
       auto g = image_record(engine, r, sigmas, std::move(images[static_cast<size_t>(i)]), k, i, vae_retry, adapters);
       if (hooks.on_image) hooks.on_image(g);
+      models::trace_time("image " + std::to_string(k * B + i + 1) + " handed over");
       result.images.push_back(std::move(g));
     }
   }

@@ -3,6 +3,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "models/cpu_ops.h"
 #include "models/torch_compat.h"
 
 namespace sigma::models {
@@ -41,20 +42,20 @@ torch::Tensor ClipMlpImpl::forward(const torch::Tensor& x) {
   return fc2->forward(h);
 }
 
-static nn::LayerNorm layer_norm(const ClipTextConfig& c) {
+static nn::LayerNorm make_layer_norm(const ClipTextConfig& c) {
   return nn::LayerNorm(nn::LayerNormOptions({c.width}).eps(c.layer_norm_eps));
 }
 
 ClipLayerImpl::ClipLayerImpl(const ClipTextConfig& c) {
   self_attn = register_module("self_attn", ClipAttention(c.width, c.heads));
-  layer_norm1 = register_module("layer_norm1", layer_norm(c));
+  layer_norm1 = register_module("layer_norm1", make_layer_norm(c));
   mlp = register_module("mlp", ClipMlp(c.width, c.mlp, c.quick_gelu));
-  layer_norm2 = register_module("layer_norm2", layer_norm(c));
+  layer_norm2 = register_module("layer_norm2", make_layer_norm(c));
 }
 
 torch::Tensor ClipLayerImpl::forward(torch::Tensor x) {
-  x = x + self_attn->forward(layer_norm1->forward(x));
-  return x + mlp->forward(layer_norm2->forward(x));
+  x = x + self_attn->forward(layer_norm(*layer_norm1, x));
+  return x + mlp->forward(layer_norm(*layer_norm2, x));
 }
 
 ClipEmbeddingsImpl::ClipEmbeddingsImpl(const ClipTextConfig& c) {
@@ -70,7 +71,7 @@ ClipEncoderImpl::ClipEncoderImpl(const ClipTextConfig& c) {
 ClipTransformerImpl::ClipTransformerImpl(const ClipTextConfig& c) {
   embeddings = register_module("embeddings", ClipEmbeddings(c));
   encoder = register_module("encoder", ClipEncoder(c));
-  final_layer_norm = register_module("final_layer_norm", layer_norm(c));
+  final_layer_norm = register_module("final_layer_norm", make_layer_norm(c));
 }
 
 ClipTextModelImpl::ClipTextModelImpl(ClipTextConfig c) : config(std::move(c)) {
@@ -127,7 +128,7 @@ torch::Tensor ClipTextModelImpl::forward_with_extra_tokens(const torch::Tensor& 
   const int64_t run = config.layers - clip_skip + 1;  // layers to run
   auto& layers = text_model->encoder->layers;
   for (int64_t i = 0; i < run; ++i) x = layers[static_cast<size_t>(i)]->as<ClipLayer>()->forward(x);
-  return final_norm ? text_model->final_layer_norm->forward(x) : x;
+  return final_norm ? layer_norm(*text_model->final_layer_norm, x) : x;
 }
 
 std::pair<torch::Tensor, torch::Tensor> ClipTextModelImpl::forward_pooled(const torch::Tensor& ids, int64_t clip_skip,
@@ -140,9 +141,9 @@ std::pair<torch::Tensor, torch::Tensor> ClipTextModelImpl::forward_pooled(const 
   auto& layers = text_model->encoder->layers;
   for (int64_t i = 0; i < config.layers; ++i) {
     x = layers[static_cast<size_t>(i)]->as<ClipLayer>()->forward(x);
-    if (i + 1 == keep) hidden = final_norm ? text_model->final_layer_norm->forward(x) : x;
+    if (i + 1 == keep) hidden = final_norm ? layer_norm(*text_model->final_layer_norm, x) : x;
   }
-  auto last = text_model->final_layer_norm->forward(x);
+  auto last = layer_norm(*text_model->final_layer_norm, x);
   // [B]: first end token per row; rows without one use the largest id (transformers' legacy rule).
   auto ids_d = ids.to(last.device());
   auto is_end = ids_d == config.eos_token_id;

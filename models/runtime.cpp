@@ -3,11 +3,15 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <limits>
 #include <string>
 #include <thread>
+
+#include <time.h>
+#include <unistd.h>
 
 #include "models/group_norm.h"
 #include "models/torch_compat.h"
@@ -23,6 +27,23 @@ void init_runtime() {
   if (const char* env = std::getenv("SIGMA_THREADS")) threads = std::atoi(env);
   else if (const char* omp = std::getenv("OMP_NUM_THREADS")) threads = std::atoi(omp);
   if (threads > 0) at::set_num_threads(threads);
+}
+
+void trace_time(const std::string& what) {
+  static const bool on = env_switch("SIGMA_TRACE_TIMES").value_or(false);
+  if (!on) return;
+  // /proc/self/stat's 22nd field: the start time in clock ticks since boot (CLOCK_BOOTTIME).
+  std::ifstream stat("/proc/self/stat");
+  std::string line;
+  std::getline(stat, line);
+  const auto after_name = line.rfind(')');
+  if (after_name == std::string::npos) return;
+  size_t pos = after_name + 2;  // field 3
+  for (int field = 3; field < 22 && pos != std::string::npos; ++field) pos = line.find(' ', pos) + 1;
+  timespec now{};
+  clock_gettime(CLOCK_BOOTTIME, &now);
+  const double started = std::atof(line.c_str() + pos) / static_cast<double>(sysconf(_SC_CLK_TCK));
+  std::fprintf(stderr, "sigma: [%7.3f s] %s\n", double(now.tv_sec) + double(now.tv_nsec) * 1e-9 - started, what.c_str());
 }
 
 bool threads_from_environment() {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <optional>
+#include <string>
 
 namespace torch::nn {
 class Module;
@@ -17,6 +18,11 @@ std::optional<bool> env_switch(const char* name);
 // LibTorch starts with 1 intra-op thread on these VMs (c10's cpuinfo default);
 // use every core unless OMP_NUM_THREADS / SIGMA_THREADS say otherwise.
 void init_runtime();
+
+// With SIGMA_TRACE_TIMES=1: "sigma: [0.335 s] what" on stderr, the seconds since the process
+// started (so LibTorch's own start-up is counted), at each stage of loading and generating.
+// For finding where a cold command's time goes; nothing happens without the variable.
+void trace_time(const std::string& what);
 
 // Whether SIGMA_THREADS or OMP_NUM_THREADS chose the CPU thread count (then it is kept).
 bool threads_from_environment();

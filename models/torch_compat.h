@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 #include <ATen/autocast_mode.h>
+
+#include "models/cpu_ops.h"
 #ifdef SIGMA_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <cuda_runtime_api.h>
@@ -55,6 +57,9 @@ inline torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, c
       return at::scaled_dot_product_attention(q.narrow(-2, start, n), k, v);
     });
   if (!math) return at::scaled_dot_product_attention(q, k, v, {}, 0.0, causal);
+#else
+  // Sigma Studio's fused CPU kernel where it applies (models/cpu_ops.h), the operators below elsewhere.
+  if (auto out = models::fused_attention(q, k, v, causal); out.defined()) return out;
 #endif
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
   const int64_t Lq = q.size(-2), Lk = k.size(-2);
@@ -72,7 +77,7 @@ inline torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, c
       auto mask = torch::ones({n, Lk}, q.options().dtype(torch::kBool)).triu(start + 1);
       w = w.masked_fill(mask, -std::numeric_limits<float>::infinity());
     }
-    return torch::bmm(w.softmax(-1), v3);
+    return torch::bmm(models::softmax_lastdim_(w), v3);  // models/cpu_ops.h
   };
   // The weights are [.., Lq, Lk]: at SD's 4096 latent pixels (512²) and 8 heads x CFG pair
   // that is 268 M numbers, twice over with the softmax. The rows are taken in slices of at

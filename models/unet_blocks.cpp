@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "models/cpu_ops.h"
 #include "models/group_norm.h"
 #include "models/torch_compat.h"
 
@@ -72,8 +73,7 @@ torch::Tensor CrossAttentionImpl::forward(const torch::Tensor& x, const torch::T
 GEGLUImpl::GEGLUImpl(int64_t dim_in, int64_t dim_out) { proj = register_module("proj", linear(dim_in, dim_out * 2)); }
 
 torch::Tensor GEGLUImpl::forward(const torch::Tensor& x) {
-  auto h = proj->forward(x).chunk(2, -1);
-  return h[0] * torch::gelu(h[1]);
+  return geglu(proj->forward(x));  // models/cpu_ops.h
 }
 
 FeedForwardImpl::FeedForwardImpl(int64_t dim) {
@@ -93,9 +93,9 @@ BasicTransformerBlockImpl::BasicTransformerBlockImpl(int64_t dim, int64_t heads,
 }
 
 torch::Tensor BasicTransformerBlockImpl::forward(torch::Tensor x, const torch::Tensor& context) {
-  x = x + attn1->forward(norm1->forward(x));
-  x = x + attn2->forward(norm2->forward(x), context);
-  return x + ff->forward(norm3->forward(x));
+  x = x + attn1->forward(layer_norm(*norm1, x));
+  x = x + attn2->forward(layer_norm(*norm2, x), context);
+  return x + ff->forward(layer_norm(*norm3, x));
 }
 
 SpatialTransformerImpl::SpatialTransformerImpl(int64_t channels, int64_t heads, int64_t dim_head, int64_t depth,

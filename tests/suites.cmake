@@ -72,3 +72,5 @@ sigma_add_suite(unit.fuzz_regressions unit)
 # The fused GroupNorm + SiLU (models/group_norm.h): LibTorch's on the CPU, the CUDA kernels against float64.
 sigma_add_suite(unit.group_norm unit)
 sigma_add_suite(gpu.group_norm gpu ARGS --require-cuda)
+# The AVX-512 CPU kernels (models/cpu/) and the bf16 norm detours (models/cpu_ops.h).
+sigma_add_suite(unit.cpu_kernels unit)

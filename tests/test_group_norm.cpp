@@ -1,4 +1,5 @@
-// group_norm_act (models/group_norm.h): LibTorch's GroupNorm + SiLU on the CPU, unchanged;
+// group_norm_act (models/group_norm.h): LibTorch's GroupNorm + SiLU on the CPU (float32 bit for
+// bit; bf16 through float32);
 // on CUDA the fused kernels, in both layouts and the three dtypes, against a float64
 // GroupNorm of the same input. And the channels-last convolution bias kernel (models/layers.cpp).
 #include <torch/torch.h>
@@ -60,8 +61,9 @@ TEST_SUITE("unit.group_norm") {
     CHECK(ours.is_contiguous(torch::MemoryFormat::ChannelsLast));
     const double err = (ours.to(torch::kFloat32) - ref).abs().max().item<double>();
     MESSAGE("bf16 channels-last GroupNorm + SiLU vs float32: max error " << err);
-    CHECK(torch::equal(ours.contiguous(), torch::silu(gn->forward(x))));  // the NCHW bf16 result, bit for bit
-    CHECK(err < 0.25);  // ~3 steps of 1/32 at outputs up to ~8; the NHWC bf16 kernel was off by ~3
+    // float32 arithmetic rounded to bf16 once (models/group_norm.cpp): half a bf16 ulp, 2^-8 |y|,
+    // at outputs up to ~8; the NHWC bf16 kernel was off by ~3.
+    CHECK(err < 0.04);
   }
 }
 

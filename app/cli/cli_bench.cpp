@@ -165,7 +165,7 @@ void profile_runs(const torch::Device& device, const std::string& path, int64_t 
   std::vector<std::pair<std::string, std::pair<double, int64_t>>> rows(by_name.begin(), by_name.end());
   std::sort(rows.begin(), rows.end(), [](const auto& l, const auto& r) { return l.second.first > r.second.first; });
   if (device.is_cuda()) std::printf("    GPU kernels and copies: %.3f ms busy per run, %zu kinds\n", total_us / 1e3 / runs, rows.size());
-  for (size_t i = 0; i < rows.size() && i < 15; ++i) {
+  for (size_t i = 0; i < rows.size() && i < 25; ++i) {
     const auto& [name, v] = rows[i];
     std::printf("    %8.3f ms %5.1f%% %5lld x  %.110s\n", v.first / 1e3 / runs, device.is_cuda() ? 100.0 * v.first / total_us : 0.0,
                 static_cast<long long>(v.second / runs), name.c_str());

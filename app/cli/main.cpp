@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
   sigma::app::register_train(app, state);
   sigma::app::register_bench(app, state);
   sigma::app::register_serve(app, state);
+  sigma::models::trace_time("sigma " + std::string(argc > 1 ? argv[1] : "") + " started");
   try {
     sigma::models::init_runtime();
     std::signal(SIGINT, on_sigint);
