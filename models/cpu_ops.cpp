@@ -6,6 +6,7 @@
 
 #include "models/cpu/attention.h"
 #include "models/cpu/kernels.h"
+#include "models/group_norm.h"
 #include "models/runtime.h"
 
 namespace sigma::models {
@@ -54,6 +55,7 @@ torch::Tensor softmax_lastdim_(torch::Tensor x) {
 }
 
 torch::Tensor geglu(const torch::Tensor& h) {
+  if (auto out = cuda_geglu(h); out.defined()) return out;  // models/group_norm.h
   const auto dtype = kernel_dtype(h);
   const int64_t F = h.size(-1) / 2;
   if (!dtype || h.size(-1) % 2 != 0 || h.numel() == 0) {
@@ -73,7 +75,8 @@ torch::Tensor geglu(const torch::Tensor& h) {
   return out;
 }
 
-torch::Tensor fused_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, bool causal) {
+torch::Tensor fused_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, bool causal,
+                              bool only_where_faster) {
   const auto dtype = storage_dtype(q);
   if (!dtype || q.dim() != 4 || k.dim() != 4 || v.dim() != 4) return {};
   for (const auto* t : {&k, &v})
@@ -87,6 +90,11 @@ torch::Tensor fused_attention(const torch::Tensor& q, const torch::Tensor& k, co
   a.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(a.D)));
   a.causal = causal;
   if (!cpu::attention_supported(a)) return {};
+  // Where the kernel pays (2-core Sapphire Rapids, docs/performance.md): float32 at every head
+  // size (its FMA loops beat bmm + softmax + bmm up to 3x, tie at 160-wide heads), bf16 up to
+  // 16-wide heads (the bundled model's 4: 2.5x). Wider bf16 heads go faster through oneDNN's
+  // bf16 matrix units in the three-operator path (SD's 40-wide 4096-token heads: 2.7x).
+  if (only_where_faster && a.dtype == cpu::DType::bf16 && a.D > 16 && cpu_has_bf16_units()) return {};
   auto out = torch::empty({a.B, a.Lq, a.H, a.D}, q.options());
   const torch::Tensor* ts[] = {&q, &k, &v};
   int64_t* strides[] = {a.q_strides, a.k_strides, a.v_strides};

@@ -22,8 +22,10 @@ torch::Tensor geglu(const torch::Tensor& h);
 // softmax(q·kᵀ/√D)·v for q [B,H,Lq,D], k/v [B,H,Lk,D] (any strides with d contiguous, such as
 // the transposed views of [B,L,H,D] projections) through models/cpu/attention.h; the result is
 // a [B,H,Lq,D] view of a [B,Lq,H,D] tensor, so transposing it back is free. An undefined
-// tensor where the kernel does not apply (then the caller runs LibTorch's operators).
-torch::Tensor fused_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, bool causal);
+// tensor where the kernel does not apply, or (unless only_where_faster is false, as in the
+// tests) where LibTorch's operators are faster; then the caller runs those.
+torch::Tensor fused_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, bool causal,
+                              bool only_where_faster = true);
 
 // ln(x) in x's dtype; bf16/fp16 CPU input is normalised in float32 and rounded back.
 torch::Tensor layer_norm(torch::nn::LayerNormImpl& ln, const torch::Tensor& x);

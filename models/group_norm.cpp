@@ -1,5 +1,6 @@
 #include "models/group_norm.h"
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -10,6 +11,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "models/cuda/channel_bias.h"
+#include "models/cuda/geglu.h"
 #include "models/cuda/group_norm.h"
 #endif
 
@@ -125,20 +127,47 @@ torch::Tensor group_norm_act(torch::nn::GroupNormImpl& gn, const torch::Tensor& 
   return silu ? torch::silu(h) : h;
 }
 
-bool add_bias_nhwc(torch::Tensor& y, const torch::Tensor& bias) {
+bool add_bias_nhwc(torch::Tensor& y, const torch::Tensor& bias, const torch::Tensor& image_bias) {
 #ifdef SIGMA_WITH_CUDA_KERNELS
   const auto dtype = kernel_dtype(y.scalar_type());
-  if (!dtype || !y.is_cuda() || y.dim() != 4 || !y.is_contiguous(torch::MemoryFormat::ChannelsLast) ||
-      bias.scalar_type() != y.scalar_type() || !bias.is_contiguous() || bias.numel() != y.size(1))
-    return false;
+  if (!dtype || !y.is_cuda() || y.dim() != 4 || !y.is_contiguous(torch::MemoryFormat::ChannelsLast)) return false;
+  auto fits = [&](const torch::Tensor& b, int64_t n) {
+    return !b.defined() || (b.scalar_type() == y.scalar_type() && b.device() == y.device() && b.is_contiguous() &&
+                            b.numel() == n * y.size(1));
+  };
+  if (!fits(bias, 1) || !fits(image_bias, y.size(0))) return false;
   const c10::cuda::CUDAGuard guard(y.device());
-  if (const char* err = cuda::add_channel_bias_nhwc(y.data_ptr(), bias.data_ptr(), *dtype, y.numel(), y.size(1),
+  if (const char* err = cuda::add_channel_bias_nhwc(y.data_ptr(), bias.defined() ? bias.data_ptr() : nullptr,
+                                                    image_bias.defined() ? image_bias.data_ptr() : nullptr, *dtype,
+                                                    y.numel(), y.size(1), y.numel() / std::max<int64_t>(1, y.size(0)),
                                                     c10::cuda::getCurrentCUDAStream().stream()))
     throw std::runtime_error(std::string("convolution bias kernel: ") + err);
   return true;
 #else
-  (void)y, (void)bias;
+  (void)y, (void)bias, (void)image_bias;
   return false;
+#endif
+}
+
+torch::Tensor cuda_geglu(const torch::Tensor& h) {
+#ifdef SIGMA_WITH_CUDA_KERNELS
+  static const bool on = env_switch("SIGMA_FUSED_GEGLU").value_or(true);
+  const auto dtype = kernel_dtype(h.scalar_type());
+  if (!on || !dtype || !h.is_cuda() || h.dim() == 0 || h.size(-1) % 2 || !h.is_contiguous() || h.numel() == 0 ||
+      (torch::GradMode::is_enabled() && h.requires_grad()))
+    return {};
+  const int64_t F = h.size(-1) / 2;
+  auto sizes = h.sizes().vec();
+  sizes.back() = F;
+  auto out = torch::empty(sizes, h.options());
+  const c10::cuda::CUDAGuard guard(h.device());
+  if (const char* err = cuda::geglu(h.data_ptr(), out.data_ptr(), *dtype, h.numel() / (2 * F), F,
+                                    c10::cuda::getCurrentCUDAStream().stream()))
+    throw std::runtime_error(std::string("GEGLU kernel: ") + err);
+  return out;
+#else
+  (void)h;
+  return {};
 #endif
 }
 

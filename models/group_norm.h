@@ -20,12 +20,18 @@ bool fused_group_norm_enabled();
 torch::Tensor fused_group_norm(const torch::Tensor& x, int64_t groups, const torch::Tensor& gamma,
                                const torch::Tensor& beta, double eps, bool silu);
 
-// A channels-last convolution's bias added to its output y in place, through
-// models/cuda/channel_bias.h (LibTorch adds it as a broadcast that does not vectorise); false,
-// with y untouched, where the kernel does not apply (no kernels, not CUDA, not NHWC, another
-// dtype). Conv2d (models/layers.cpp) calls it when nothing records gradients.
-bool add_bias_nhwc(torch::Tensor& y, const torch::Tensor& bias);
+// A channels-last convolution's bias [C] and per-image bias [N, C] (either may be undefined)
+// added to its output y [N, C, H, W] in place, through models/cuda/channel_bias.h (LibTorch adds
+// each as a broadcast that does not vectorise); false, with y untouched, where the kernel does
+// not apply (no kernels, not CUDA, not NHWC, another dtype). Conv2d (models/layers.cpp) calls
+// it when nothing records gradients.
+bool add_bias_nhwc(torch::Tensor& y, const torch::Tensor& bias, const torch::Tensor& image_bias = {});
 // Built with the kernels, and not turned off by SIGMA_FUSED_BIAS=0 (to compare).
 bool fused_bias_enabled();
+
+// GEGLU's h[.., :F] * GELU(h[.., F:]) through models/cuda/geglu.h for a contiguous CUDA h, or
+// an undefined tensor where the kernel does not apply (no kernels, SIGMA_FUSED_GEGLU=0, another
+// device or dtype, autograd). models::geglu (models/cpu_ops.h) calls it first.
+torch::Tensor cuda_geglu(const torch::Tensor& h);
 
 }  // namespace sigma::models

@@ -50,19 +50,26 @@ void Conv2dImpl::reset() {
 
 
 // LibTorch's Conv2dImpl::forward for padding_mode zeros (the only mode the models use).
-torch::Tensor Conv2dImpl::forward(const torch::Tensor& x) {
+torch::Tensor Conv2dImpl::forward(const torch::Tensor& x) { return forward_with_image_bias(x, {}); }
+
+torch::Tensor Conv2dImpl::forward_with_image_bias(const torch::Tensor& x, const torch::Tensor& image_bias) {
   auto opt = F::Conv2dFuncOptions().stride(options.stride()).padding(options.padding()).dilation(options.dilation())
                  .groups(options.groups());
-  // On CUDA with NHWC weights, the bias through our kernel (models/group_norm.h says why).
-  const bool grad = torch::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad() ||
-                                                      (bias.defined() && bias.requires_grad()));
-  if (bias.defined() && !grad && x.is_cuda() && weight.is_contiguous(torch::MemoryFormat::ChannelsLast) &&
-      fused_bias_enabled()) {
+  // On CUDA with NHWC weights, the biases through our kernel (models/group_norm.h says why).
+  const bool grad = torch::GradMode::is_enabled() &&
+                    (x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()) ||
+                     (image_bias.defined() && image_bias.requires_grad()));
+  if ((bias.defined() || image_bias.defined()) && !grad && x.is_cuda() &&
+      weight.is_contiguous(torch::MemoryFormat::ChannelsLast) && fused_bias_enabled()) {
     auto y = F::conv2d(x, weight, opt);
-    if (!add_bias_nhwc(y, bias)) y.add_(bias.view({1, -1, 1, 1}));
+    if (!add_bias_nhwc(y, bias, image_bias)) {
+      if (bias.defined()) y.add_(bias.view({1, -1, 1, 1}));
+      if (image_bias.defined()) y = y + image_bias.unsqueeze(-1).unsqueeze(-1);
+    }
     return y;
   }
-  return F::conv2d(x, weight, opt.bias(bias));
+  auto y = F::conv2d(x, weight, opt.bias(bias));
+  return image_bias.defined() ? y + image_bias.unsqueeze(-1).unsqueeze(-1) : y;  // broadcasts as before
 }
 
 LinearImpl::LinearImpl(LinearOptions options_) : options(std::move(options_)) { reset(); }

@@ -44,6 +44,9 @@ class Conv2dImpl : public torch::nn::Cloneable<Conv2dImpl> {
   explicit Conv2dImpl(Conv2dOptions options);
   void reset() override;
   torch::Tensor forward(const torch::Tensor& x);
+  // conv(x) + bias + image_bias[n, c] for image_bias [N or 1, out_channels]: the ResBlock's timestep
+  // embedding, added in the same pass as the bias where the CUDA kernel runs.
+  torch::Tensor forward_with_image_bias(const torch::Tensor& x, const torch::Tensor& image_bias);
   Conv2dOptions options;
   torch::Tensor weight, bias;
 };

@@ -23,9 +23,9 @@ nn::GroupNorm group_norm(int64_t channels, double eps) {
   return nn::GroupNorm(nn::GroupNormOptions(32, channels).eps(eps));
 }
 
-torch::Tensor norm_silu_conv(nn::Sequential& layers, const torch::Tensor& x) {
+torch::Tensor norm_silu_conv(nn::Sequential& layers, const torch::Tensor& x, const torch::Tensor& image_bias) {
   auto h = group_norm_act(layers->at<nn::GroupNormImpl>(0), x, true);
-  return layers->at<layers::Conv2dImpl>(layers->size() - 1).forward(h);
+  return layers->at<layers::Conv2dImpl>(layers->size() - 1).forward_with_image_bias(h, image_bias);
 }
 
 namespace {
@@ -45,8 +45,8 @@ ResBlockImpl::ResBlockImpl(int64_t in, int64_t out, int64_t emb_dim) {
 
 torch::Tensor ResBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& emb) {
   // x [B,Cin,H,W], emb [B,E] -> [B,Cout,H,W]
-  auto h = norm_silu_conv(in_layers, x);
-  h = h + emb_layers->forward(emb).unsqueeze(-1).unsqueeze(-1);
+  // The embedding [B, Cout] is a per-image bias of the first conv: one pass on CUDA.
+  auto h = norm_silu_conv(in_layers, x, emb_layers->forward(emb));
   h = norm_silu_conv(out_layers, h);
   return (skip_connection ? skip_connection->forward(x) : x) + h;
 }

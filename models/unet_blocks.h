@@ -20,7 +20,9 @@ torch::Tensor timestep_embedding(const torch::Tensor& t, int64_t dim);
 torch::nn::GroupNorm group_norm(int64_t channels, double eps);
 // A Sequential(GroupNorm, SiLU, [Identity,] Conv2d), kept for the checkpoint's key names
 // (in_layers.0.weight, ...), run as group_norm_act (one fused call on CUDA) and the conv.
-torch::Tensor norm_silu_conv(torch::nn::Sequential& layers, const torch::Tensor& x);
+// image_bias [N, C_out], when given, is added with the conv's bias (Conv2dImpl::forward).
+torch::Tensor norm_silu_conv(torch::nn::Sequential& layers, const torch::Tensor& x,
+                             const torch::Tensor& image_bias = {});
 
 // ResBlock: GN-SiLU-conv, + Linear(emb), GN-SiLU-(dropout)-conv, 1x1 skip when widths differ.
 struct ResBlockImpl : torch::nn::Module {

@@ -10,6 +10,7 @@
 #include "models/cpu/kernels.h"
 #include "models/cpu_ops.h"
 #include "models/group_norm.h"
+#include "models/runtime.h"
 #include "models/layers.h"
 #include "models/unet_blocks.h"
 
@@ -157,7 +158,7 @@ TEST_SUITE("unit.cpu_kernels") {
         return torch::matmul(w.softmax(-1), v_);
       };
       const auto want = reference(q.to(torch::kFloat64), k.to(torch::kFloat64), v.to(torch::kFloat64));
-      const auto got = models::fused_attention(q, k, v, c.causal);
+      const auto got = models::fused_attention(q, k, v, c.causal, /*only_where_faster=*/false);
       REQUIRE(got.defined());
       CHECK(got.sizes() == want.sizes());
       CHECK(got.transpose(1, 2).is_contiguous());  // [B, L, H, D] underneath: the caller's reshape is free
@@ -169,7 +170,7 @@ TEST_SUITE("unit.cpu_kernels") {
       // bf16 storage: float32 arithmetic rounded once.
       const auto qb = q.to(torch::kBFloat16), kb = k.to(torch::kBFloat16), vb = v.to(torch::kBFloat16);
       const auto want_b = reference(qb.to(torch::kFloat64), kb.to(torch::kFloat64), vb.to(torch::kFloat64));
-      const auto got_b = models::fused_attention(qb, kb, vb, c.causal);
+      const auto got_b = models::fused_attention(qb, kb, vb, c.causal, /*only_where_faster=*/false);
       REQUIRE(got_b.defined());
       CHECK(((got_b.to(torch::kFloat64) - want_b).abs() - want_b.abs() * kBf16HalfUlp).max().item<double>() <=
             1e-5 * vmax);
@@ -184,6 +185,13 @@ TEST_SUITE("unit.cpu_kernels") {
     CHECK_FALSE(models::fused_attention(h, h, h, false).defined());
     const auto d_strided = torch::randn({1, 2, 16, 8}).transpose(2, 3);  // d not contiguous
     CHECK_FALSE(models::fused_attention(d_strided, d_strided, d_strided, false).defined());
+    // Where it is slower: bf16 heads wider than 16 on a CPU with bf16 matrix units.
+    const auto wide = torch::randn({1, 2, 8, 40}).to(torch::kBFloat16), narrow = torch::randn({1, 2, 8, 4}).to(torch::kBFloat16);
+    if (models::cpu_kernels_enabled()) {
+      CHECK(models::fused_attention(wide, wide, wide, false).defined() == !models::cpu_has_bf16_units());
+      CHECK(models::fused_attention(narrow, narrow, narrow, false).defined());
+      CHECK(models::fused_attention(wide.to(torch::kFloat32), wide.to(torch::kFloat32), wide.to(torch::kFloat32), false).defined());
+    }
   }
 
   TEST_CASE("bf16 LayerNorm and GroupNorm + SiLU on the CPU are their float32 results rounded once") {

@@ -8,6 +8,7 @@
 
 #include <tuple>
 
+#include "models/cpu_ops.h"
 #include "models/group_norm.h"
 #include "models/layers.h"
 #include "models/unet_blocks.h"
@@ -158,6 +159,64 @@ TEST_SUITE("gpu.group_norm") {
         INFO(std::string(c10::toString(dtype)) << " " << cin << "->" << cout << " k" << k);
         CHECK(ours.is_contiguous(torch::MemoryFormat::ChannelsLast));
         CHECK(torch::equal(ours, theirs));
+      }
+  }
+
+  TEST_CASE("the ResBlock's per-image bias rides on the conv's bias: within one rounding of float64") {
+    if (!models::fused_bias_enabled()) {
+      MESSAGE("this build has no bias kernel: nothing to compare");
+      return;
+    }
+    torch::manual_seed(14);
+    for (const auto dtype : {torch::kFloat32, torch::kFloat16, torch::kBFloat16})
+      for (const bool with_bias : {true, false}) {
+        models::layers::Conv2d conv(models::layers::Conv2dOptions(32, 320, 3).padding(1).bias(with_bias));
+        {
+          torch::NoGradGuard no_grad;
+          conv->to(torch::kCUDA, dtype);
+          if (with_bias) conv->bias.uniform_(-2, 2);
+          conv->weight.set_data(conv->weight.contiguous(torch::MemoryFormat::ChannelsLast));
+        }
+        c10::InferenceMode guard;
+        const auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(dtype);
+        const auto x = torch::randn({2, 32, 24, 40}, opts).contiguous(torch::MemoryFormat::ChannelsLast);
+        const auto emb = torch::randn({2, 320}, opts) * 3;
+        const auto ours = conv->forward_with_image_bias(x, emb);
+        auto want = torch::conv2d(x, conv->weight, {}, 1, 1).to(torch::kFloat64) +
+                    emb.to(torch::kFloat64).view({2, 320, 1, 1});
+        if (with_bias) want = want + conv->bias.to(torch::kFloat64).view({1, 320, 1, 1});
+        INFO(std::string(c10::toString(dtype)) << (with_bias ? " with" : " without") << " the conv's bias");
+        CHECK(ours.is_contiguous(torch::MemoryFormat::ChannelsLast));
+        // Rounded once: half an ulp of the result (2^-24 float32, 2^-11 fp16, 2^-8 bf16) plus
+        // float32's error in the two additions.
+        const double half_ulp = dtype == torch::kFloat32 ? 6e-8 : dtype == torch::kFloat16 ? 4.9e-4 : 3.9e-3;
+        const auto err = (ours.to(torch::kFloat64) - want).abs() - want.abs() * half_ulp;
+        CHECK(err.max().item<double>() <= 4e-6);
+      }
+  }
+
+  TEST_CASE("the GEGLU kernel is a * GELU(b) in float32, rounded once") {
+    c10::InferenceMode guard;
+    torch::manual_seed(15);
+    const auto probe = torch::zeros({1, 4}, torch::TensorOptions().device(torch::kCUDA));
+    if (!models::cuda_geglu(probe).defined()) {
+      MESSAGE("this build has no GEGLU kernel (or SIGMA_FUSED_GEGLU=0): nothing to compare");
+      return;
+    }
+    for (const auto dtype : {torch::kFloat32, torch::kFloat16, torch::kBFloat16})
+      for (const auto& shape : std::vector<std::vector<int64_t>>{{2, 4096, 2560}, {3, 7, 66}, {5, 2}}) {
+        const auto h = (torch::randn(shape, torch::TensorOptions().device(torch::kCUDA)) * 3).to(dtype);
+        const auto got = models::geglu(h);
+        const int64_t F = shape.back() / 2;
+        const auto h64 = h.to(torch::kFloat64);
+        const auto a = h64.narrow(-1, 0, F), b = h64.narrow(-1, F, F);
+        const auto want = a * 0.5 * b * (1 + torch::erf(b / std::sqrt(2.0)));
+        INFO(std::string(c10::toString(dtype)) << " F " << F);
+        REQUIRE(got.sizes() == want.sizes());
+        // Half an ulp of the output, plus erff's 2 ulp and the products' in float32.
+        const double half_ulp = dtype == torch::kFloat32 ? 6e-8 : dtype == torch::kFloat16 ? 4.9e-4 : 3.9e-3;
+        const auto err = (got.to(torch::kFloat64) - want).abs() - want.abs() * (half_ulp + 1e-6);
+        CHECK(err.max().item<double>() <= 1e-6);
       }
   }
 }

@@ -18,15 +18,24 @@ namespace {
 constexpr int64_t kTaskRows = 32;  // query rows per task: K's transposed block is reused across them
 constexpr int64_t kBlockRows = 8;  // rows x kBlockKeys scores held in 16 zmm accumulators
 constexpr int64_t kBlockKeys = 32;
+constexpr int64_t kLanesPad = 16;
+
+// Register blocks are arrays of zmm values: unrolled, they stay in registers (GCC's -O2 does
+// not unroll them on its own, and spilled accumulators made the kernel 3x slower).
+#define SIGMA_UNROLL _Pragma("GCC unroll 16")
 
 int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+// Keys rounded up to whole register blocks; rows of scores / transposed K and V lie `row_floats`
+// apart, one vector more, so that 4096 keys do not put every row 16 KB apart: such rows share
+// one L1 set, and a block's 40 rows of K then evicted each other (the kernel ran 3x slower).
 int64_t padded_keys(const AttentionArgs& a) { return round_up(a.Lk, kBlockKeys); }
+int64_t row_floats(const AttentionArgs& a) { return padded_keys(a) + kLanesPad; }
 // Heads narrower than a vector take V transposed too (their weighted sum vectorises over keys),
 // padded to 4, 8 or 16 rows.
 int64_t small_head_rows(int64_t D) { return D <= 4 ? 4 : D <= 8 ? 8 : 16; }
 bool small_head(const AttentionArgs& a) { return a.D < 16; }
 int64_t floats_per_head(const AttentionArgs& a) {
-  return (a.D + (small_head(a) ? small_head_rows(a.D) : 0)) * padded_keys(a);
+  return (a.D + (small_head(a) ? small_head_rows(a.D) : 0)) * row_floats(a);
 }
 
 float scalar_at(const void* base, int64_t i, DType d) {
@@ -64,7 +73,7 @@ size_t attention_workspace_floats(const AttentionArgs& a) {
 int64_t attention_tasks(const AttentionArgs& a) { return a.B * a.H * ((a.Lq + kTaskRows - 1) / kTaskRows); }
 
 void attention_prepare(const AttentionArgs& a, float* ws, int64_t bh_begin, int64_t bh_end) {
-  const int64_t Lkp = padded_keys(a);
+  const int64_t Lkp = row_floats(a);
   for (int64_t bh = bh_begin; bh < bh_end; ++bh) {
     const int64_t b = bh / a.H, h = bh % a.H;
     float* kT = ws + bh * floats_per_head(a);
@@ -85,33 +94,36 @@ namespace {
 
 using namespace detail;
 
-// scores[r][j0 .. j0+32) = q[r]·k[j] for the block's 8 rows; kT is [D][Lkp].
+// scores[r][j0 .. j0+32) = q[r]·k[j] for the block's 8 rows; kT is [D][Lkp] (Lkp: the row stride).
 SIGMA_AVX512 void scores_block(const float* q, int64_t D, const float* kT, int64_t Lkp, int64_t j0, float* s) {
   __m512 acc[kBlockRows][2];
+  SIGMA_UNROLL
   for (auto& row : acc) row[0] = row[1] = _mm512_setzero_ps();
   for (int64_t d = 0; d < D; ++d) {
     const __m512 k0 = _mm512_loadu_ps(kT + d * Lkp + j0), k1 = _mm512_loadu_ps(kT + d * Lkp + j0 + kLanes);
+    SIGMA_UNROLL
     for (int64_t r = 0; r < kBlockRows; ++r) {
       const __m512 qb = _mm512_set1_ps(q[r * D + d]);
       acc[r][0] = _mm512_fmadd_ps(qb, k0, acc[r][0]);
       acc[r][1] = _mm512_fmadd_ps(qb, k1, acc[r][1]);
     }
   }
+  SIGMA_UNROLL
   for (int64_t r = 0; r < kBlockRows; ++r) {
     _mm512_storeu_ps(s + r * Lkp + j0, acc[r][0]);
     _mm512_storeu_ps(s + r * Lkp + j0 + kLanes, acc[r][1]);
   }
 }
 
-// The row's first n scores -> exp(s - max), the rest of its Lkp -> 0; returns 1 / sum.
-SIGMA_AVX512 float exp_row(float* s, int64_t n, int64_t Lkp) {
+// The row's first n scores -> exp(s - max), the rest up to `keys` -> 0; returns 1 / sum.
+SIGMA_AVX512 float exp_row(float* s, int64_t n, int64_t keys) {
   const float ninf = -std::numeric_limits<float>::infinity();
   __m512 vmax = _mm512_set1_ps(ninf);
   for (int64_t j = 0; j < n; j += kLanes)
     vmax = _mm512_max_ps(vmax, _mm512_mask_loadu_ps(_mm512_set1_ps(ninf), tail_mask(std::min(kLanes, n - j)), s + j));
   const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
   __m512 vsum = _mm512_setzero_ps();
-  for (int64_t j = 0; j < Lkp; j += kLanes) {
+  for (int64_t j = 0; j < keys; j += kLanes) {
     const __mmask16 m = j < n ? tail_mask(std::min(kLanes, n - j)) : __mmask16(0);
     const __m512 e = _mm512_maskz_mov_ps(m, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + j), mx)));
     _mm512_storeu_ps(s + j, e);
@@ -126,21 +138,31 @@ SIGMA_AVX512 void weighted_v_rows(const AttentionArgs& a, const float* p, int64_
                                   int64_t rows, const float* inv, int64_t out_row0) {
   __m512 acc[4][NV];
   __mmask16 mask[NV];
+  SIGMA_UNROLL
   for (int c = 0; c < NV; ++c) mask[c] = tail_mask(std::clamp<int64_t>(a.D - d0 - c * kLanes, 0, kLanes));
+  SIGMA_UNROLL
   for (auto& r : acc)
     for (auto& x : r) x = _mm512_setzero_ps();
   for (int64_t j = 0; j < a.Lk; ++j) {
     __m512 vv[NV];
+    SIGMA_UNROLL
     for (int c = 0; c < NV; ++c) vv[c] = load<T>(a.v, v0 + j * a.v_strides[2] + d0 + c * kLanes, mask[c], 0.0f);
+    SIGMA_UNROLL
     for (int r = 0; r < 4; ++r) {
       const __m512 pb = _mm512_set1_ps(p[r * Lkp + j]);
+      SIGMA_UNROLL
       for (int c = 0; c < NV; ++c) acc[r][c] = _mm512_fmadd_ps(pb, vv[c], acc[r][c]);
     }
   }
-  for (int64_t r = 0; r < rows; ++r)
+  // Fixed trip counts: an accumulator indexed by a run-time row would live in memory.
+  SIGMA_UNROLL
+  for (int r = 0; r < 4; ++r) {
+    if (r >= rows) break;
+    SIGMA_UNROLL
     for (int c = 0; c < NV; ++c)
       store<T>(a.out, out_row0 + r * a.out_strides[2] + d0 + c * kLanes, _mm512_mul_ps(acc[r][c], _mm512_set1_ps(inv[r])),
                mask[c]);
+  }
 }
 
 template <DType T>
@@ -161,25 +183,34 @@ SIGMA_AVX512 void weighted_v(const AttentionArgs& a, const float* p, int64_t Lkp
 // Heads narrower than a vector: out[r][d] = Σ_j p[r][j] vT[d][j], vectorised over keys, for
 // NR = 16 / ND rows at a time (ND = the head padded to 4, 8 or 16; vT's padding rows are 0).
 template <int ND>
-SIGMA_AVX512 void weighted_v_small(const AttentionArgs& a, const float* p, int64_t Lkp, const float* vT, int64_t rows,
-                                   const float* inv, int64_t out_row0) {
+SIGMA_AVX512 void weighted_v_small(const AttentionArgs& a, const float* p, int64_t Lkp, int64_t keys, const float* vT,
+                                   int64_t rows, const float* inv, int64_t out_row0) {
   constexpr int NR = 16 / ND;
   for (int64_t g = 0; g < rows; g += NR) {
     __m512 acc[NR][ND];
+    SIGMA_UNROLL
     for (auto& r : acc)
       for (auto& x : r) x = _mm512_setzero_ps();
-    for (int64_t j = 0; j < Lkp; j += kLanes) {
+    for (int64_t j = 0; j < keys; j += kLanes) {
       __m512 pr[NR];
+      SIGMA_UNROLL
       for (int r = 0; r < NR; ++r) pr[r] = _mm512_loadu_ps(p + (g + r) * Lkp + j);
+      SIGMA_UNROLL
       for (int d = 0; d < ND; ++d) {
         const __m512 vt = _mm512_loadu_ps(vT + d * Lkp + j);
+        SIGMA_UNROLL
         for (int r = 0; r < NR; ++r) acc[r][d] = _mm512_fmadd_ps(pr[r], vt, acc[r][d]);
       }
     }
-    for (int64_t r = 0; r < std::min<int64_t>(NR, rows - g); ++r)
-      for (int64_t d = 0; d < a.D; ++d)
-        scalar_store(a.out, out_row0 + (g + r) * a.out_strides[2] + d, _mm512_reduce_add_ps(acc[r][d]) * inv[g + r],
-                     a.dtype);
+    SIGMA_UNROLL
+    for (int r = 0; r < NR; ++r) {
+      if (g + r >= rows) break;
+      SIGMA_UNROLL
+      for (int d = 0; d < ND; ++d)
+        if (d < a.D)
+          scalar_store(a.out, out_row0 + (g + r) * a.out_strides[2] + d, _mm512_reduce_add_ps(acc[r][d]) * inv[g + r],
+                       a.dtype);
+    }
   }
 }
 
@@ -187,7 +218,7 @@ SIGMA_AVX512 void weighted_v_small(const AttentionArgs& a, const float* p, int64
 
 SIGMA_AVX512 void attention_run(const AttentionArgs& a, const float* ws, int64_t task_begin, int64_t task_end) {
   if (!attention_supported(a)) throw std::logic_error("attention_run: arguments the kernel does not take");
-  const int64_t Lkp = padded_keys(a), blocks = (a.Lq + kTaskRows - 1) / kTaskRows;
+  const int64_t keys = padded_keys(a), Lkp = row_floats(a), blocks = (a.Lq + kTaskRows - 1) / kTaskRows;
   const int64_t q_rows = round_up(kTaskRows, kBlockRows);
   thread_local std::vector<float> s, q;
   s.resize(static_cast<size_t>(kTaskRows * Lkp));
@@ -204,7 +235,7 @@ SIGMA_AVX512 void attention_run(const AttentionArgs& a, const float* ws, int64_t
       for (int64_t d = 0; d < a.D; ++d)
         q[static_cast<size_t>(r * a.D + d)] = scalar_at(a.q, q0 + (r0 + r) * a.q_strides[2] + d, a.dtype) * a.scale;
     const int64_t sub_blocks = (rows + kBlockRows - 1) / kBlockRows;
-    for (int64_t j0 = 0; j0 < Lkp; j0 += kBlockKeys)
+    for (int64_t j0 = 0; j0 < keys; j0 += kBlockKeys)
       for (int64_t sb = 0; sb < sub_blocks; ++sb)
         scores_block(q.data() + sb * kBlockRows * a.D, a.D, kT, Lkp, j0, s.data() + sb * kBlockRows * Lkp);
     // Rows past the last (up to the 4-row groups below) weigh nothing.
@@ -216,16 +247,15 @@ SIGMA_AVX512 void attention_run(const AttentionArgs& a, const float* ws, int64_t
         inv[r] = 0;
         continue;
       }
-      const int64_t keys = a.causal ? std::min(a.Lk, r0 + r + 1) : a.Lk;
-      inv[r] = exp_row(row, keys, Lkp);
+      inv[r] = exp_row(row, a.causal ? std::min(a.Lk, r0 + r + 1) : a.Lk, keys);
     }
     const int64_t out_row0 = head_offset(a.out_strides, b, h) + r0 * a.out_strides[2];
     if (small_head(a)) {
       const float* vT = kT + a.D * Lkp;
       const int64_t nd = small_head_rows(a.D);
-      if (nd == 4) weighted_v_small<4>(a, s.data(), Lkp, vT, rows, inv, out_row0);
-      else if (nd == 8) weighted_v_small<8>(a, s.data(), Lkp, vT, rows, inv, out_row0);
-      else weighted_v_small<16>(a, s.data(), Lkp, vT, rows, inv, out_row0);
+      if (nd == 4) weighted_v_small<4>(a, s.data(), Lkp, keys, vT, rows, inv, out_row0);
+      else if (nd == 8) weighted_v_small<8>(a, s.data(), Lkp, keys, vT, rows, inv, out_row0);
+      else weighted_v_small<16>(a, s.data(), Lkp, keys, vT, rows, inv, out_row0);
     } else if (a.dtype == DType::f32) {
       weighted_v<DType::f32>(a, s.data(), Lkp, head_offset(a.v_strides, b, h), rows, inv, out_row0);
     } else {

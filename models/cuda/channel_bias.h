@@ -12,10 +12,12 @@
 
 namespace sigma::models::cuda {
 
-// y[n, h, w, c] += bias[c] for y in NHWC order with `channels` channels and `total` values,
-// bias [channels] of y's dtype; in float32, rounded once, as LibTorch's add. Returns an error
-// message or nullptr.
-const char* add_channel_bias_nhwc(void* y, const void* bias, DType dtype, int64_t total, int64_t channels,
-                                  void* stream);
+// y[n, h, w, c] += bias[c] + image_bias[n, c] for y in NHWC order with `channels` channels,
+// `image_values` (H·W·C) values per image and `total` in all; bias [channels] and image_bias
+// [N, channels] of y's dtype, either may be null. The ResBlock's timestep embedding is its first
+// convolution's per-image bias, so one pass adds both. In float32, rounded once. Returns an
+// error message or nullptr.
+const char* add_channel_bias_nhwc(void* y, const void* bias, const void* image_bias, DType dtype, int64_t total,
+                                  int64_t channels, int64_t image_values, void* stream);
 
 }  // namespace sigma::models::cuda
