@@ -83,7 +83,15 @@ void LinearImpl::reset() {
   if (!SkipInit::active()) kaiming_reset(weight, bias);
 }
 
-torch::Tensor LinearImpl::forward(const torch::Tensor& x) { return F::linear(x, weight, bias); }
+// A [.., in] input goes through addmm as [rows, in]: F::linear on 3-D input is a matmul then a
+// broadcast bias add that CUDA does not vectorise (0.68 ms of SD 1.5's 7.5 ms H200 step);
+// addmm folds the bias into the GEMM.
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
+  if (x.dim() <= 2 || !bias.defined() || !x.is_cuda()) return F::linear(x, weight, bias);
+  auto sizes = x.sizes().vec();
+  sizes.back() = weight.size(0);
+  return torch::addmm(bias, x.reshape({-1, x.size(-1)}), weight.t()).view(sizes);
+}
 
 EmbeddingImpl::EmbeddingImpl(EmbeddingOptions options_) : options(std::move(options_)) { reset(); }
 
