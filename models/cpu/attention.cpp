@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <limits>
 #include <stdexcept>
 #include <vector>
 
@@ -58,6 +57,7 @@ void scalar_store(void* base, int64_t i, float v, DType d) {
 }
 
 int64_t head_offset(const int64_t* strides, int64_t b, int64_t h) { return b * strides[0] + h * strides[1]; }
+int64_t row_tasks_per_head(const AttentionArgs& a) { return (a.Lq + kTaskRows - 1) / kTaskRows; }
 
 }  // namespace
 
@@ -70,7 +70,7 @@ size_t attention_workspace_floats(const AttentionArgs& a) {
   return static_cast<size_t>(a.B * a.H * floats_per_head(a));
 }
 
-int64_t attention_tasks(const AttentionArgs& a) { return a.B * a.H * ((a.Lq + kTaskRows - 1) / kTaskRows); }
+int64_t attention_tasks(const AttentionArgs& a) { return a.B * a.H * row_tasks_per_head(a); }
 
 void attention_prepare(const AttentionArgs& a, float* ws, int64_t bh_begin, int64_t bh_end) {
   const int64_t Lkp = row_floats(a);
@@ -113,23 +113,6 @@ SIGMA_AVX512 void scores_block(const float* q, int64_t D, const float* kT, int64
     _mm512_storeu_ps(s + r * Lkp + j0, acc[r][0]);
     _mm512_storeu_ps(s + r * Lkp + j0 + kLanes, acc[r][1]);
   }
-}
-
-// The row's first n scores -> exp(s - max), the rest up to `keys` -> 0; returns 1 / sum.
-SIGMA_AVX512 float exp_row(float* s, int64_t n, int64_t keys) {
-  const float ninf = -std::numeric_limits<float>::infinity();
-  __m512 vmax = _mm512_set1_ps(ninf);
-  for (int64_t j = 0; j < n; j += kLanes)
-    vmax = _mm512_max_ps(vmax, _mm512_mask_loadu_ps(_mm512_set1_ps(ninf), tail_mask(std::min(kLanes, n - j)), s + j));
-  const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
-  __m512 vsum = _mm512_setzero_ps();
-  for (int64_t j = 0; j < keys; j += kLanes) {
-    const __mmask16 m = j < n ? tail_mask(std::min(kLanes, n - j)) : __mmask16(0);
-    const __m512 e = _mm512_maskz_mov_ps(m, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + j), mx)));
-    _mm512_storeu_ps(s + j, e);
-    vsum = _mm512_add_ps(vsum, e);
-  }
-  return 1.0f / _mm512_reduce_add_ps(vsum);
 }
 
 // out[r] = Σ_j p[r][j] v[j] for 4 rows, NV vectors of the head from d0 (V read in place).
@@ -218,7 +201,7 @@ SIGMA_AVX512 void weighted_v_small(const AttentionArgs& a, const float* p, int64
 
 SIGMA_AVX512 void attention_run(const AttentionArgs& a, const float* ws, int64_t task_begin, int64_t task_end) {
   if (!attention_supported(a)) throw std::logic_error("attention_run: arguments the kernel does not take");
-  const int64_t keys = padded_keys(a), Lkp = row_floats(a), blocks = (a.Lq + kTaskRows - 1) / kTaskRows;
+  const int64_t keys = padded_keys(a), Lkp = row_floats(a), blocks = row_tasks_per_head(a);
   const int64_t q_rows = round_up(kTaskRows, kBlockRows);
   thread_local std::vector<float> s, q;
   s.resize(static_cast<size_t>(kTaskRows * Lkp));
@@ -247,7 +230,8 @@ SIGMA_AVX512 void attention_run(const AttentionArgs& a, const float* ws, int64_t
         inv[r] = 0;
         continue;
       }
-      inv[r] = exp_row(row, a.causal ? std::min(a.Lk, r0 + r + 1) : a.Lk, keys);
+      // exp(s - max) for the keys the row sees, 0 for the rest of the block's keys.
+      inv[r] = 1.0f / exp_minus_max<DType::f32>(row, row, a.causal ? std::min(a.Lk, r0 + r + 1) : a.Lk, keys);
     }
     const int64_t out_row0 = head_offset(a.out_strides, b, h) + r0 * a.out_strides[2];
     if (small_head(a)) {

@@ -1,7 +1,6 @@
 #include "models/cpu/kernels.h"
 
 #include <algorithm>
-#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -26,22 +25,10 @@ namespace {
 
 using namespace detail;
 
-// One row: max, exp(x - max) into `e` (float32) with its sum, then e / sum into out.
+// One row: exp(x - max) into `e` (float32) with its sum, then e / sum into out.
 template <DType D>
 SIGMA_AVX512 void softmax_row(const void* in, void* out, float* e, int64_t n) {
-  const float ninf = -std::numeric_limits<float>::infinity();
-  __m512 vmax = _mm512_set1_ps(ninf);
-  for (int64_t j = 0; j < n; j += kLanes)
-    vmax = _mm512_max_ps(vmax, load<D>(in, j, tail_mask(std::min(kLanes, n - j)), ninf));
-  const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
-  __m512 vsum = _mm512_setzero_ps();
-  for (int64_t j = 0; j < n; j += kLanes) {
-    const __mmask16 m = tail_mask(std::min(kLanes, n - j));
-    const __m512 v = _mm512_maskz_mov_ps(m, exp512(_mm512_sub_ps(load<D>(in, j, m, ninf), mx)));
-    _mm512_mask_storeu_ps(e + j, m, v);
-    vsum = _mm512_add_ps(vsum, v);
-  }
-  const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(vsum));
+  const __m512 inv = _mm512_set1_ps(1.0f / exp_minus_max<D>(in, e, n, n));
   for (int64_t j = 0; j < n; j += kLanes) {
     const __mmask16 m = tail_mask(std::min(kLanes, n - j));
     store<D>(out, j, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, e + j), inv), m);

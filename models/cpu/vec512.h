@@ -5,7 +5,9 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <limits>
 
 #include "models/cpu/kernels.h"
 
@@ -80,6 +82,26 @@ SIGMA_AVX512 inline __m512 erf512(__m512 x) {
   const __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(ax, ax)));
   const __m512 y = _mm512_fnmadd_ps(_mm512_mul_ps(r, t), e, _mm512_set1_ps(1.0f));
   return _mm512_or_ps(y, sign);
+}
+
+// softmax's first two passes over x[0, n) (D-typed at `in`): e[j] = exp(x[j] - max x) in
+// float32 for j < n and 0 for n <= j < zero_to; returns the sum. e may be `in` itself (float32,
+// in place). softmax_rows and the fused attention both start from it.
+template <DType D>
+SIGMA_AVX512 inline float exp_minus_max(const void* in, float* e, int64_t n, int64_t zero_to) {
+  const float ninf = -std::numeric_limits<float>::infinity();
+  __m512 vmax = _mm512_set1_ps(ninf);
+  for (int64_t j = 0; j < n; j += kLanes)
+    vmax = _mm512_max_ps(vmax, load<D>(in, j, tail_mask(std::min(kLanes, n - j)), ninf));
+  const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
+  __m512 vsum = _mm512_setzero_ps();
+  for (int64_t j = 0; j < std::max(n, zero_to); j += kLanes) {
+    const __mmask16 m = j < n ? tail_mask(std::min(kLanes, n - j)) : __mmask16(0);
+    const __m512 v = _mm512_maskz_mov_ps(m, exp512(_mm512_sub_ps(load<D>(in, j, m, ninf), mx)));
+    _mm512_mask_storeu_ps(e + j, tail_mask(std::min(kLanes, std::max(n, zero_to) - j)), v);
+    vsum = _mm512_add_ps(vsum, v);
+  }
+  return _mm512_reduce_add_ps(vsum);
 }
 
 }  // namespace sigma::models::cpu::detail
