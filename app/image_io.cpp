@@ -1,9 +1,10 @@
 #include "app/image_io.h"
 
+#include "app/png_write.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <stb_image.h>
-#include <stb_image_write.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -76,8 +77,6 @@ std::string inflate_all(const std::string& in, const std::string& what) {
   if (rc != Z_STREAM_END) throw ImageError(what + ": damaged compressed text chunk");
   return out;
 }
-
-void write_png_func(void* ctx, void* data, int size) { static_cast<std::string*>(ctx)->append(static_cast<char*>(data), size); }
 
 // PNG dimensions straight from the IHDR chunk: stb refuses very large images before it
 // reports their size, and the user should hear "too large", not "unreadable".
@@ -234,10 +233,7 @@ Image decode_image(const std::string& bytes, const std::string& what, int channe
 }
 
 std::string encode_png(const Image& image, const std::map<std::string, std::string>& text) {
-  std::string png;
-  if (!stbi_write_png_to_func(write_png_func, &png, image.width, image.height, image.channels, image.pixels.data(),
-                              image.width * image.channels))
-    throw ImageError("PNG encoding failed");
+  std::string png = png_bytes(image);
   std::string extra;
   for (const auto& [key, value] : text) {
     if (is_latin1_ascii(value)) extra += chunk("tEXt", key + std::string(1, '\0') + value);

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <fstream>
+#include <random>
 #include <set>
 
 #include "app/image_io.h"
@@ -94,6 +95,24 @@ TEST_SUITE("unit.app") {
     CHECK(p.clip_skip == 2);
     CHECK(extra.at("Model hash") == "0123456789");
     CHECK(extra.at("Sigmas") == "14.6 1.2 0");
+  }
+
+  TEST_CASE("PNG encoding is lossless for gray, RGB and RGBA, smooth and noisy, and names its colour type") {
+    std::mt19937 rng(11);
+    for (int channels : {1, 3, 4})
+      for (int noise : {0, 3, 255}) {  // smooth rows pick Sub/Up/Paeth, noise None: every filter gets decoded
+        Image img(37, 23, channels);
+        for (int y = 0; y < img.height; ++y)
+          for (int x = 0; x < img.width; ++x)
+            for (int c = 0; c < channels; ++c)
+              img.pixels[img.row_bytes() * y + static_cast<size_t>(x * channels + c)] =
+                  static_cast<uint8_t>(3 * x + 5 * y + 40 * c + (noise ? static_cast<int>(rng() % (noise + 1)) : 0));
+        const std::string png = encode_png(img, {{"parameters", "a cat"}});
+        INFO(channels << " channels, noise " << noise);
+        CHECK(static_cast<int>(png[25]) == (channels == 1 ? 0 : channels == 3 ? 2 : 6));  // IHDR colour type
+        CHECK(decode_image(png, "encoded", channels) == img);
+        CHECK(png_text_chunks(png, "encoded").at("parameters") == "a cat");
+      }
   }
 
   TEST_CASE("AUTOMATIC1111's own parameters text, old and new sampler naming") {
