@@ -8,23 +8,19 @@ torch::Tensor encode_chunks(Engine& engine, const PromptChunks& chunks, int64_t 
   const int64_t n = static_cast<int64_t>(chunks.ids.size());
   auto ids = torch::empty({n, kChunkLength}, torch::kLong);
   auto weights = torch::empty({n, kChunkLength}, torch::kFloat32);
+  auto id = ids.accessor<int64_t, 2>();
+  auto weight = weights.accessor<float, 2>();
   for (int64_t c = 0; c < n; ++c)
     for (int64_t i = 0; i < kChunkLength; ++i) {
-      ids[c][i] = chunks.ids[c][i];
-      weights[c][i] = chunks.weights[c][i];
+      id[c][i] = chunks.ids[static_cast<size_t>(c)][static_cast<size_t>(i)];
+      weight[c][i] = chunks.weights[static_cast<size_t>(c)][static_cast<size_t>(i)];
     }
   // All chunks in one batch: [n, 77, width]. The family's layer is clip skip 1.
   const int64_t skip = role.clip_skip + clip_skip - 1;
-  auto& clip = engine.text_encoder(encoder);
-  const auto on_device = engine.visit(*clip);
-  torch::Tensor z;
-  if (role.pooled && pooled) {
-    auto [hidden, p] = clip->forward_pooled(ids.to(engine.device()), skip, role.final_norm, extra);
-    z = hidden;
-    *pooled = p.narrow(0, 0, 1);  // the first chunk's, before emphasis (A1111)
-  } else {
-    z = clip->forward_with_extra_tokens(ids.to(engine.device()), extra, skip, role.final_norm);
-  }
+  const auto on_device = engine.visit(*engine.text_encoder(encoder));
+  const bool want_pooled = role.pooled && pooled;
+  auto [z, p] = engine.encode_tokens(encoder, ids.to(engine.device()), skip, role.final_norm, want_pooled, extra);
+  if (want_pooled) *pooled = p.narrow(0, 0, 1);  // the first chunk's, before emphasis (A1111)
   if (emphasis != "none") {
     auto w = weights.to(z.device(), z.scalar_type()).unsqueeze(-1);
     // Per chunk, as A1111 (each chunk is its own forward there).

@@ -238,6 +238,22 @@ torch::Tensor Engine::unet_forward(const torch::Tensor& x, const torch::Tensor& 
   });
 }
 
+std::pair<torch::Tensor, torch::Tensor> Engine::encode_tokens(size_t i, const torch::Tensor& ids, int64_t skip,
+                                                              bool final_norm, bool pooled, const torch::Tensor& extra) {
+  auto& clip = text_encoder(i);
+  auto eager = [&](const std::vector<torch::Tensor>& in) -> std::vector<torch::Tensor> {
+    if (!pooled) return {clip->forward_with_extra_tokens(in[0], extra, skip, final_norm), torch::Tensor()};
+    auto [hidden, p] = clip->forward_pooled(in[0], skip, final_norm, extra);
+    return {hidden, p};
+  };
+  const auto out = extra.defined() || lowvram()
+                       ? eager({ids})
+                       : text_graphs_.run_all({ids}, eager,
+                                              "encoder " + std::to_string(i) + " skip " + std::to_string(skip) +
+                                                  (final_norm ? " norm" : "") + (pooled ? " pooled" : ""));
+  return {out[0], out[1]};
+}
+
 models::AutoencoderKL& Engine::vae_float32() {
   if (spec_.dtype == torch::kFloat32) return vae_;
   std::lock_guard<std::mutex> lock(mutex_);

@@ -78,6 +78,13 @@ class Engine {
   // input signature (models/cuda_graph.h), eager with ControlNet residuals or on the CPU.
   torch::Tensor unet_forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& context,
                              const models::ControlResiduals* control = nullptr, const torch::Tensor& y = {});
+  // Text encoder i on token ids [n, 77] (on the device) as the conditioning calls it: the
+  // hidden state at clip skip `skip` and, with `pooled`, the pooled vector (else undefined).
+  // On CUDA through a CUDA graph per signature: the encoder's ~200 small kernels take longer
+  // to launch than to run. Eager with textual-inversion vectors (their ids are range-checked
+  // on the host, which no capture allows) and with --lowvram.
+  std::pair<torch::Tensor, torch::Tensor> encode_tokens(size_t i, const torch::Tensor& ids, int64_t skip, bool final_norm,
+                                                        bool pooled, const torch::Tensor& extra = {});
   models::AutoencoderKL& vae() { return vae_; }
   // --lowvram: while the returned guard lives, `module` (the text encoder, the VAE) is on the
   // device; without --lowvram it always is, and the guard does nothing.
@@ -106,6 +113,7 @@ class Engine {
   mutable std::mutex mutex_;
   std::shared_future<std::string> hash_;  // started at load, in the background: it never delays the first image
   models::GraphCache unet_graphs_;
+  models::GraphCache text_graphs_{4};  // SDXL's two encoders, a prompt and a longer one
   std::map<std::string, controlnet::ControlNet> controlnets_;
   // LoRA patcher and adapter caches (app/adapters.h), created on first use.
   friend EngineAdapters& engine_adapters(Engine& engine);

@@ -17,7 +17,7 @@ struct GraphCache::Entry {
   at::cuda::CUDAGraph graph;
 #endif
   std::vector<torch::Tensor> inputs;  // static input buffers (undefined where the call has none)
-  torch::Tensor output;               // static output, written by each replay
+  std::vector<torch::Tensor> outputs;  // static outputs, written by each replay
 };
 
 GraphCache::~GraphCache() = default;
@@ -48,11 +48,16 @@ std::string signature(const std::vector<torch::Tensor>& inputs) {
 }  // namespace
 
 torch::Tensor GraphCache::run(const std::vector<torch::Tensor>& inputs, const Fn& fn) {
+  return run_all(inputs, [&fn](const std::vector<torch::Tensor>& in) { return std::vector<torch::Tensor>{fn(in)}; }).front();
+}
+
+std::vector<torch::Tensor> GraphCache::run_all(const std::vector<torch::Tensor>& inputs, const MultiFn& fn,
+                                               const std::string& variant) {
   const bool cuda = !inputs.empty() && inputs.front().defined() && inputs.front().is_cuda();
   if (!cuda || !enabled()) return fn(inputs);
 #ifdef SIGMA_WITH_CUDA
   std::lock_guard<std::mutex> lock(mutex_);
-  const std::string key = signature(inputs);
+  const std::string key = variant + '|' + signature(inputs);
   auto it = entries_.begin();
   while (it != entries_.end() && it->first != key) ++it;
   if (it != entries_.end()) {
@@ -70,7 +75,7 @@ torch::Tensor GraphCache::run(const std::vector<torch::Tensor>& inputs, const Fn
       stream.synchronize();
       e->graph.capture_begin();
       try {
-        e->output = fn(e->inputs);
+        e->outputs = fn(e->inputs);
       } catch (...) {
         // (An out-of-memory inside the call, say.) End the capture so the stream leaves
         // capture mode; the half-made graph and its memory pool go with `e`.
@@ -90,7 +95,9 @@ torch::Tensor GraphCache::run(const std::vector<torch::Tensor>& inputs, const Fn
   for (size_t i = 0; i < inputs.size(); ++i)
     if (inputs[i].defined()) e.inputs[i].copy_(inputs[i], /*non_blocking=*/true);
   e.graph.replay();
-  return e.output.clone();
+  std::vector<torch::Tensor> out;
+  for (const auto& t : e.outputs) out.push_back(t.defined() ? t.clone() : t);
+  return out;
 #else
   return fn(inputs);
 #endif

@@ -21,12 +21,17 @@ namespace sigma::models {
 class GraphCache {
  public:
   using Fn = std::function<torch::Tensor(const std::vector<torch::Tensor>&)>;
+  using MultiFn = std::function<std::vector<torch::Tensor>(const std::vector<torch::Tensor>&)>;
   explicit GraphCache(size_t capacity = 3) : capacity_(capacity) {}
   ~GraphCache();
 
   // fn(inputs), through a captured graph when the inputs are on a CUDA device and graphs
   // are enabled; undefined inputs stay undefined. The result is the caller's own tensor.
   torch::Tensor run(const std::vector<torch::Tensor>& inputs, const Fn& fn);
+  // The same for a call with several outputs. `variant` names what fn bakes in besides its
+  // inputs (a clip skip, say): calls that differ in it get their own graphs.
+  std::vector<torch::Tensor> run_all(const std::vector<torch::Tensor>& inputs, const MultiFn& fn,
+                                     const std::string& variant = {});
   size_t captured() const;
 
   static bool enabled();  // compiled with CUDA graphs and not turned off by SIGMA_CUDA_GRAPHS=0

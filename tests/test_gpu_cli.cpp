@@ -150,6 +150,51 @@ TEST_SUITE("gpu.cli_path") {
                call);
     CHECK(graphs.captured() == 2);  // another batch size: its own graph
   }
+
+  TEST_CASE("the CUDA-graph text encoder equals the eager one (fp16, <= 1e-3 relative), pooled vector included") {
+    REQUIRE(models::GraphCache::enabled());
+    app::Request r;
+    r.model = test::sd15() + "/models/tiny-sd15.safetensors";
+    r.tokenizer = test::sd15() + "/models/tiny-sd15-diffusers/tokenizer";
+    r.device = "cuda";
+    r.dtype = "fp16";
+    auto engine = app::Engine::load(app::model_spec(r));
+    c10::InferenceMode guard;
+    auto& clip = engine->clip();
+    const auto ids_on = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kLong);
+    torch::manual_seed(6);
+    for (int i = 0; i < 3; ++i) {  // new ids each time, and both skips: the replay reads its inputs
+      const auto ids = torch::randint(0, clip->config.vocab_size, {2, 77}, ids_on);
+      const int64_t skip = 1 + i % 2;
+      const auto eager = clip->forward(ids, skip, true);
+      const auto [graphed, none] = engine->encode_tokens(0, ids, skip, true, false);
+      CHECK(!none.defined());
+      const double err = test::rel_error(graphed, eager);
+      std::printf("gpu.cli_path text encoder graph vs eager, call %d (skip %lld): rel err %.2e\n", i, static_cast<long long>(skip), err);
+      CHECK(err <= 1e-3);
+    }
+    // SDXL's encoder 2 path (forward_pooled: the end token's state, projected) through the
+    // same cache call Engine::encode_tokens makes, on a small encoder with a projection.
+    models::ClipTextConfig c;
+    c.vocab_size = 1000, c.width = 64, c.layers = 3, c.heads = 2, c.mlp = 128, c.projection_dim = 32, c.eos_token_id = 999;
+    c.quick_gelu = false;
+    models::ClipTextModel g(c);
+    g->to(torch::kCUDA, torch::kFloat16);
+    models::GraphCache graphs;
+    auto call = [&](const std::vector<torch::Tensor>& in) {
+      auto [hidden, pooled] = g->forward_pooled(in[0], 2, false);
+      return std::vector<torch::Tensor>{hidden, pooled};
+    };
+    for (int i = 0; i < 2; ++i) {
+      auto ids = torch::randint(0, 998, {2, 77}, ids_on);
+      ids.index_put_({0, 10 + 20 * i}, 999);  // row 0 ends at a different place each call; row 1 has no end token
+      const auto [hidden, pooled] = g->forward_pooled(ids, 2, false);
+      const auto out = graphs.run_all({ids}, call, "pooled skip 2");
+      CHECK(test::rel_error(out[0], hidden) <= 1e-3);
+      CHECK(test::rel_error(out[1], pooled) <= 1e-3);
+    }
+    CHECK(graphs.captured() == 1);
+  }
 }
 
 // ---- gpu.oom ----------------------------------------------------------------------

@@ -239,15 +239,20 @@ int run_bench(const BenchArgs& a) {
   if (device.is_cuda()) j["weights_allocated_gb"] = compat::cuda_reserved_allocated().second / 1e9;
   // --lowvram: each network visits the GPU for its call, as in generation (Engine::visit).
   auto visit = [&](torch::nn::Module& m) { return engine ? engine->visit(m) : nullptr; };
-  part("text_encoder", a.warmup, a.runs, [&] {
+  part("text_encoder_eager", a.warmup, a.runs, [&] {
     for (auto& enc : n.text) {
       const auto on_device = visit(*enc);
       enc->forward(ids);
     }
   });
-  part("unet_cfg_step_eager", a.warmup, a.runs, [&] { n.unet->forward(x_cfg, t, ctx, nullptr, y); });
-  // The step as generation makes it: through a CUDA graph where that is on (models/cuda_graph.h).
+  // Both parts as generation makes them: through CUDA graphs where those are on (models/cuda_graph.h).
   std::optional<models::GraphCache> graphs(std::in_place);
+  if (!engine || !engine->lowvram()) part("text_encoder", a.warmup, a.runs, [&] {
+    for (size_t e = 0; e < n.text.size(); ++e)
+      graphs->run_all({ids}, [&](const std::vector<torch::Tensor>& in) { return std::vector<torch::Tensor>{n.text[e]->forward(in[0])}; },
+                      "encoder " + std::to_string(e));
+  });
+  part("unet_cfg_step_eager", a.warmup, a.runs, [&] { n.unet->forward(x_cfg, t, ctx, nullptr, y); });
   if (!engine || !engine->lowvram()) part("unet_cfg_step", a.warmup, a.runs, [&] {
     graphs->run({x_cfg, t, ctx, y}, [&](const std::vector<torch::Tensor>& in) { return n.unet->forward(in[0], in[1], in[2], nullptr, in[3]); });
   });
@@ -303,7 +308,7 @@ int run_bench(const BenchArgs& a) {
               static_cast<long long>(H), static_cast<long long>(B), static_cast<long long>(2 * B),
               static_cast<long long>(a.runs), static_cast<long long>(a.warmup));
   std::printf("  %-26s %10.2f s\n", a.random_weights.empty() ? "load" : "build (random weights)", load_s);
-  for (const std::string k : {"text_encoder", "unet_cfg_step_eager", "unet_cfg_step", "vae_decode", "vae_encode", "vae_decode_tiled", "vae_decode_tiled_offload", "image"}) {
+  for (const std::string k : {"text_encoder_eager", "text_encoder", "unet_cfg_step_eager", "unet_cfg_step", "vae_decode", "vae_encode", "vae_decode_tiled", "vae_decode_tiled_offload", "image"}) {
     if (!j.contains(k + "_ms")) continue;
     std::printf("  %-26s %10.2f ms", (k + "_ms").c_str(), j[k + "_ms"].get<double>());
     if (j.contains(k + "_peak_gb")) std::printf("   (allocator peak %.2f GB)", j[k + "_peak_gb"].get<double>());
