@@ -135,6 +135,17 @@ torch::Tensor SafeTensors::load(const std::string& name, std::optional<torch::Sc
   return (dtype && out.scalar_type() != *dtype) ? out.to(*dtype) : out;
 }
 
+void SafeTensors::read_bytes(const TensorInfo& t, uint64_t from, uint64_t n, void* dst) const {
+  if (from > t.end - t.begin || n > t.end - t.begin - from)
+    fail(path_, "bytes " + std::to_string(from) + "+" + std::to_string(n) + " are outside tensor '" + t.name + "'");
+  if (n) read_at(dst, n, data_offset_ + t.begin + from, t.name);
+}
+
+std::optional<torch::ScalarType> safetensors_torch_dtype(const std::string& name) {
+  const DTypeSpec* spec = find_dtype(name);
+  return spec ? spec->torch_type : std::nullopt;
+}
+
 std::string safetensors_dtype_name(torch::ScalarType t) {
   for (const auto& d : dtype_table())
     if (d.torch_type && *d.torch_type == t) return d.name;

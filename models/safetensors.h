@@ -39,6 +39,9 @@ class SafeTensors {
   // A CPU tensor that owns its memory, converted to `dtype` when given
   // (F8 formats are decoded to float32 first).
   torch::Tensor load(const std::string& name, std::optional<torch::ScalarType> dtype = std::nullopt) const;
+  // Bytes [from, from + n) of tensor t's stored data into dst (any memory: pinned staging
+  // buffers for a GPU upload); the same checks as load(). Safe to call from several threads.
+  void read_bytes(const TensorInfo& t, uint64_t from, uint64_t n, void* dst) const;
 
  private:
   SafeTensors() = default;
@@ -63,5 +66,7 @@ void save_safetensors(const std::string& path,
 
 // "F16" etc. for a torch dtype; throws for dtypes safetensors cannot hold.
 std::string safetensors_dtype_name(torch::ScalarType t);
+// The LibTorch type of a stored dtype ("F16" -> Half); nullopt for the F8 formats and unknown names.
+std::optional<torch::ScalarType> safetensors_torch_dtype(const std::string& name);
 
 }  // namespace sigma::models

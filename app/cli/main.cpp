@@ -44,5 +44,6 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "sigma: error: %s\n", e.what());
     return 1;
   }
+  sigma::models::trace_time("sigma " + std::string(argc > 1 ? argv[1] : "") + " done");
   return state.exit_code;
 }
