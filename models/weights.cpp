@@ -101,7 +101,12 @@ void upload_to_cuda(Plan& plan, torch::ScalarType dtype, torch::Device device, P
   std::vector<std::exception_ptr> errors(workers);
   // The targets' memory may have been in use on the loading thread's stream until just now.
   c10::cuda::getCurrentCUDAStream(device.index()).synchronize();
+  // Autograd and inference modes are per thread: the workers take the caller's, since a
+  // conversion writes into targets made under the caller's InferenceMode (tests load so).
+  const bool inference = c10::InferenceMode::is_enabled();
   auto work = [&](unsigned w) {
+    c10::InferenceMode inference_mode(inference);
+    torch::NoGradGuard no_grad;
     c10::cuda::CUDAGuard on_device(device);
     const auto stream = c10::cuda::getStreamFromPool(false, device.index());
     c10::cuda::CUDAStreamGuard on_stream(stream);
