@@ -157,32 +157,6 @@ void apply_cuda_memory_fraction() {
   });
 }
 
-// The first call into each CUDA library in a process loads it (cuBLAS and cuBLASLt, cuDNN,
-// their kernels and handles): a cold command's first text-encoder call took 0.31-0.39 s on the
-// H200 before any work. A side thread makes such calls on small tensors while the weights
-// load; the handles it creates go back to LibTorch's per-device pools when it ends, for the
-// generating thread to take. Only an optimisation: a failure here shows again in the real call.
-// SIGMA_CUDA_WARMUP=0 turns it off.
-std::thread warm_up_cuda(torch::Device device, torch::ScalarType dtype) {
-  if (!device.is_cuda() || !models::env_switch("SIGMA_CUDA_WARMUP").value_or(true)) return {};
-  return std::thread([device, dtype] {
-    try {
-      c10::InferenceMode guard;
-      const auto o = torch::TensorOptions().device(device).dtype(dtype);
-      auto x = torch::randn({2, 77, 768}, o);
-      auto h = torch::layer_norm(torch::nn::functional::linear(x, torch::randn({768, 768}, o), torch::randn({768}, o)), {768});
-      auto q = h.view({2, 77, 12, 64}).transpose(1, 2);
-      (void)compat::attention(q, q, q, /*causal=*/true);
-      const auto nhwc = torch::MemoryFormat::ChannelsLast;
-      auto image = torch::randn({2, 320, 64, 64}, o).contiguous(nhwc);
-      auto y = torch::conv2d(image, torch::randn({320, 320, 3, 3}, o).contiguous(nhwc), {}, 1, 1);
-      (void)torch::group_norm(y, 32);
-      compat::cuda_synchronize();
-    } catch (const std::exception&) {
-    }
-  });
-}
-
 }  // namespace
 
 std::shared_ptr<Engine> Engine::load(const ModelSpec& spec) {
@@ -207,6 +181,7 @@ std::shared_ptr<Engine> Engine::load(const ModelSpec& spec) {
   // on the H200 it bought nothing warm (SD 1.5 step 12.84 ms off, 12.86 on) and cost ~2 s of
   // every cold start (30-step 512² command 4.6-4.9 s off, 6.5-7.1 s on; docs/performance.md).
   if (e->device_.is_cuda()) {
+    models::mark_cuda_used();
     compat::set_cudnn_benchmark(models::env_switch("SIGMA_CUDNN_BENCHMARK").value_or(false));
     apply_cuda_memory_fraction();
   }
@@ -215,12 +190,6 @@ std::shared_ptr<Engine> Engine::load(const ModelSpec& spec) {
   // the text encoders and the VAE visit for their calls (Engine::visit).
   const bool lowvram = e->lowvram();
   const models::LoadOptions opt{lowvram ? torch::Device(torch::kCPU) : e->device_, spec.dtype};
-  struct Joined {  // the warm-up ends before load() does, also when loading throws
-    std::thread t;
-    ~Joined() {
-      if (t.joinable()) t.join();
-    }
-  } warm_up{warm_up_cuda(e->device_, spec.dtype)};
   e->clip_ = models::load_text_encoder(ck, opt, 0);
   if (ck.description.text_encoders.size() > 1) e->clip_2_ = models::load_text_encoder(ck, opt, 1);
   e->unet_ = models::load_unet(ck, opt);

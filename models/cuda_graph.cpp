@@ -31,6 +31,7 @@ bool GraphCache::enabled() {
 #endif
 }
 
+#ifdef SIGMA_WITH_CUDA
 namespace {
 
 std::string signature(const std::vector<torch::Tensor>& inputs) {
@@ -46,6 +47,7 @@ std::string signature(const std::vector<torch::Tensor>& inputs) {
 }
 
 }  // namespace
+#endif
 
 torch::Tensor GraphCache::run(const std::vector<torch::Tensor>& inputs, const Fn& fn) {
   return run_all(inputs, [&fn](const std::vector<torch::Tensor>& in) { return std::vector<torch::Tensor>{fn(in)}; }).front();
@@ -99,6 +101,7 @@ std::vector<torch::Tensor> GraphCache::run_all(const std::vector<torch::Tensor>&
   for (const auto& t : e.outputs) out.push_back(t.defined() ? t.clone() : t);
   return out;
 #else
+  (void)variant;
   return fn(inputs);
 #endif
 }
