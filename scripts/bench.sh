@@ -35,7 +35,14 @@ else
   bench bundled-fp32 -m assets/models/sigma-shapes.safetensors --dtype fp32 --runs 9 --steps 20
   cold=(generate -p "a large red circle on the left on a white background" -q --overwrite -o "$out/cold.png")
 fi
-# The whole command as a user runs it, cold process, several times.
-for i in 1 2 3 4 5; do
-  /usr/bin/time -f "cold: sigma ${cold[*]}: %e s wall, %M KB max RSS" "$S" "${cold[@]}" 2>&1 | tail -1 | tee -a "$out/bench.txt"
-done
+# The whole command as a user runs it, cold process, several times (label, runs, environment...).
+cold_runs() {
+  local label=$1 runs=$2; shift 2
+  for i in $(seq "$runs"); do
+    env "$@" /usr/bin/time -f "cold$label: sigma ${cold[*]}: %e s wall, %M KB max RSS" "$S" "${cold[@]}" 2>&1 | tail -1 | tee -a "$out/bench.txt"
+  done
+}
+cold_runs "" 5
+if [ "$mode" = gpu ]; then
+  cold_runs " (SIGMA_PARALLEL_UPLOAD=0)" 3 SIGMA_PARALLEL_UPLOAD=0
+fi
