@@ -181,7 +181,6 @@ std::shared_ptr<Engine> Engine::load(const ModelSpec& spec) {
   // on the H200 it bought nothing warm (SD 1.5 step 12.84 ms off, 12.86 on) and cost ~2 s of
   // every cold start (30-step 512² command 4.6-4.9 s off, 6.5-7.1 s on; docs/performance.md).
   if (e->device_.is_cuda()) {
-    models::mark_cuda_used();
     compat::set_cudnn_benchmark(models::env_switch("SIGMA_CUDNN_BENCHMARK").value_or(false));
     apply_cuda_memory_fraction();
   }

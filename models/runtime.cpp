@@ -3,7 +3,6 @@
 #include <torch/torch.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -46,12 +45,6 @@ void trace_time(const std::string& what) {
   const double started = std::atof(line.c_str() + pos) / static_cast<double>(sysconf(_SC_CLK_TCK));
   std::fprintf(stderr, "sigma: [%7.3f s] %s\n", double(now.tv_sec) + double(now.tv_nsec) * 1e-9 - started, what.c_str());
 }
-
-namespace {
-std::atomic<bool> cuda_was_used{false};
-}
-void mark_cuda_used() { cuda_was_used = true; }
-bool cuda_used() { return cuda_was_used; }
 
 bool threads_from_environment() {
   for (const char* name : {"SIGMA_THREADS", "OMP_NUM_THREADS"})

@@ -24,11 +24,6 @@ void init_runtime();
 // For finding where a cold command's time goes; nothing happens without the variable.
 void trace_time(const std::string& what);
 
-// Set when a model is loaded onto a CUDA device; the CLI then ends its process with
-// std::_Exit once every output is written (app/cli/main.cpp).
-void mark_cuda_used();
-bool cuda_used();
-
 // Whether SIGMA_THREADS or OMP_NUM_THREADS chose the CPU thread count (then it is kept).
 bool threads_from_environment();
 
