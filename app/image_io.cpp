@@ -22,22 +22,10 @@ namespace fs = std::filesystem;
 namespace sigma::app {
 namespace {
 
-void put_u32(std::string& s, uint32_t v) {
-  for (int i = 3; i >= 0; --i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
-}
 uint32_t get_u32(const std::string& s, size_t at) {
   uint32_t v = 0;
   for (int i = 0; i < 4; ++i) v = (v << 8) | static_cast<uint8_t>(s[at + i]);
   return v;
-}
-
-std::string chunk(const std::string& type, const std::string& data) {
-  std::string c;
-  put_u32(c, static_cast<uint32_t>(data.size()));
-  const std::string body = type + data;
-  c += body;
-  put_u32(c, static_cast<uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(body.data()), static_cast<uInt>(body.size()))));
-  return c;
 }
 
 bool is_latin1_ascii(const std::string& s) {
@@ -236,9 +224,10 @@ std::string encode_png(const Image& image, const std::map<std::string, std::stri
   std::string png = png_bytes(image);
   std::string extra;
   for (const auto& [key, value] : text) {
-    if (is_latin1_ascii(value)) extra += chunk("tEXt", key + std::string(1, '\0') + value);
-    else extra += chunk("iTXt", key + std::string(1, '\0') + std::string(1, '\0') + std::string(1, '\0') +
-                                    std::string(1, '\0') + std::string(1, '\0') + value);  // uncompressed, no language
+    const bool latin1 = is_latin1_ascii(value);
+    // iTXt: keyword, then compression flag and method, language tag and translated keyword (all empty/0).
+    const std::string data = key + std::string(latin1 ? 1 : 5, '\0') + value;
+    append_png_chunk(extra, latin1 ? "tEXt" : "iTXt", data.data(), data.size());
   }
   // Text chunks go right before IEND (the last 12 bytes).
   png.insert(png.size() - 12, extra);

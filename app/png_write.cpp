@@ -15,15 +15,6 @@ void put_u32(std::string& s, uint32_t v) {
   for (int i = 3; i >= 0; --i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
 }
 
-void put_chunk(std::string& png, const char* type, const uint8_t* data, size_t size) {
-  put_u32(png, static_cast<uint32_t>(size));
-  const size_t body = png.size();
-  png.append(type, 4);
-  if (size > 0) png.append(reinterpret_cast<const char*>(data), size);
-  const auto* b = reinterpret_cast<const Bytef*>(png.data() + body);
-  put_u32(png, static_cast<uint32_t>(crc32(0, b, static_cast<uInt>(size + 4))));
-}
-
 uint8_t paeth(int a, int b, int c) {
   const int p = a + b - c, pa = std::abs(p - a), pb = std::abs(p - b), pc = std::abs(p - c);
   return static_cast<uint8_t>(pa <= pb && pa <= pc ? a : pb <= pc ? b : c);
@@ -52,6 +43,15 @@ int filter_row(const uint8_t* row, const uint8_t* up, size_t n, size_t bpp, std:
 }
 
 }  // namespace
+
+void append_png_chunk(std::string& png, const char* type, const void* data, size_t size) {
+  put_u32(png, static_cast<uint32_t>(size));
+  const size_t body = png.size();
+  png.append(type, 4);
+  if (size > 0) png.append(static_cast<const char*>(data), size);
+  const auto* b = reinterpret_cast<const Bytef*>(png.data() + body);
+  put_u32(png, static_cast<uint32_t>(crc32(0, b, static_cast<uInt>(size + 4))));
+}
 
 std::string png_bytes(const Image& image) {
   if (!image.valid()) throw std::invalid_argument("PNG encoding: the image's pixel buffer does not match its size");
@@ -85,11 +85,11 @@ std::string png_bytes(const Image& image) {
     ihdr[static_cast<size_t>(4 + i)] = static_cast<uint8_t>(static_cast<uint32_t>(image.height) >> (24 - 8 * i));
   }
   static constexpr uint8_t kColourType[5] = {0, 0, 4, 2, 6};  // by channels: gray, gray+alpha, RGB, RGBA
-  ihdr[8] = 8;                                               // bits per channel
+  ihdr[8] = 8;  // bits per channel; compression, filter method and interlace stay 0
   ihdr[9] = kColourType[image.channels];
-  put_chunk(png, "IHDR", ihdr.data(), ihdr.size());          // compression, filter method, interlace: 0
-  put_chunk(png, "IDAT", idat.data(), idat_size);
-  put_chunk(png, "IEND", nullptr, 0);
+  append_png_chunk(png, "IHDR", ihdr.data(), ihdr.size());
+  append_png_chunk(png, "IDAT", idat.data(), idat_size);
+  append_png_chunk(png, "IEND", nullptr, 0);
   return png;
 }
 
