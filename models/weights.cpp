@@ -73,8 +73,9 @@ using Plan = std::vector<std::pair<torch::Tensor, const TensorRef*>>;
 // tensor at a time (a 2 GB SD 1.5 file took 1.07-1.28 s to load on the H200). Each worker
 // thread (6, 8 MB slices: 96 MB pinned while loading) reads a tensor's bytes in slices into
 // its two pinned buffers (one filling while the other is copied on the worker's stream); a
-// tensor stored in another dtype is converted on the GPU. The targets are allocated here, on the loading thread's stream, before any copy.
-// Items that are not plain file tensors (made in memory, F8) are left in `rest`.
+// tensor stored in another dtype is converted on the GPU. The targets are allocated here, on
+// the loading thread's stream, before any copy. Items that are not plain file tensors (made
+// in memory, F8) are left in `rest`.
 void upload_to_cuda(Plan& plan, torch::ScalarType dtype, torch::Device device, Plan& rest) {
   struct Item {
     torch::Tensor target, result;  // the module's parameter; its new data on the device
@@ -92,8 +93,9 @@ void upload_to_cuda(Plan& plan, torch::ScalarType dtype, torch::Device device, P
     }
     items.push_back({target, torch::empty(target.sizes(), torch::TensorOptions().dtype(dtype).device(device)), ref, info, *stored});
   }
-  std::sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.info->end - a.info->begin > b.info->end - b.info->begin; });
   if (items.empty()) return;
+  // Largest first, so the workers end together.
+  std::sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.info->end - a.info->begin > b.info->end - b.info->begin; });
   constexpr uint64_t kSlice = 8u << 20;
   const unsigned workers = std::max(1u, std::min({6u, std::thread::hardware_concurrency(), static_cast<unsigned>(items.size())}));
   std::atomic<size_t> next{0};
