@@ -20,44 +20,6 @@ std::string lower(std::string s) {
   return s;
 }
 
-bool is_adapter_file(const fs::path& p) {
-  const auto ext = lower(p.extension().string());
-  return ext == ".safetensors" || ext == ".pt" || ext == ".ckpt" || ext == ".bin" || ext == ".pth";
-}
-
-// Files under `folder` (subfolders included) by stem; .safetensors first where a stem has several.
-std::map<std::string, std::string> files_by_stem(const std::string& folder) {
-  std::map<std::string, std::string> out;
-  std::error_code ec;
-  if (folder.empty() || !fs::is_directory(folder, ec)) return out;
-  std::vector<fs::path> files;
-  for (auto it = fs::recursive_directory_iterator(folder, fs::directory_options::follow_directory_symlink, ec);
-       !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
-    if (it->is_regular_file(ec) && is_adapter_file(it->path())) files.push_back(it->path());
-  std::sort(files.begin(), files.end());
-  for (const auto& f : files) {
-    const auto stem = f.stem().string();
-    auto it = out.find(stem);
-    if (it == out.end() || (lower(f.extension().string()) == ".safetensors" && lower(fs::path(it->second).extension().string()) != ".safetensors"))
-      out[stem] = f.string();
-  }
-  return out;
-}
-
-size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diag = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      const size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diag = up;
-    }
-  }
-  return row[b.size()];
-}
 
 double strength(const std::string& v, const std::string& tag) {
   size_t used = 0;
@@ -95,8 +57,11 @@ LoraRef lora_from_tag(const ExtraNetworkTag& t) {
   return l;
 }
 
+// A name given as a file path is recorded by its stem (A1111's mentioned name is the stem too).
 bool looks_like_path(const std::string& name) {
-  return name.find('/') != std::string::npos || is_adapter_file(fs::path(name));
+  const auto ext = fs::path(name).extension().string();
+  const auto& known = adapter_extensions();
+  return name.find('/') != std::string::npos || std::find(known.begin(), known.end(), lower(ext)) != known.end();
 }
 
 }  // namespace
@@ -112,34 +77,15 @@ std::string embeddings_folder(const Request& r) {
   return r.embeddings_dir.empty() ? (fs::path(models_root()) / "embeddings").string() : r.embeddings_dir;
 }
 
-std::vector<std::string> closest_names(const std::string& name, const std::vector<std::string>& candidates, size_t n) {
-  std::vector<std::pair<size_t, std::string>> scored;
-  for (const auto& c : candidates) scored.emplace_back(edit_distance(lower(name), lower(c)), c);
-  std::stable_sort(scored.begin(), scored.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-  std::vector<std::string> out;
-  for (size_t i = 0; i < scored.size() && i < n; ++i) out.push_back(scored[i].second);
-  return out;
-}
 
-std::string resolve_lora(const std::string& name, const std::string& folder) {
-  std::error_code ec;
-  if (fs::is_regular_file(name, ec)) return name;
-  if (looks_like_path(name)) throw std::invalid_argument("LoRA " + name + ": no such file");
-  const auto files = files_by_stem(folder);
-  if (auto it = files.find(name); it != files.end()) return it->second;
-  for (const auto& [stem, path] : files)  // A1111 matches names case-insensitively on Windows; we accept a unique one
-    if (lower(stem) == lower(name)) return path;
-  std::vector<std::string> stems;
-  for (const auto& [stem, path] : files) stems.push_back(stem);
-  std::string msg = "unknown LoRA '" + name + "': no " + name + ".safetensors in " + folder + " (or its subfolders)";
-  if (stems.empty()) {
-    msg += ", which has no LoRA files; set the folder with --lora-dir DIR (default <models root>/loras, $SIGMA_MODELS or ~/models)";
-  } else {
-    std::string near;
-    for (const auto& c : closest_names(name, stems)) near += (near.empty() ? "" : ", ") + c;
-    msg += "; closest names: " + near;
+std::string resolve_lora(const std::string& name, const std::string& folder, const std::vector<std::string>& confine_to) {
+  try {
+    return resolve_named_file(name, folder, "LoRA", {confine_to});
+  } catch (const std::invalid_argument& e) {
+    const std::string msg = e.what();
+    if (msg.find("which has no LoRA files") == std::string::npos) throw;
+    throw std::invalid_argument(msg + "; set the folder with --lora-dir DIR (default <models root>/loras, $SIGMA_MODELS or ~/models)");
   }
-  throw std::invalid_argument(msg);
 }
 
 std::vector<LoraUse> request_loras(const Request& r) {
@@ -156,7 +102,7 @@ std::vector<LoraUse> request_loras(const Request& r) {
       if (!std::isfinite(w) || w < -10 || w > 10)
         throw std::invalid_argument("LoRA " + ref.name + ": strength " + std::to_string(w) + " must be between -10 and 10");
     LoraUse u;
-    u.path = resolve_lora(ref.name, folder);
+    u.path = resolve_lora(ref.name, folder, r.confine_to);
     u.name = looks_like_path(ref.name) ? fs::path(ref.name).stem().string() : ref.name;
     u.unet = ref.unet;
     u.text = ref.text;
@@ -231,7 +177,7 @@ RequestAdapters prepare_adapters(Engine& engine, const Request& r) {
 PromptEmbeddings prompt_embeddings(Engine& engine, const Request& r) {
   PromptEmbeddings pe;
   const std::string text = lower(prompt_text(r.prompt) + "\n" + prompt_text(r.negative));
-  const auto files = files_by_stem(embeddings_folder(r));
+  const auto files = named_files(embeddings_folder(r), {r.confine_to}).by_stem;
   if (files.empty()) return pe;
   const auto& tok = engine.tokenizer();
   // The prompt's ids, to tell a word from a part of a longer one.

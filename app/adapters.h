@@ -24,6 +24,7 @@
 
 #include "app/conditioning.h"
 #include "app/engine.h"
+#include "app/model_files.h"
 #include "app/prompt.h"
 #include "app/request.h"
 #include "models/embedding.h"
@@ -52,10 +53,9 @@ struct LoraUse {
 std::vector<LoraUse> request_loras(const Request& r);
 
 // NAME -> a file: an existing path as is, else the .safetensors (or pickle, to be refused by
-// load_adapter) file whose stem is NAME under `folder`, subfolders included.
-std::string resolve_lora(const std::string& name, const std::string& folder);
-// The up to `n` names of `candidates` nearest to `name` (edit distance, case-insensitive).
-std::vector<std::string> closest_names(const std::string& name, const std::vector<std::string>& candidates, size_t n = 3);
+// load_adapter) file named NAME under `folder`, subfolders included (app/model_files.h: the
+// same rule the server admits requests by). `confine_to`: Request::confine_to.
+std::string resolve_lora(const std::string& name, const std::string& folder, const std::vector<std::string>& confine_to = {});
 
 // AUTOMATIC1111's short hashes, as its infotext writes them:
 //   Lora hashes: extensions-builtin/Lora/network.py NetworkOnDisk: metadata "sshs_model_hash" or

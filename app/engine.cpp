@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "models/json_text.h"
 #include "models/runtime.h"
 #include "models/torch_compat.h"
 
@@ -133,8 +134,11 @@ samplers::ModelSampling make_sampling(const models::Checkpoint& ck, const std::s
 torch::Tensor latent_rgb_factors(const models::Checkpoint& ck, int64_t channels) {
   std::vector<float> f = ck.description.latent_rgb;
   if (auto it = ck.metadata.find("sigma.latent_rgb"); it != ck.metadata.end()) {
-    const auto j = nlohmann::json::parse(it->second);
-    f = j.get<std::vector<float>>();
+    try {  // only preview colours: a damaged entry falls back to the family's
+      f = models::parse_json(it->second, "sigma.latent_rgb").get<std::vector<float>>();
+    } catch (const std::exception&) {
+      f = ck.description.latent_rgb;
+    }
   }
   if (static_cast<int64_t>(f.size()) != channels * 3) return torch::zeros({channels, 3});
   return torch::tensor(f).reshape({channels, 3});
@@ -322,7 +326,11 @@ std::string file_sha256(const std::string& path) {
   const std::string key = fs::absolute(path).string() + "|" + std::to_string(size) + "|" + std::to_string(mtime);
   nlohmann::json cache = nlohmann::json::object();
   try {
-    if (fs::exists(cache_file)) cache = nlohmann::json::parse(std::ifstream(cache_file));
+    if (fs::exists(cache_file)) {
+      std::ifstream in(cache_file);
+      cache = models::parse_json(std::string(std::istreambuf_iterator<char>(in), {}), cache_file.string());
+      if (!cache.is_object()) cache = nlohmann::json::object();
+    }
   } catch (const std::exception&) {
     cache = nlohmann::json::object();  // a damaged cache is only a cache
   }

@@ -164,18 +164,27 @@ const char* image_format(const std::string& b) {
 
 }  // namespace
 
-Image load_image(const std::string& path, int channels) {
-  if (!fs::exists(path)) throw ImageError(path + ": no such image file");
-  // decode_image's size limit, checked before the file is read into memory.
+namespace {
+
+// An image file's bytes. Only regular files are read, and their size is checked before a byte
+// is: `-i /dev/zero` or a FIFO would otherwise be read until memory runs out.
+std::string read_image_file(const std::string& path) {
   std::error_code ec;
+  if (!fs::exists(path, ec)) throw ImageError(path + ": no such image file");
+  if (!fs::is_regular_file(path, ec)) throw ImageError(path + ": not a regular file (a device, folder or pipe); give an image file");
+  // decode_image's size limit.
   if (fs::file_size(path, ec) > size_t(INT_MAX) && !ec)
     throw ImageError(path + ": the file is larger than 2 GB; not an image we read");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ImageError(path + ": cannot read");
   std::stringstream ss;
   ss << in.rdbuf();
-  return decode_image(ss.str(), path, channels);
+  return ss.str();
 }
+
+}  // namespace
+
+Image load_image(const std::string& path, int channels) { return decode_image(read_image_file(path), path, channels); }
 
 Image decode_image(const std::string& bytes, const std::string& what, int channels) {
   if (channels != 1 && channels != 3 && channels != 4)
@@ -267,13 +276,7 @@ std::map<std::string, std::string> png_text_chunks(const std::string& png, const
   return out;
 }
 
-std::map<std::string, std::string> read_png_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw ImageError(path + ": cannot read");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return png_text_chunks(ss.str(), path);
-}
+std::map<std::string, std::string> read_png_text(const std::string& path) { return png_text_chunks(read_image_file(path), path); }
 
 void write_file_atomic(const std::string& path, const std::string& bytes, bool overwrite) {
   const fs::path target(path);

@@ -1,11 +1,13 @@
 #include "app/parameters.h"
 
 #include <cstdio>
+#include <filesystem>
 #include <set>
 #include <sstream>
 #include <stdexcept>
 
 #include "app/image_io.h"
+#include "models/json_text.h"
 
 namespace sigma::app {
 namespace {
@@ -30,6 +32,28 @@ const std::vector<std::pair<std::string, std::string>>& schedule_names() {
   return n;
 }
 
+// A1111 text values read whole: "1e9" is not a step count of 1, "20abc" is not 20.
+int64_t whole_number(const std::string& v) {
+  size_t used = 0;
+  const long long n = std::stoll(v, &used);
+  if (used != v.size()) throw std::invalid_argument("not a whole number");
+  return n;
+}
+double real_number(const std::string& v) {
+  size_t used = 0;
+  const double d = std::stod(v, &used);
+  if (used != v.size()) throw std::invalid_argument("not a number");
+  return d;
+}
+
+// A ControlNet as A1111's infotext names it: the file's name without folders or extension,
+// so no server folder reaches a picture's metadata.
+std::string model_name(const std::string& path) {
+  std::filesystem::path p(path);
+  if (!p.has_filename()) p = p.parent_path();
+  return p.extension() == ".safetensors" ? p.stem().string() : p.filename().string();
+}
+
 std::string trim(const std::string& s) {
   const auto b = s.find_first_not_of(" \t\r\n");
   if (b == std::string::npos) return "";
@@ -45,7 +69,7 @@ std::string number(double v) {
 // A1111 quotes a value that contains a comma, colon or quote, JSON-style.
 std::string quote(const std::string& v) {
   if (v.find_first_of(",:\"\n") == std::string::npos) return v;
-  return nlohmann::json(v).dump();
+  return nlohmann::json(v).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 // "k: v, k2: \"v, with comma\", ..." -> ordered pairs
@@ -145,7 +169,7 @@ std::string format_parameters(const Request& r, const ImageRecord& rec) {
   for (size_t i = 0; i < r.controlnets.size(); ++i) {
     const auto& u = r.controlnets[i];
     std::ostringstream v;
-    v << "Module: " << u.preprocessor << ", Model: " << u.model << ", Weight: " << number(u.strength)
+    v << "Module: " << u.preprocessor << ", Model: " << model_name(u.model) << ", Weight: " << number(u.strength)
       << ", Resize Mode: " << u.resize << ", Guidance Start: " << number(u.start) << ", Guidance End: " << number(u.end);
     s << ", ControlNet " << i << ": " << quote(v.str());
   }
@@ -198,22 +222,23 @@ Request parse_parameters(const std::string& text, std::map<std::string, std::str
   std::string sampler, schedule;
   for (const auto& [k, v] : split_pairs(params)) {
     try {
-      if (k == "Steps") r.steps = std::stoll(v);
+      if (k == "Steps") r.steps = whole_number(v);
       else if (k == "Sampler") sampler = v;
       else if (k == "Schedule type") schedule = v;
       else if (k == "Sigma sampler") r.sampler = v;
       else if (k == "Sigma schedule") r.scheduler = v;
-      else if (k == "CFG scale") r.cfg = std::stod(v);
-      else if (k == "Seed") r.seed = std::stoll(v);
+      else if (k == "CFG scale") r.cfg = real_number(v);
+      else if (k == "Seed") r.seed = whole_number(v);
       else if (k == "Size") {
         const auto x = v.find('x');
-        r.width = std::stoll(v.substr(0, x));
-        r.height = std::stoll(v.substr(x + 1));
-      } else if (k == "Clip skip") r.clip_skip = std::stoll(v);
-      else if (k == "Denoising strength") r.strength = std::stod(v);
-      else if (k == "Mask blur") r.mask_blur = std::stoll(v);
-      else if (k == "Eta") r.eta = std::stod(v);
-      else if (k == "CFG rescale phi") r.cfg_rescale = std::stod(v);
+        if (x == std::string::npos) throw std::invalid_argument("no x");
+        r.width = whole_number(v.substr(0, x));
+        r.height = whole_number(v.substr(x + 1));
+      } else if (k == "Clip skip") r.clip_skip = whole_number(v);
+      else if (k == "Denoising strength") r.strength = real_number(v);
+      else if (k == "Mask blur") r.mask_blur = whole_number(v);
+      else if (k == "Eta") r.eta = real_number(v);
+      else if (k == "CFG rescale phi") r.cfg_rescale = real_number(v);
       else if (k == "Lora hashes" || k == "TI hashes") {
         // Taken: the prompt's <lora:...> tags and embedding words name them; the files are
         // looked up by name in the LoRA and embeddings folders when the image is re-run.
@@ -223,7 +248,8 @@ Request parse_parameters(const std::string& text, std::map<std::string, std::str
         if (not_taken && !informational(k)) not_taken->push_back(k + ": " + v + " (no such setting here; ignored)");
       }
     } catch (const std::exception&) {
-      throw std::invalid_argument("metadata: cannot read '" + k + ": " + v + "'");
+      throw std::invalid_argument("metadata: cannot read '" + models::utf8_prefix(k + ": " + v, 80) +
+                                  "' (expected a number written out in full, as AUTOMATIC1111 writes it)");
     }
   }
   if (params.find("Sigma sampler:") == std::string::npos && !sampler.empty()) {
@@ -245,9 +271,9 @@ Request request_from_png_text(const std::map<std::string, std::string>& text, co
                               std::vector<std::string>* not_taken) {
   if (auto it = text.find("sigma-request"); it != text.end()) {
     try {
-      return request_from_json(nlohmann::json::parse(it->second));
-    } catch (const nlohmann::json::exception& e) {
-      throw std::invalid_argument(path + ": damaged sigma-request metadata (" + e.what() + ")");
+      return request_from_json(models::parse_json(it->second, "sigma-request"));
+    } catch (const std::exception& e) {
+      throw std::invalid_argument(path + ": damaged sigma-request metadata (" + models::utf8_prefix(e.what(), 300) + ")");
     }
   }
   if (auto it = text.find("parameters"); it != text.end()) return parse_parameters(it->second, nullptr, not_taken);

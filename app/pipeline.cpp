@@ -240,7 +240,9 @@ BatchContext batch_context(Engine& engine, const Request& r, int64_t batch, cons
   auto text = encode_request(engine, r, &adapters.embeddings);  // tags out, embeddings in (app/adapters.h)
   if (!all_finite(text.cond) || !all_finite(text.uncond))
     throw GenerationError("the text encoder produced NaN/Inf in " + dtype_name(engine.dtype()) +
-                          "; try --dtype fp32 (or bf16)");
+                          (engine.dtype() == torch::kFloat32
+                               ? ": the checkpoint's text-encoder weights may be damaged (NaN or huge values); try another model file"
+                               : "; try --dtype fp32 (or bf16)"));
   BatchContext c;
   c.cond = text.cond.expand({batch, -1, -1}).contiguous();
   c.pair = torch::cat({text.uncond.expand({batch, -1, -1}), c.cond}).contiguous();
@@ -401,7 +403,8 @@ torch::Tensor sample_batch(Engine& engine, const Request& r, const std::vector<d
   if (!all_finite(x))
     throw GenerationError("sampling produced NaN/Inf latents (batch " + std::to_string(k + 1) + " of " +
                           std::to_string(r.batch_count) + ", " + dtype_name(dtype) +
-                          "): the UNet overflowed; try --dtype fp32 (or bf16), a lower --cfg, or another --sampler");
+                          (dtype == torch::kFloat32 ? "): the UNet's weights may be damaged (NaN or huge values), or try a lower --cfg or another --sampler"
+                                                    : "): the UNet overflowed; try --dtype fp32 (or bf16), a lower --cfg, or another --sampler"));
   return x;
 }
 

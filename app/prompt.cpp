@@ -12,9 +12,12 @@
 #include <unicode/uchar.h>
 #include <unicode/utf8.h>
 
+#include "models/json_text.h"
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <cmath>
 #include <map>
 #include <stdexcept>
 #include <string_view>
@@ -130,7 +133,7 @@ double parse_weight(const std::string& number, const std::string& prompt) {
   const char* last = number.data() + number.size();
   const auto [ptr, ec] = std::from_chars(first, last, value, std::chars_format::fixed);
   if (ec != std::errc() || ptr != last)
-    throw std::invalid_argument("prompt \"" + prompt + "\": the attention weight '" + number +
+    throw std::invalid_argument("prompt \"" + models::utf8_prefix(prompt, 80) + "\": the attention weight '" + number +
                                 "' is not a number; write it like (text:1.2)");
   return negative ? -value : value;
 }
@@ -220,6 +223,15 @@ std::vector<WeightedText> parse_prompt_attention(const std::string& prompt) {
   for (size_t pos : round) multiply_range(pos, kRound);
   for (size_t pos : square) multiply_range(pos, kSquare);
   if (res.empty()) res.push_back({"", 1.0});
+  // Each bracket multiplies by 1.1: ~100 nested ones reach 10^4, 7,500 overflow a double, and
+  // such a weight turns the text encoder's output into Inf whatever the dtype. Refused here,
+  // with the reason, instead of a NaN picture or a "try --dtype fp32" that cannot help.
+  constexpr double kMaxWeight = 1e4;
+  for (const auto& piece : res)
+    if (piece.weight != -1 && !(std::fabs(piece.weight) <= kMaxWeight))
+      throw std::invalid_argument("prompt: the attention weight of \"" + models::utf8_prefix(piece.text, 40) + "\" is " +
+                                  std::to_string(piece.weight) + ", outside -10000..10000 (each ( ) multiplies by 1.1, " +
+                                  "each (text:w) by w); remove some brackets");
 
   for (size_t i = 0; i + 1 < res.size();) {  // merge runs of identical weights
     if (res[i].weight == res[i + 1].weight) {

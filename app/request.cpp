@@ -7,6 +7,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "models/json_text.h"
+
 namespace sigma::app {
 namespace {
 
@@ -31,7 +33,7 @@ T as(const json& v, const std::string& key) {
     }();
     const bool unsigned_ok = !v.is_number_unsigned() || v.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<T>::max());
     if (!float_ok || !unsigned_ok)
-      throw std::invalid_argument("job field '" + key + "': expected a whole number in range, got " + v.dump());
+      throw std::invalid_argument("job field '" + key + "': expected a whole number in range, got " + models::json_excerpt(v));
   }
   try {
     return v.get<T>();
@@ -40,7 +42,7 @@ T as(const json& v, const std::string& key) {
                                 (std::is_same_v<T, std::string> ? std::string("a string")
                                  : std::is_same_v<T, bool>      ? std::string("true or false")
                                                                 : std::string("a number")) +
-                                ", got " + v.dump());
+                                ", got " + models::json_excerpt(v));
   }
 }
 
@@ -80,14 +82,14 @@ json unit_to_json(const ControlUnit& u) {
 LoraRef lora_from_json(const json& j) {
   LoraRef l;
   if (j.is_string()) return parse_lora_ref(j.get<std::string>());
-  if (!j.is_object()) throw std::invalid_argument("job field 'lora': each entry must be \"name[:strength]\" or an object, got " + j.dump());
+  if (!j.is_object()) throw std::invalid_argument("job field 'lora': each entry must be \"name[:strength]\" or an object, got " + models::json_excerpt(j));
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string k = it.key();
     if (k == "name" || k == "path") l.name = as<std::string>(it.value(), "lora.name");
     else if (k == "strength" || k == "weight") l.unet = l.text = as<double>(it.value(), "lora.strength");
     else if (k == "unet") l.unet = as<double>(it.value(), "lora.unet");
     else if (k == "text" || k == "te") l.text = as<double>(it.value(), "lora.text");
-    else throw std::invalid_argument("job field 'lora': unknown key '" + k + "' (known: name, strength, unet, text)");
+    else throw std::invalid_argument("job field 'lora': unknown key '" + models::utf8_prefix(k, 60) + "' (known: name, strength, unet, text)");
   }
   if (l.name.empty()) throw std::invalid_argument("job field 'lora': an entry has no name");
   return l;
@@ -216,13 +218,13 @@ nlohmann::json to_json(const Request& r) {
 }
 
 void merge_json(Request& r, const nlohmann::json& j) {
-  if (!j.is_object()) throw std::invalid_argument("a job must be a JSON object, got " + j.dump());
+  if (!j.is_object()) throw std::invalid_argument("a job must be a JSON object, got " + models::json_excerpt(j));
   for (auto it = j.begin(); it != j.end(); ++it) {
     const Field* f = find_field(it.key());
     if (!f) {
       std::string known;
       for (const auto& field : fields()) known += (known.empty() ? "" : ", ") + std::string(field.key);
-      throw std::invalid_argument("unknown job field '" + it.key() + "' (known: " + known + ")");
+      throw std::invalid_argument("unknown job field '" + models::utf8_prefix(it.key(), 60) + "' (known: " + known + ")");
     }
     f->set(r, it.value());
   }
@@ -286,7 +288,16 @@ void validate(const Request& r) {
   // 1000 batches of up to 64: 64,000 images a request (A1111's UI stops at 100 batches); more
   // is a typo, and each image's name and seed is computed up front.
   if (r.batch_count < 1 || r.batch_count > 1000) fail("--batch-count must be between 1 and 1000");
-  if (r.clip_skip < 1) fail("--clip-skip must be 1 (last layer) or more");
+  // 32: the deepest text encoder of any family (OpenCLIP-bigG); the engine checks its own depth.
+  if (r.clip_skip < 1 || r.clip_skip > 32)
+    fail("--clip-skip must be between 1 (the last layer) and 32, got " + std::to_string(r.clip_skip));
+  // AUTOMATIC1111's slider stops at 64 pixels; a radius of millions held a worker for minutes.
+  if (r.mask_blur < 0 || r.mask_blur > 64)
+    fail("--mask-blur must be between 0 and 64 pixels, got " + std::to_string(r.mask_blur));
+  // Text reaches JSON (metadata, the server's answers), which holds only UTF-8.
+  for (auto [flag, text] : {std::pair{"--prompt", &r.prompt}, std::pair{"--negative", &r.negative}})
+    if (!models::valid_utf8(*text))
+      fail(std::string(flag) + " is not valid UTF-8 text; save or send it as UTF-8");
   if (r.seed < -1) fail("--seed must be -1 (random) or a non-negative number");
   // Image i of batch k has seed + k·batch-size + i: it must stay a 64-bit number.
   if (r.seed > std::numeric_limits<int64_t>::max() - r.batch_count * r.batch_size)

@@ -68,6 +68,10 @@ struct Request {
   // names are looked up in; empty folders: <models root>/loras and <models root>/embeddings.
   std::vector<LoraRef> lora;
   std::string lora_dir, embeddings_dir;
+  // Folders every file the request names must really lie in (after symlinks): the server sets
+  // its models root (and --allowed-roots); empty, as on the CLI and in the GUI: anywhere.
+  // Policy, not part of the picture: not in the JSON form.
+  std::vector<std::string> confine_to;
   // where it goes and how it runs
   std::string output;               // file or folder; empty: outputs/
   std::string device = "auto";      // auto | cpu | cuda

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "models/json_text.h"
 #include "models/keymaps.h"
 
 namespace fs = std::filesystem;
@@ -16,9 +17,9 @@ nlohmann::json read_json_file(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw ModelLoadError(path + ": cannot read");
   try {
-    return nlohmann::json::parse(in);
-  } catch (const std::exception& e) {
-    throw ModelLoadError(path + ": not valid JSON (" + e.what() + ")");
+    return parse_json(std::string(std::istreambuf_iterator<char>(in), {}), "");
+  } catch (const JsonError& e) {
+    throw ModelLoadError(path + ": " + e.what());
   }
 }
 
@@ -26,6 +27,19 @@ namespace {
 
 constexpr const char* kUnetPrefix = "model.diffusion_model.";
 constexpr const char* kVaePrefix = "first_stage_model.";
+
+// The flow-matching transformers (Flux.1 and its kin: `double_blocks.*`/`single_blocks.*`,
+// bare or under ComfyUI's `model.diffusion_model.`) are families this build does not run yet:
+// say so, rather than "not a Stable Diffusion checkpoint" or a UNet error.
+void reject_unsupported_families(const SafeTensors& f) {
+  const bool mmdit = std::any_of(f.tensors().begin(), f.tensors().end(), [](const TensorInfo& t) {
+    return t.name.find("double_blocks.") != std::string::npos || t.name.find("single_blocks.") != std::string::npos ||
+           t.name.find("transformer_blocks.0.attn.add_q_proj") != std::string::npos;
+  });
+  if (mmdit)
+    throw ModelLoadError(f.path() + ": this is a Flux-style transformer (MMDiT double/single blocks); that model family is not "
+                                    "supported yet: this version runs Stable Diffusion 1.x, 2.x and SDXL checkpoints");
+}
 
 // Names that say what a file is when it is not a full checkpoint, so the error can say what to do.
 void reject_other_kinds(const SafeTensors& f) {
@@ -128,6 +142,7 @@ Checkpoint open_single_file(const std::string& path) {
   ck.path = path;
   ck.layout = Layout::SingleFile;
   ck.metadata = f->metadata();
+  reject_unsupported_families(*f);
   ck.unet = index_file(f, kUnetPrefix);
   if (ck.unet.empty()) reject_other_kinds(*f);
   ck.family = detect_single_file_family(index_file(f), path);

@@ -5,6 +5,8 @@
 // not the C locale.
 #include "models/clip_tokenizer.h"
 
+#include "models/json_text.h"
+
 #include <unicode/normalizer2.h>
 #include <unicode/uchar.h>
 #include <unicode/unistr.h>
@@ -157,9 +159,9 @@ void ClipTokenizer::Impl::load_vocab(const std::string& path) {
   const std::string text = read_text(path);
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    fail(path, std::string("not valid JSON (") + e.what() + ")");
+    j = parse_json(text, "");
+  } catch (const JsonError& e) {
+    fail(path, e.what());
   }
   if (!j.is_object() || j.empty()) fail(path, "not a JSON object of token -> id");
   vocab.reserve(j.size());
@@ -312,8 +314,12 @@ ClipTokenizer ClipTokenizer::from_dir(const std::string& dir) {
   int pad_id = -1;  // no config: CLIP's defaults, padding with the end token
   std::error_code ec;
   if (fs::exists(config_path, ec)) {
-    const auto config = nlohmann::json::parse(read_text(config_path), nullptr, /*allow_exceptions=*/false);
-    if (config.is_discarded()) fail(config_path, "not valid JSON");
+    nlohmann::json config;
+    try {
+      config = parse_json(read_text(config_path), "");
+    } catch (const JsonError& e) {
+      fail(config_path, e.what());
+    }
     // A token is written either as a string or as {"content": "...", ...} (AddedToken).
     auto token_text = [&](const char* key, std::string& dst) {
       if (!config.is_object() || !config.contains(key) || config.at(key).is_null()) return;

@@ -4,6 +4,8 @@
 #include <climits>
 #include <nlohmann/json.hpp>
 
+#include "models/json_text.h"
+
 namespace sigma::models {
 namespace {
 
@@ -66,9 +68,9 @@ std::vector<TensorInfo> parse_safetensors_header(const std::string& path, const 
                                                  std::map<std::string, std::string>* metadata) {
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(text);
-  } catch (const std::exception& e) {
-    fail(path, std::string("header is not valid JSON (") + e.what() + "); the file is damaged or not safetensors");
+    j = parse_json(text, "the header");
+  } catch (const JsonError& e) {
+    fail(path, std::string(e.what()) + "; the file is damaged or not safetensors");
   }
   if (!j.is_object()) fail(path, "header is not a JSON object; the file is damaged or not safetensors");
 

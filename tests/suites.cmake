@@ -74,3 +74,8 @@ sigma_add_suite(unit.group_norm unit)
 sigma_add_suite(gpu.group_norm gpu ARGS --require-cuda)
 # The AVX-512 CPU kernels (models/cpu/) and the bf16 norm detours (models/cpu_ops.h).
 sigma_add_suite(unit.cpu_kernels unit)
+# Issue 25, an attacker's probe: deep JSON, browsers and DNS rebinding, symlinks out,
+# unbounded work, leaks and status codes, messages (tests/test_server_hardening.cpp).
+sigma_add_suite(unit.hardening unit)
+sigma_add_suite(e2e.server_hardening e2e TIMEOUT 600)
+sigma_add_suite(e2e.cli_hardening e2e TIMEOUT 600)

@@ -3,7 +3,9 @@
 // Generate saves a PNG with metadata, the window shows every panel (non-uniform pixels in
 // each panel's rectangle, at the window's size), Cancel mid-run saves nothing and the next
 // generation works, errors and a corrupt settings file show up in the UI instead of a
-// crash, and the ControlNet tab shows a live hint. CTest passes the binary as $SIGMA_STUDIO.
+// crash (a JSON bomb in the settings or a dropped PNG included), a failed model load keeps
+// the model that worked, the checkpoint list holds the bundled model and real checkpoints
+// only, and the ControlNet tab shows a live hint. CTest passes the binary as $SIGMA_STUDIO.
 #include <doctest/doctest.h>
 
 #include <sys/wait.h>
@@ -86,6 +88,11 @@ int pixels_in(const Image& img, const json& rect, Pred pred) {
   for (int y = y0; y < y1; ++y)
     for (int x = x0; x < x1; ++x) n += pred(img.at(x, y, 0), img.at(x, y, 1), img.at(x, y, 2));
   return n;
+}
+
+// JSON text nested `depth` arrays deep inside an object field (issue 25's JSON bomb).
+std::string nested_json(const std::string& key, size_t depth) {
+  return "{\"" + key + "\": " + std::string(depth, '[') + std::string(depth, ']') + "}";
 }
 
 json base_request(int steps) {
@@ -274,7 +281,8 @@ TEST_SUITE("gui.studio") {
         {{"set", bad}},
         {{"click", "generate"}},
         {{"wait", "idle"}, {"timeout", 120}},
-        {{"expect", {{"state", "error"}, {"error_contains", "missing-model.safetensors"}, {"results", 0}}}},
+        // Refused by the UI before the runner frees anything for it (issue 25 item 7).
+        {{"expect", {{"state", "idle"}, {"ui_error_contains", "missing-model.safetensors"}, {"results", 0}}}},
         {{"screenshot", (dir / "error.png").string()}},
         {{"dump", (dir / "error.json").string()}},
         {{"set", {{"model", model()}}}},
@@ -288,7 +296,8 @@ TEST_SUITE("gui.studio") {
     REQUIRE(run.status == 0);
     const auto err = read_json(dir / "error.json");
     CHECK(err["settings_error"].get<std::string>().find("corrupt") != std::string::npos);
-    CHECK(err["runner"]["last_error"].get<std::string>().find("missing-model.safetensors") != std::string::npos);
+    CHECK(err["error"].get<std::string>().find("missing-model.safetensors") != std::string::npos);
+    CHECK(err["request"]["model"] == "");  // nothing was loaded before: the bundled model is selected
     CHECK(fs::exists(dir / "config" / "sigma-studio" / "settings.json.corrupt"));
     const auto settings = read_json(dir / "config" / "sigma-studio" / "settings.json");  // replaced: valid JSON again
     CHECK(settings["output_dir"] == out.string());
@@ -416,5 +425,171 @@ TEST_SUITE("gui.studio") {
     const auto params = text.at("parameters");
     CHECK(params.find("a red circle <lora:tiny-sd15-loha:0.7>") != std::string::npos);
     CHECK(params.find("Lora hashes: \"tiny-sd15-loha: ") != std::string::npos);
+  }
+
+  // The issue 25 scenarios below are named "errors: ..." so CTest's gui.studio.errors entry
+  // (tests/suites.cmake) runs them with the other error cases.
+  //
+  // Issue 25 item 1: a settings file nested 1,000,000 levels deep used to overflow the stack
+  // at start. Now it is set aside like any corrupt file and the app starts on the defaults.
+  TEST_CASE("errors: a settings file nested 1,000,000 levels deep gives defaults and a message" *
+            doctest::skip(no_studio())) {
+    const auto dir = test::scratch("gui-deep-settings");
+    const auto config = dir / "config" / "sigma-studio";
+    fs::create_directories(config);
+    std::ofstream(config / "settings.json") << nested_json("last_request", 1000000);
+    const json steps = json::array({
+        {{"frames", 3}},
+        {{"expect", {{"state", "idle"}}}},
+        {{"dump", (dir / "state.json").string()}},
+        {{"quit", true}},
+    });
+    const auto run = run_script(dir, steps);
+    INFO(run.log.substr(0, 4000));
+    REQUIRE(run.status == 0);
+    const auto state = read_json(dir / "state.json");
+    const auto msg = state["settings_error"].get<std::string>();
+    CHECK(msg.find("corrupt") != std::string::npos);
+    CHECK(msg.find("nested deeper than") != std::string::npos);
+    CHECK(msg.size() < 1000);  // names the problem, quotes none of the text
+    CHECK(fs::exists(config / "settings.json.corrupt"));
+    CHECK(read_json(config / "settings.json").is_object());  // the defaults, written back
+  }
+
+  // Issue 25 item 1: dropping a PNG whose sigma-request chunk is nested 1,000,000 levels deep
+  // used to crash the app. Now it is an error banner, and nothing of the request changes.
+  TEST_CASE("errors: a dropped PNG with a 1,000,000-deep sigma-request shows an error, changes nothing" *
+            doctest::skip(no_studio())) {
+    const auto dir = test::scratch("gui-deep-png");
+    const auto png = (dir / "bomb.png").string();
+    app::write_file_atomic(png, app::encode_png(Image(8, 8, 3, 90), {{"sigma-request", nested_json("prompt", 1000000)}}), false);
+    json request = base_request(2);
+    request["prompt"] = "keep me";
+    const json steps = json::array({
+        {{"settings", {{"output_dir", (dir / "out").string()}}}},
+        {{"set", request}},
+        {{"drop", {png}}},
+        {{"frames", 3}},
+        {{"expect", {{"ui_error_contains", "bomb.png"}}}},
+        {{"screenshot", (dir / "error.png").string()}},
+        {{"dump", (dir / "state.json").string()}},
+        {{"quit", true}},
+    });
+    const auto run = run_script(dir, steps);
+    INFO(run.log.substr(0, 4000));
+    REQUIRE(run.status == 0);
+    const auto state = read_json(dir / "state.json");
+    const auto error = state["error"].get<std::string>();
+    CHECK(error.find("nested deeper than") != std::string::npos);
+    CHECK(error.size() < 1000);
+    CHECK(state["request"]["prompt"] == "keep me");
+    CHECK(state["request"].value("init_image", "") == "");  // not taken as an img2img input either
+    const auto shot = app::load_image((dir / "error.png").string());
+    CHECK(pixels_in(shot, state["regions"]["canvas"], [](int r, int g, int b) { return r > 200 && g < 130 && b < 130; }) > 30);
+  }
+
+  // Issue 25 item 7: the checkpoint list starts with the bundled model (the way back to it),
+  // lists real checkpoints only (links to valid files and folders are fine; a link to a text
+  // file, a broken link and a text file named .safetensors are not), and picking the bundled
+  // entry loads it with request.model "".
+  TEST_CASE("errors: the checkpoint list has the bundled model first and real checkpoints only; picking it loads it" *
+            doctest::skip(no_studio())) {
+    const auto dir = test::scratch("gui-checkpoints");
+    const auto ckpts = dir / "models" / "checkpoints";
+    fs::create_directories(ckpts / "sub");
+    std::ofstream(dir / "notes.txt") << "not a model\n";
+    std::ofstream(ckpts / "renamed.safetensors") << "{\"not\": \"a header\"}\n";
+    fs::create_symlink(dir / "notes.txt", ckpts / "notes.safetensors");
+    fs::create_symlink(dir / "missing.safetensors", ckpts / "broken.safetensors");
+    fs::create_symlink(test::sd15() + "/models/tiny-sd15.safetensors", ckpts / "sub" / "linked.safetensors");
+    fs::create_symlink(model(), ckpts / "diffusers-link");
+    const auto linked = (ckpts / "sub" / "linked.safetensors").string();
+    json request = base_request(2);
+    request["model"] = linked;
+    const json steps = json::array({
+        {{"settings", {{"output_dir", (dir / "out").string()}, {"models_root", (dir / "models").string()}}}},
+        {{"set", request}},
+        {{"click", "load_model"}},
+        {{"wait", "idle"}, {"timeout", 300}},
+        {{"expect", {{"no_error", true}}}},
+        {{"dump", (dir / "loaded.json").string()}},
+        {{"click", "checkpoint_combo"}},
+        {{"frames", 2}},
+        {{"dump", (dir / "open.json").string()}},
+        {{"click", "checkpoint:bundled"}},
+        {{"wait", "idle"}, {"timeout", 300}},
+        {{"expect", {{"no_error", true}, {"state", "idle"}}}},
+        {{"dump", (dir / "bundled.json").string()}},
+        {{"quit", true}},
+    });
+    const auto run = run_script(dir, steps);
+    INFO(run.log.substr(0, 4000));
+    REQUIRE(run.status == 0);
+    const auto loaded = read_json(dir / "loaded.json");
+    CHECK(loaded["checkpoints"] == json::array({(ckpts / "diffusers-link").string(), linked}));
+    CHECK(loaded["loaded_model"] == linked);
+    const auto open = read_json(dir / "open.json");
+    CHECK(open["widgets"].contains("checkpoint:bundled"));
+    CHECK(open["widgets"].contains("checkpoint:1"));
+    CHECK(!open["widgets"].contains("checkpoint:2"));
+    // The bundled entry is drawn above the others.
+    CHECK(open["widgets"]["checkpoint:bundled"][1].get<double>() < open["widgets"]["checkpoint:0"][1].get<double>());
+    const auto bundled = read_json(dir / "bundled.json");
+    CHECK(bundled["request"]["model"] == "");
+    CHECK(bundled["loaded_model"] == "");
+    CHECK(bundled["runner"]["model"] == "sigma-shapes");
+  }
+
+  // Issue 25 item 7: a load that fails used to free the model that worked and save the bad
+  // path, so the next start failed its first Generate. Now the previous model is loaded and
+  // selected again, the error is shown, and the settings keep the good path. A path that
+  // cannot be a checkpoint at all is refused before the runner frees anything.
+  TEST_CASE("errors: a failed load keeps the previous model loaded and selected; the bad path is not saved" *
+            doctest::skip(no_studio())) {
+    const auto dir = test::scratch("gui-failed-load");
+    const auto out = dir / "out";
+    const auto lora_as_model = (dir / "not-a-model.safetensors").string();  // a real safetensors file, not a checkpoint
+    fs::copy_file(test::sd15() + "/lora/tiny-sd15-loha.safetensors", lora_as_model);
+    const auto text_file = (dir / "text.safetensors").string();
+    std::ofstream(text_file) << "hello\n";
+    const json steps = json::array({
+        {{"settings", {{"output_dir", out.string()}}}},
+        {{"set", base_request(2)}},
+        {{"ui", {{"random_seed", false}}}},
+        {{"click", "load_model"}},
+        {{"wait", "idle"}, {"timeout", 300}},
+        {{"expect", {{"no_error", true}}}},
+        {{"set", {{"model", lora_as_model}}}},
+        {{"click", "generate"}},
+        {{"wait", "idle"}, {"timeout", 300}},
+        {{"expect", {{"ui_error_contains", "not-a-model.safetensors"}, {"results", 0}}}},
+        {{"dump", (dir / "failed.json").string()}},
+        {{"set", {{"model", text_file}}}},
+        {{"click", "load_model"}},
+        {{"wait", "idle"}, {"timeout", 60}},
+        {{"expect", {{"ui_error_contains", "not a safetensors file"}}}},
+        {{"dump", (dir / "refused.json").string()}},
+        {{"click", "generate"}},
+        {{"wait", "idle"}, {"timeout", 600}},
+        {{"expect", {{"results", 1}, {"no_error", true}, {"state", "idle"}}}},
+        {{"dump", (dir / "after.json").string()}},
+        {{"quit", true}},
+    });
+    const auto run = run_script(dir, steps);
+    INFO(run.log.substr(0, 4000));
+    REQUIRE(run.status == 0);
+    const auto failed = read_json(dir / "failed.json");
+    CHECK(failed["request"]["model"] == model());         // selected again
+    CHECK(failed["loaded_model"] == model());             // and loaded again
+    CHECK(failed["runner"]["model"] == "tiny-sd15-diffusers");
+    CHECK(failed["runner"]["jobs_failed"] == 1);          // the load; the generation waiting for it never ran
+    CHECK(failed["runner"]["last_error"] == "");          // the restore succeeded; the error is the UI's banner
+    const auto refused = read_json(dir / "refused.json");
+    CHECK(refused["request"]["model"] == model());
+    CHECK(refused["runner"]["jobs_failed"] == 1);         // refused before the runner saw it
+    CHECK(refused["runner"]["model"] == "tiny-sd15-diffusers");
+    CHECK(pngs(out).size() == 1);
+    const auto settings = read_json(dir / "config" / "sigma-studio" / "settings.json");
+    CHECK(settings["last_request"]["model"] == model());  // never a path that failed
   }
 }

@@ -218,7 +218,7 @@ TEST_SUITE("e2e.server_security") {
     addr.sin_port = htons(static_cast<uint16_t>(s.port));
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-    const std::string partial = "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"prompt\":";
+    const std::string partial = "POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"prompt\":";
     REQUIRE(send(fd, partial.data(), partial.size(), 0) == ssize_t(partial.size()));
     CHECK(s.healthy());
     const auto t0 = std::chrono::steady_clock::now();

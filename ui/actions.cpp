@@ -9,11 +9,16 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <map>
+#include <optional>
 #include <random>
 #include <thread>
+#include <utility>
 
 #include "app/image_io.h"
 #include "app/parameters.h"
+#include "models/json_text.h"
+#include "ui/style.h"
 
 extern char** environ;
 
@@ -46,7 +51,118 @@ std::string save_mask(AppState& s) {
   return path;
 }
 
+// The request fields a load of `f` needs (the runner reads only the model fields).
+app::Request load_request(const ModelFields& f) {
+  app::Request r;
+  r.model = f.model;
+  r.tokenizer = f.tokenizer;
+  r.vae = f.vae;
+  r.prediction = f.prediction;
+  r.device = f.device;
+  r.dtype = f.dtype;
+  r.lowvram = f.lowvram;
+  return r;
+}
+
+std::string model_label(const std::string& model) { return model.empty() ? "the bundled model" : short_name(model); }
+
+// What the runner will hold once its queue has run: the model being loaded, else the loaded one.
+std::optional<ModelFields> expected_model(const AppState& s) {
+  if (s.loads.job != 0) return s.loads.target;
+  return s.loads.loaded;
+}
+
+// Puts the selection (and the runtime settings a load uses) back to `f`, or to the bundled
+// model when there is none, and saves it: the settings file never keeps a path that failed.
+void select_model(AppState& s, const std::optional<ModelFields>& f) {
+  ModelFields m = f.value_or(ModelFields{});
+  if (!f) m.device = s.settings.device, m.dtype = s.settings.dtype, m.lowvram = s.settings.lowvram;
+  s.request.model = m.model;
+  s.request.tokenizer = m.tokenizer;
+  s.request.vae = m.vae;
+  s.request.prediction = m.prediction;
+  s.settings.device = m.device;
+  s.settings.dtype = m.dtype;
+  s.settings.lowvram = m.lowvram;
+  persist(s);
+}
+
+void queue_load(AppState& s, const ModelFields& f, bool restoring) {
+  // A load already in flight keeps the generations that wait for it in order: they run
+  // after it, before this one.
+  for (const auto& r : s.loads.waiting) s.runner->submit(r);
+  s.loads.waiting.clear();
+  s.loads.job = s.runner->load_model(load_request(f));
+  s.loads.target = f;
+  s.loads.restoring = restoring;
+}
+
+// Starts loading the selected model unless it is loaded or on its way. A path that cannot
+// be a checkpoint is refused here, before the runner frees the model it holds for it.
+bool start_load(AppState& s) {
+  const auto f = model_fields(s);
+  if (expected_model(s) == f) return true;
+  if (const auto why = model_path_problem(f.model); !why.empty()) {
+    const auto keep = expected_model(s);
+    s.error = "Could not load " + model_label(f.model) + ": " + why + ". " +
+              (keep ? "Kept " + model_label(keep->model) + "." : "Selected the bundled model.");
+    select_model(s, keep);
+    return false;
+  }
+  queue_load(s, f, false);
+  return true;
+}
+
+// A load that ended: release what waited for it, or, when it failed, go back to the model
+// that worked. The runner freed that model before trying (one SD model may be all that
+// fits), so it is loaded again.
+void load_ended(AppState& s, const JobInbox::Ended& e) {
+  using T = app::JobEvent::Type;
+  auto waiting = std::move(s.loads.waiting);
+  s.loads.waiting.clear();
+  s.loads.job = 0;
+  const bool restoring = std::exchange(s.loads.restoring, false);
+  if (e.type == T::done) {
+    if (!restoring) s.error.clear();  // a success ends the last model error, except the one it repairs
+    s.loads.loaded = s.loads.target;
+    for (const auto& r : waiting) s.runner->submit(r);
+    return;
+  }
+  if (e.type == T::cancelled) return;  // dropped unstarted by Cancel (which dropped `waiting` too)
+  s.dismissed_error = e.error;         // said once, in the UI's banner below, not also as the runner's
+  const auto failed = s.loads.target;
+  const auto previous = restoring ? std::nullopt : s.loads.loaded;
+  s.loads.loaded.reset();
+  const std::string why = models::utf8_prefix(e.error, 600);
+  if (restoring) {
+    s.error += "\n" + model_label(failed.model) + " could not be loaded again either: " + why;
+    return;
+  }
+  const std::string not_run = waiting.empty() ? "" : " " + std::to_string(waiting.size()) + " generation(s) not started.";
+  if (!previous && failed.model.empty()) {
+    s.error = "Could not load the bundled model: " + why + not_run;
+    return;
+  }
+  s.error = "Could not load " + model_label(failed.model) + ": " + why + "\n" +
+            (previous ? "Back to " + model_label(previous->model) + " (loaded again: the failed load had freed it)."
+                      : "Selected the bundled model.") + not_run;
+  select_model(s, previous);
+  if (previous) queue_load(s, *previous, true);
+}
+
 }  // namespace
+
+void follow_jobs(AppState& s) {
+  std::vector<JobInbox::Ended> ended;
+  {
+    std::lock_guard<std::mutex> l(s.inbox->m);
+    ended.swap(s.inbox->ended);
+  }
+  for (const auto& e : ended)
+    if (e.job != 0 && e.job == s.loads.job) load_ended(s, e);
+}
+
+bool ui_pending(const AppState& s) { return s.loads.job != 0 || !s.loads.waiting.empty(); }
 
 void generate(AppState& s) {
   app::Request r = s.request;
@@ -73,24 +189,25 @@ void generate(AppState& s) {
     }
   }
   s.request.mask = r.mask;
-  s.runner->submit(r);
+  // A new model is loaded by a job of its own first (see ModelLoads); this one waits for it.
+  if (!start_load(s)) return;  // refused: s.error says why
+  if (s.loads.job != 0) s.loads.waiting.push_back(r);
+  else s.runner->submit(r);
   s.dismissed_error.clear();
   persist(s);  // the last request survives a crash
-  s.message = s.snap.busy ? "Queued behind the running job" : "";
+  s.message = s.loads.job != 0 ? "Generates once " + model_label(s.loads.target.model) + " is loaded"
+              : s.snap.busy   ? "Queued behind the running job"
+                              : "";
 }
 
 void cancel(AppState& s) {
   s.runner->cancel();
+  s.loads.waiting.clear();
   s.message = "Cancel requested: stops after the current step";
 }
 
 void load_model(AppState& s) {
-  app::Request r = s.request;
-  r.device = s.settings.device;
-  r.dtype = s.settings.dtype;
-  r.lowvram = s.settings.lowvram;
-  s.runner->load_model(r);
-  s.dismissed_error.clear();
+  if (start_load(s)) s.dismissed_error.clear();
 }
 
 void use_settings(AppState& s, const app::JobResult& res) {
@@ -160,6 +277,44 @@ void set_preview_every(AppState& s, int steps) {
   s.settings_dirty = true;
 }
 
+namespace {
+
+// An image dropped outside the img2img and ControlNet tabs: one with generation metadata
+// brings its settings; damaged metadata (malformed, or a JSON bomb nested a million levels
+// deep) is an error shown in the UI; any other image becomes the img2img input.
+void take_png_settings(AppState& s, const std::string& p) {
+  const auto name = fs::path(p).filename().string();
+  std::map<std::string, std::string> text;
+  try {
+    text = app::read_png_text(p);
+  } catch (const std::exception&) {
+    // not a PNG (a JPEG, BMP) or unreadable: it has no settings to take
+  }
+  if (!text.count("sigma-request") && !text.count("parameters")) {
+    send_to_img2img(s, p);
+    s.message = "No generation settings in " + name + "; using it for image to image";
+    return;
+  }
+  try {
+    std::vector<std::string> not_taken;
+    app::JobResult res;
+    res.request = app::request_from_png_text(text, p, &not_taken);
+    res.path = p;
+    use_settings(s, res);
+    if (!not_taken.empty()) {
+      // Say what the re-run will not reproduce, as the CLI's --from-png warns.
+      std::string list;
+      for (const auto& w : not_taken) list += (list.empty() ? "" : "; ") + w;
+      s.message = "Settings from " + name + "; not taken: " + list;
+    }
+  } catch (const std::exception& e) {
+    s.error = "The settings in " + name + " cannot be used: " + models::utf8_prefix(e.what(), 400);
+    s.message = "Nothing changed: the settings in " + name + " are damaged";
+  }
+}
+
+}  // namespace
+
 void handle_drop(AppState& s, const std::vector<std::string>& paths) {
   for (const auto& p : paths) {
     if (s.tab == Tab::controlnet && lower_ext(p) == ".safetensors" && !s.request.controlnets.empty()) {
@@ -168,8 +323,7 @@ void handle_drop(AppState& s, const std::vector<std::string>& paths) {
       s.message = "ControlNet unit " + std::to_string(i + 1) + " model: " + fs::path(p).filename().string();
     } else if (is_model(p)) {
       s.request.model = p;
-      load_model(s);
-      s.message = "Loading the dropped model " + fs::path(p).filename().string();
+      if (start_load(s)) s.message = "Loading the dropped model " + fs::path(p).filename().string();
     } else if (!is_image(p)) {
       s.message = "Dropped " + fs::path(p).filename().string() + ": not an image (PNG, JPEG, BMP) or a model";
     } else if (s.tab == Tab::controlnet) {
@@ -181,25 +335,7 @@ void handle_drop(AppState& s, const std::vector<std::string>& paths) {
       send_to_img2img(s, p);
       s.message = "Image to image from " + fs::path(p).filename().string();
     } else {
-      // Elsewhere, an image with generation metadata brings its settings; any other image
-      // becomes the img2img input.
-      try {
-        std::vector<std::string> not_taken;
-        app::Request r = app::request_from_png(p, &not_taken);
-        app::JobResult res;
-        res.request = r;
-        res.path = p;
-        use_settings(s, res);
-        if (!not_taken.empty()) {
-          // Say what the re-run will not reproduce, as the CLI's --from-png warns.
-          std::string list;
-          for (const auto& w : not_taken) list += (list.empty() ? "" : "; ") + w;
-          s.message = "Settings from " + fs::path(p).filename().string() + "; not taken: " + list;
-        }
-      } catch (const std::exception&) {
-        send_to_img2img(s, p);
-        s.message = "No generation settings in " + fs::path(p).filename().string() + "; using it for image to image";
-      }
+      take_png_settings(s, p);
     }
   }
 }

@@ -13,6 +13,13 @@ namespace sigma::ui {
 void generate(AppState& s);       // queue the edited request (Generate / Ctrl+Enter)
 void cancel(AppState& s);         // stop after the current step, drop the queue
 void load_model(AppState& s);     // load the selected checkpoint in the background
+// Called first thing every frame, before the snapshot: the model loads that ended since the
+// last frame. A finished one releases the generations waiting for it; a failed one puts the
+// selection back to the model that was loaded, loads that again and says why (s.error).
+void follow_jobs(AppState& s);
+// Work the UI still holds back (a load in flight, generations waiting for it): a script's
+// "wait idle" waits for this too, as the runner may look idle between the two.
+bool ui_pending(const AppState& s);
 void use_settings(AppState& s, const app::JobResult& r);  // the gallery's "Use these settings"
 void send_to_img2img(AppState& s, const std::string& image_path);
 void reuse_last_seed(AppState& s);

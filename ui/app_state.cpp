@@ -7,12 +7,15 @@
 #include <imgui.h>
 
 #include <algorithm>
+#include <cctype>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "app/image_io.h"
+#include "models/json_text.h"
 
 namespace fs = std::filesystem;
 
@@ -80,22 +83,36 @@ std::string default_output_dir() {
   return "outputs";
 }
 
+std::string read_small_file(const std::string& path, size_t max_bytes) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error(path + ": cannot be read");
+  std::string text;
+  char buf[1 << 16];
+  while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+    text.append(buf, static_cast<size_t>(in.gcount()));
+    if (text.size() > max_bytes) throw std::runtime_error(path + ": larger than " + std::to_string(max_bytes) + " bytes");
+  }
+  if (in.bad()) throw std::runtime_error(path + ": cannot be read");
+  return text;
+}
+
 LoadedSettings load_settings(const std::string& path) {
   LoadedSettings out;
   out.settings.output_dir = default_output_dir();
   std::error_code ec;
   if (!fs::exists(path, ec)) return out;
   try {
-    std::ifstream in(path);
-    if (!in) throw std::runtime_error("cannot be read");
-    out.settings = settings_from_json(nlohmann::json::parse(in));
+    // Through the depth-capped parser: a hand-edited or planted file nested a million levels
+    // deep must give the defaults and a message, not a stack overflow at start (issue 25).
+    const auto j = models::parse_json(read_small_file(path), fs::path(path).filename().string());
+    out.settings = settings_from_json(j);
     if (out.settings.output_dir.empty()) out.settings.output_dir = default_output_dir();
   } catch (const std::exception& e) {
     out.settings = Settings{};
     out.settings.output_dir = default_output_dir();
     const std::string aside = path + ".corrupt";
     fs::rename(path, aside, ec);
-    out.error = "Settings file " + path + " is corrupt (" + e.what() + "); using defaults." +
+    out.error = "Settings file " + path + " is corrupt (" + models::utf8_prefix(e.what(), 300) + "); using defaults." +
                 (ec ? "" : " The old file was kept as " + aside + ".");
   }
   return out;
@@ -127,6 +144,13 @@ void init_state(AppState& s, const std::string& settings_path, std::function<voi
   options.output_dir = s.settings.output_dir;
   options.preview_every = s.settings.preview_every;
   options.notify = std::move(wake);
+  // Only the ends of jobs, copied small: the UI follows its model loads by them.
+  options.on_event = [inbox = s.inbox](const app::JobEvent& e) {
+    using T = app::JobEvent::Type;
+    if (e.type != T::done && e.type != T::cancelled && e.type != T::failed) return;
+    std::lock_guard<std::mutex> l(inbox->m);
+    inbox->ended.push_back({e.job, e.type, e.error});
+  };
   s.runner = std::make_unique<app::JobRunner>(options);
   s.samplers = app::sampler_catalog();
   s.schedules = app::schedule_catalog();
@@ -196,27 +220,70 @@ void release_textures(AppState& s) {
   s.mask_tex.reset();
 }
 
+bool looks_like_safetensors(const std::string& path) {
+  // A little-endian u64 header length, then the JSON header itself: a text file, an image or
+  // a pickle renamed .safetensors fails here without being parsed.
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return false;  // follows links: a link to a valid file is fine
+  const auto size = fs::file_size(path, ec);
+  std::ifstream in(path, std::ios::binary);
+  unsigned char head[9];
+  if (ec || !in.read(reinterpret_cast<char*>(head), sizeof head)) return false;
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = n << 8 | head[i];
+  return n >= 2 && n <= size - 8 && n <= 100'000'000 && head[8] == '{';
+}
+
+bool is_diffusers_folder(const std::string& path) {
+  std::error_code ec;
+  const fs::path p(path);
+  return fs::is_directory(p, ec) && (fs::is_regular_file(p / "model_index.json", ec) || fs::is_regular_file(p / "config.json", ec));
+}
+
+std::string model_path_problem(const std::string& path) {
+  if (path.empty()) return "";
+  std::error_code ec;
+  const auto st = fs::status(path, ec);
+  if (!fs::exists(st)) return path + " does not exist";
+  if (fs::is_directory(st)) return "";  // a diffusers folder; the loader names what it lacks
+  if (!fs::is_regular_file(st)) return path + " is not a regular file";
+  std::string ext = fs::path(path).extension().string();
+  for (auto& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (ext == ".safetensors" && !looks_like_safetensors(path))
+    return path + " is not a safetensors file (it does not start with a safetensors header)";
+  return "";  // other files: the loader says what they are and how to convert them
+}
+
+ModelFields model_fields(const AppState& s) {
+  const auto& r = s.request;
+  return {r.model, r.tokenizer, r.vae, r.prediction, s.settings.device, s.settings.dtype, s.settings.lowvram};
+}
+
 void scan_models(AppState& s) {
   s.checkpoints.clear();
   s.controlnets.clear();
   s.vaes.clear();
   s.loras.clear();
   if (s.settings.models_root.empty()) return;
-  // A model is a .safetensors file or a diffusers folder (model_index.json / config.json).
+  // A model is a safetensors file or a diffusers folder; at most 3 levels deep and 10,000
+  // entries per folder, so a huge or linked-in tree cannot stall the UI thread (folder links
+  // are not followed, so a link cycle is never walked).
   auto scan = [&](const fs::path& dir, std::vector<std::string>& out) {
     std::error_code ec;
     if (!fs::is_directory(dir, ec)) return;
-    for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    int entries = 0;
+    for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator() && ++entries <= 10000;
+         it.increment(ec)) {
       if (it.depth() > 2) {
         it.disable_recursion_pending();
         continue;
       }
-      const auto& p = it->path();
-      if (it->is_directory(ec) && (fs::exists(p / "model_index.json") || fs::exists(p / "config.json"))) {
-        out.push_back(p.string());
+      const auto p = it->path().string();
+      if (is_diffusers_folder(p)) {
+        out.push_back(p);
         it.disable_recursion_pending();
-      } else if (it->is_regular_file(ec) && p.extension() == ".safetensors") {
-        out.push_back(p.string());
+      } else if (it->path().extension() == ".safetensors" && looks_like_safetensors(p)) {
+        out.push_back(p);
       }
     }
     std::sort(out.begin(), out.end());

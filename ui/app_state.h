@@ -8,6 +8,7 @@
 
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -42,6 +43,9 @@ struct LoadedSettings {
   std::string error;
 };
 LoadedSettings load_settings(const std::string& path);
+// The bytes of a small text file (settings, a script); throws naming the file when it cannot
+// be read or holds more than `max_bytes` (read no further: the path may name /dev/zero).
+std::string read_small_file(const std::string& path, size_t max_bytes = 16u << 20);
 std::string save_settings(const std::string& path, const Settings& s);  // "" or the error
 
 enum class Tab { sampling, img2img, controlnet, model, settings };
@@ -62,6 +66,39 @@ struct MaskState {
   float last_x = -1, last_y = -1;  // previous brush position of the current stroke (image pixels)
 };
 
+// What the runner's loaded model depends on: the request's model fields and the runtime
+// settings (a change of either loads the model again).
+struct ModelFields {
+  std::string model, tokenizer, vae, prediction, device, dtype;
+  bool lowvram = false;
+  bool operator==(const ModelFields&) const = default;
+};
+
+// The runner's model as the UI follows it (ui/actions.cpp). A change of model is loaded by a
+// job of its own, and the generations that need it wait here until it is in: so a file that
+// fails to load costs a message, not the model that worked, which is loaded again and stays
+// selected, and the bad path is never saved. Only the UI submits to its runner, so what it
+// asked for is what the runner holds.
+struct ModelLoads {
+  std::optional<ModelFields> loaded;   // the model in the runner; none before the first load
+  uint64_t job = 0;                    // the load job in flight; 0: none
+  ModelFields target;                  // what it loads
+  bool restoring = false;              // it brings `loaded` back after a failed load
+  std::vector<app::Request> waiting;   // generations submitted once it is in
+};
+
+// The end of each job (done, cancelled, failed), pushed by the runner's worker thread
+// (RunnerOptions::on_event) and taken by the UI thread once per frame.
+struct JobInbox {
+  struct Ended {
+    uint64_t job = 0;
+    app::JobEvent::Type type = app::JobEvent::Type::done;
+    std::string error;
+  };
+  std::mutex m;
+  std::vector<Ended> ended;
+};
+
 struct AppState {
   // persistence
   std::string settings_path;
@@ -80,6 +117,8 @@ struct AppState {
 
   // the engine, through the runner; `snap` is copied once per frame
   std::unique_ptr<app::JobRunner> runner;
+  std::shared_ptr<JobInbox> inbox = std::make_shared<JobInbox>();  // shared with the worker's callback
+  ModelLoads loads;
   app::RunnerSnapshot snap;
   std::vector<app::CatalogEntry> samplers, schedules;
   std::vector<app::PreprocessorEntry> preprocessors;
@@ -95,6 +134,8 @@ struct AppState {
   std::string editing;             // the prompt box being edited ("##prompt"), else shown wrapped
   bool focus_editor = false;       // give it the keyboard on the next frame
   std::string message;             // last notice (drops, saves), shown in the status bar
+  std::string error;               // the UI's own error (a model that did not load, unreadable
+                                   // metadata), shown as a banner until dismissed
   std::string dismissed_error;     // the error text the user closed
   float scale = 1;                 // content scale (fonts and sizes)
   int frame = 0;
@@ -128,6 +169,15 @@ void begin_frame(AppState& s);
 void release_textures(AppState& s);
 // Rescans models_root for checkpoints / controlnets / VAEs / LoRAs.
 void scan_models(AppState& s);
+// What the combos list as models, decided cheaply (no parse): a regular file (or a link to
+// one) that starts like a safetensors file, or a diffusers folder.
+bool looks_like_safetensors(const std::string& path);
+bool is_diffusers_folder(const std::string& path);
+// Why `path` cannot be loaded as a checkpoint, found without loading it; "" when it may be
+// one (the bundled model, "", always may). The runner's load finds everything else.
+std::string model_path_problem(const std::string& path);
+// The model fields a load of the request now would use (the request's, the settings' runtime).
+ModelFields model_fields(const AppState& s);
 
 // A background task that only reads an image file.
 inline app::ImageTask file_task(const std::string& path) {

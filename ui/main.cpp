@@ -70,6 +70,7 @@ void frame(AppState& s, GLFWwindow* window, Script* script) {
   glfwGetFramebufferSize(window, &s.fb_w, &s.fb_h);
   ImGui_ImplOpenGL3_NewFrame();
   ImGui_ImplGlfw_NewFrame();
+  follow_jobs(s);  // before the snapshot: a load that just ended has released what waited for it
   begin_frame(s);
   if (!s.dropped.empty()) {
     auto paths = std::move(s.dropped);

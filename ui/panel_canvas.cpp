@@ -87,6 +87,7 @@ void progress(AppState& s) {
 void draw_canvas(AppState& s) {
   const auto& sn = s.snap;
   if (!s.settings_error.empty() && banner("settings", kWarnV, s.settings_error)) s.settings_error.clear();
+  if (!s.error.empty() && banner("ui-error", kErrorV, s.error)) s.error.clear();
   if (!sn.last_error.empty() && sn.last_error != s.dismissed_error && banner("error", kErrorV, "Error: " + sn.last_error))
     s.dismissed_error = sn.last_error;
 

@@ -5,6 +5,8 @@
 #include <imgui.h>
 #include <imgui_stdlib.h>
 
+#include <filesystem>
+
 #include "ui/actions.h"
 #include "ui/panels.h"
 #include "ui/style.h"
@@ -20,6 +22,36 @@ void string_combo(const char* id, std::string& value, std::initializer_list<cons
   }
 }
 
+// What the empty checkpoint list says: that no models folder is set, or which folder held
+// none (the scan lists safetensors files and diffusers folders under <root>/checkpoints).
+std::string no_checkpoints_hint(const AppState& s) {
+  if (s.settings.models_root.empty()) return "no models folder set: choose one in Settings";
+  return "no checkpoints in " + (std::filesystem::path(s.settings.models_root) / "checkpoints").string();
+}
+
+// The checkpoint picker: the bundled model first (request.model "", the way back from any
+// other), then the models root's checkpoints. Entries are marked "checkpoint:bundled" and
+// "checkpoint:<i>" for scripts. True when the user picked one.
+bool checkpoint_combo(AppState& s) {
+  static constexpr const char* kBundled = "sigma-shapes (bundled)";
+  const std::string preview = s.request.model.empty() ? kBundled : short_name(s.request.model);
+  bool picked = false;
+  if (ImGui::BeginCombo("##checkpoint", preview.c_str(), ImGuiComboFlags_HeightLarge)) {
+    if (ImGui::Selectable(kBundled, s.request.model.empty())) s.request.model.clear(), picked = true;
+    mark(s, "checkpoint:bundled");
+    tooltip("The small demo model of shapes that ships with Sigma Studio (assets/models/sigma-shapes.safetensors).");
+    if (s.checkpoints.empty()) ImGui::TextColored(kDimV, "%s", no_checkpoints_hint(s).c_str());
+    for (size_t i = 0; i < s.checkpoints.size(); ++i) {
+      const auto& p = s.checkpoints[i];
+      if (ImGui::Selectable(short_name(p).c_str(), p == s.request.model)) s.request.model = p, picked = true;
+      mark(s, "checkpoint:" + std::to_string(i));
+      tooltip(p);
+    }
+    ImGui::EndCombo();
+  }
+  return picked;
+}
+
 }  // namespace
 
 void draw_model_bar(AppState& s) {
@@ -32,11 +64,12 @@ void draw_model_bar(AppState& s) {
   ImGui::TextColored(kDimV, "Model");
   ImGui::SameLine();
   ImGui::SetNextItemWidth(230 * k);
-  if (path_combo("##checkpoint", s.request.model, s.checkpoints, nullptr, "set a models folder in Settings")) load_model(s);
+  if (checkpoint_combo(s)) load_model(s);
   mark(s, "checkpoint_combo");
-  tooltip(s.checkpoints.empty() ? "Checkpoints found under <models root>/checkpoints. Set the models root in the Settings tab, "
-                                  "type a path on the right, or drop a .safetensors file or diffusers folder on the window."
-                                : s.request.model);
+  tooltip(!s.request.model.empty() ? s.request.model
+          : s.checkpoints.empty()  ? "The bundled model; " + no_checkpoints_hint(s) +
+                                        ". Type a path on the right, or drop a .safetensors file or diffusers folder on the window."
+                                   : std::string("The bundled model, or a checkpoint found under <models root>/checkpoints."));
   ImGui::SameLine();
   ImGui::SetNextItemWidth(std::max(160 * k, ImGui::GetContentRegionAvail().x * 0.32f));
   ImGui::InputTextWithHint("##model-path", "checkpoint path (.safetensors or diffusers folder); empty: bundled model",

@@ -12,6 +12,7 @@
 #include <string>
 #include <stdexcept>
 
+#include "models/json_text.h"
 #include "ui/actions.h"
 
 namespace fs = std::filesystem;
@@ -19,14 +20,9 @@ namespace fs = std::filesystem;
 namespace sigma::ui {
 
 Script Script::load(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error(path + ": cannot read the script");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const std::exception& e) {
-    throw std::runtime_error(path + ": not valid JSON: " + e.what());
-  }
+  // The depth-capped parser, as for every JSON the project reads (issue 25); its message
+  // names the file.
+  const nlohmann::json j = models::parse_json(read_small_file(path), path);
   if (!j.is_array()) throw std::runtime_error(path + ": a script is a JSON list of steps");
   Script s;
   for (auto& step : j) {
@@ -165,7 +161,7 @@ bool Script::wait(AppState& s, const nlohmann::json& step) {
   const auto& sn = s.snap;
   bool ok = false;
   if (what == "idle") {
-    ok = !sn.busy;
+    ok = !sn.busy && !ui_pending(s);
     for (const auto& [k, img] : sn.images) ok = ok && !img.busy;
   } else if (what == "step") {
     ok = sn.state == app::RunnerState::generating && sn.step >= value;
@@ -201,6 +197,9 @@ void Script::expect(AppState& s, const nlohmann::json& want) {
       ok = got == v.get<std::string>();
     } else if (k == "error_contains") {
       got = sn.last_error;
+      ok = got.find(v.get<std::string>()) != std::string::npos;
+    } else if (k == "ui_error_contains") {
+      got = s.error;
       ok = got.find(v.get<std::string>()) != std::string::npos;
     } else if (k == "no_error") {
       got = sn.last_error;
@@ -255,6 +254,9 @@ nlohmann::json Script::dump(const AppState& s) const {
           {"settings_path", s.settings_path},
           {"settings_error", s.settings_error},
           {"message", s.message},
+          {"error", s.error},
+          {"checkpoints", s.checkpoints},
+          {"loaded_model", s.loads.loaded ? nlohmann::json(s.loads.loaded->model) : nlohmann::json(nullptr)},
           {"request", app::to_json(s.request)},
           {"runner",
            {{"state", app::to_string(sn.state)},

@@ -12,8 +12,11 @@
 //   {"wait": "idle" | "step" | "preview" | "results" | "images", "value": N, "timeout": S}
 //   {"frames": N}  {"sleep": S}
 //   {"screenshot": "out.png"}      glReadPixels of the back buffer, two frames later
-//   {"dump": "state.json"}         window/framebuffer size, panel rectangles, runner state, rss_kb
+//   {"dump": "state.json"}         window/framebuffer size, panel rectangles, runner state, rss_kb,
+//                                  the request, the UI's error, the checkpoint list, the loaded model
 //   {"expect": {"results": N, "state": "idle", "error_contains": "x", "files_in_output": N}}
+//                                  error_contains: the runner's last error; ui_error_contains:
+//                                  the UI's own (a refused or failed model load, damaged metadata)
 //   {"quit": true}
 //
 // A step that fails (unknown widget, a wait that times out, an unmet expectation) ends

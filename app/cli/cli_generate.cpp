@@ -1,5 +1,7 @@
 // `sigma generate` and `sigma batch`: flags -> Request -> pipeline -> PNG files with
 // metadata. Flags follow stable-diffusion.cpp's short aliases and AUTOMATIC1111's names.
+#include <unistd.h>
+
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -155,11 +157,27 @@ void precheck(const Request& r) {
     names += (names.empty() ? "" : ", ") + s.name;
   }
   if (!known) throw std::invalid_argument("unknown --scheduler '" + r.scheduler + "' (known: " + names + ")");
-  for (const auto& path : {r.init_image, r.mask})
-    if (!path.empty() && !fs::exists(path)) throw std::invalid_argument(path + ": no such image file");
-  for (const auto& u : r.controlnets)
-    if (!fs::exists(u.image)) throw std::invalid_argument(u.image + ": no such condition image (--control-image)");
+  // Images are read whole: only regular files (`-i /dev/zero` read 2 GB before it was refused).
+  auto image_file = [](const std::string& path, const std::string& flag) {
+    std::error_code ec;
+    if (!fs::exists(path, ec)) throw std::invalid_argument(flag + " " + path + ": no such image file");
+    if (!fs::is_regular_file(path, ec)) throw std::invalid_argument(flag + " " + path + ": not a regular file (a device, folder or pipe); give an image file");
+  };
+  if (!r.init_image.empty()) image_file(r.init_image, "--init-img");
+  if (!r.mask.empty()) image_file(r.mask, "--mask");
+  for (const auto& u : r.controlnets) image_file(u.image, "--control-image");
   request_loras(r);  // unknown LoRA names fail before the model loads
+}
+
+// The output folder exists (made if missing) and is writable, before minutes of generating.
+void check_output_folder(const fs::path& folder) {
+  const fs::path f = folder.empty() ? fs::path(".") : folder;
+  std::error_code ec;
+  fs::create_directories(f, ec);
+  if (ec || !fs::is_directory(f, ec))
+    throw std::invalid_argument("-o: cannot create the output folder " + f.string() + " (" + ec.message() + "); choose a folder you can write to");
+  if (::access(f.c_str(), W_OK | X_OK) != 0)
+    throw std::invalid_argument("-o: the output folder " + f.string() + " is not writable; choose a folder you can write to");
 }
 
 // Loaded models stay loaded across the jobs of a batch file that use the same one.
@@ -229,6 +247,9 @@ int run_generate(const RequestFlags& f, const std::string& from_png, bool overwr
     }
     if (!fs::path(dir).parent_path().empty() && !fs::is_directory(fs::path(dir).parent_path()))
       throw std::invalid_argument(dir + ": the folder " + fs::path(dir).parent_path().string() + " does not exist");
+    check_output_folder(fs::path(dir).parent_path());
+  } else {
+    check_output_folder(dir);
   }
   EngineCache cache;
   const auto out = run_request(cache, r, files, dir, overwrite, quiet);

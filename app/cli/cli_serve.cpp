@@ -29,7 +29,22 @@ void register_serve(CLI::App& app, CliState& state) {
   c->add_option("--max-queue", o->max_queue, "jobs waiting at most; more are answered 429")->default_val(16);
   c->add_option("--max-models", o->max_engines, "models kept loaded (least recently used dropped)")->default_val(2);
   c->add_option("--max-prompt-chunks", o->max_prompt_chunks, "75-token chunks a prompt may have")->default_val(8);
-  c->add_option("--timeout", o->timeout_seconds, "seconds a connection may stall while reading or writing")->default_val(30);
+  c->add_option("--timeout", o->timeout_seconds, "seconds a request's body may take to arrive, and each write")->default_val(30);
+  c->add_option("--header-timeout", o->header_timeout_seconds, "seconds a request's line and headers may take to arrive (slow clients)")
+      ->default_val(5);
+  c->add_option("--threads", o->threads, "HTTP worker threads (each open event stream holds one)")->default_val(64);
+  c->add_option("--allowed-hosts", o->allowed_hosts, "Host names the server answers besides its listen address and loopback "
+                                                     "(e.g. a LAN name; '*' any); other Hosts get 403 (DNS rebinding)")
+      ->delimiter(',')
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  c->add_option("--cors-origins", o->cors_origins, "web origins allowed to call the API from their pages (e.g. http://localhost:3000; "
+                                                   "'*' any); other cross-origin requests get 403")
+      ->delimiter(',')
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  c->add_option("--allowed-roots", o->allowed_roots, "folders outside the models root that its symlinks may lead to "
+                                                     "(e.g. checkpoints -> /mnt/big/models: --allowed-roots /mnt/big/models)")
+      ->delimiter(',')
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   c->callback([o, &state] {
     std::signal(SIGTERM, on_stop_signal);
     std::signal(SIGINT, on_stop_signal);

@@ -1,5 +1,7 @@
 #include "app/cli/jobs.h"
 
+#include "models/json_text.h"
+
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
@@ -87,9 +89,9 @@ std::optional<Job> parse_job_line(const std::string& text, int line, int64_t ord
   try {
     nlohmann::json j;
     try {
-      j = nlohmann::json::parse(text);
-    } catch (const nlohmann::json::parse_error& e) {
-      throw std::invalid_argument(std::string("not valid JSON (") + e.what() + "); each line must be one JSON object such as {\"prompt\": \"a red circle\"}");
+      j = models::parse_json(text, "the line");
+    } catch (const models::JsonError& e) {
+      throw std::invalid_argument(std::string(e.what()) + "; each line must be one JSON object such as {\"prompt\": \"a red circle\"}");
     }
     merge_json(job.request, j);
     validate(job.request);

@@ -24,7 +24,7 @@ void on_sigint(int) {
 
 int main(int argc, char** argv) {
   sigma::app::reexec_with_passive_openmp(argv);
-  CLI::App app{"Sigma Studio: latent-diffusion image generation (Stable Diffusion 1.x/2.x checkpoints and the bundled model)",
+  CLI::App app{"Sigma Studio: latent-diffusion image generation (Stable Diffusion 1.x, 2.x and SDXL checkpoints, and the bundled model)",
                "sigma"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("sigma-studio ") + SIGMA_VERSION);

@@ -6,6 +6,7 @@
 #include <map>
 
 #include "app/server/admit.h"
+#include "models/json_text.h"
 
 using json = nlohmann::json;
 
@@ -76,7 +77,7 @@ T get(const json& body, const std::string& key, T fallback) {
   } catch (const std::exception&) {
     const char* want = std::is_same_v<T, std::string> ? "a string" : std::is_same_v<T, bool> ? "true or false"
                        : std::is_integral_v<T>        ? "an integer" : "a number";
-    throw BadRequest(key, key + ": expected " + std::string(want) + ", got " + v.dump().substr(0, 80));
+    throw BadRequest(key, key + ": expected " + std::string(want) + ", got " + models::json_excerpt(v, 80));
   }
 }
 
@@ -155,7 +156,7 @@ void controlnet_units(const json& args, app::Request& r, std::vector<std::string
         const bool harmless = k == "low_vram" || k == "lowvram" || k == "save_detected_map" || k == "processor_res" ||
                               (v.is_boolean() && !v.get<bool>()) || v.is_null() ||
                               (k == "control_mode" && (v == 0 || v == "Balanced")) || (k == "hr_option" && v == "Both");
-        if (!harmless) not_honoured.push_back(f + "=" + v.dump().substr(0, 40));
+        if (!harmless) not_honoured.push_back(f + "=" + models::json_excerpt(v, 40));
       } else {
         throw BadRequest(f, f + ": not a field of sd-webui-controlnet's unit");
       }
@@ -193,10 +194,10 @@ A1111Request a1111_request(const json& body, bool img2img, AdmitContext& ctx) {
     if (ours) continue;
     if (auto d = ign.find(k); d != ign.end()) {
       const bool hires_only = !img2img && k == "denoising_strength" && !(body.contains("enable_hr") && body["enable_hr"] == true);
-      if (!hires_only && !is_default(it.value(), d->second)) out.not_honoured.push_back(k + "=" + it.value().dump().substr(0, 60));
+      if (!hires_only && !is_default(it.value(), d->second)) out.not_honoured.push_back(k + "=" + models::json_excerpt(it.value(), 60));
       continue;
     }
-    throw BadRequest(k, "unknown field '" + k + "': AUTOMATIC1111's " + (img2img ? "img2img" : "txt2img") + " API has no such field");
+    throw BadRequest(models::utf8_prefix(k, 60), "unknown field '" + models::utf8_prefix(k, 60) + "': AUTOMATIC1111's " + (img2img ? "img2img" : "txt2img") + " API has no such field");
   }
   // A1111's API defaults (modules/processing.py StableDiffusionProcessing).
   r.prompt = get<std::string>(body, "prompt", "");
@@ -229,7 +230,7 @@ A1111Request a1111_request(const json& body, bool img2img, AdmitContext& ctx) {
         if (!it.value().is_number_integer()) throw BadRequest(f, f + ": expected an integer");
         r.clip_skip = it.value().get<int64_t>();
       } else {
-        out.not_honoured.push_back(f + "=" + it.value().dump().substr(0, 60));
+        out.not_honoured.push_back(f + "=" + models::json_excerpt(it.value(), 60));
       }
     }
   }

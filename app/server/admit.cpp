@@ -10,6 +10,7 @@
 #include "app/parameters.h"
 #include "app/prompt.h"
 #include "app/server/base64.h"
+#include "models/json_text.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -41,6 +42,28 @@ std::string inside_root(const ModelCatalog& cat, const std::string& value, const
   if (!cat.allowed(p.string()))
     throw BadRequest(field, field + " '" + cat.scrub(value) + "': not found inside the models root (absolute paths and symlinks out are refused)");
   return fs::canonical(p).string();
+}
+
+// Preprocessor names and parameter ranges, checked before the job is queued: a threshold of
+// 1e308 failed only in the runner, as a 500 after the client had waited.
+void check_preprocessors(const app::Request& r, const std::string& field) {
+  const auto catalog = app::preprocessor_catalog();
+  for (const auto& u : r.controlnets) {
+    const auto entry = std::find_if(catalog.begin(), catalog.end(), [&](const auto& e) { return e.name == u.preprocessor; });
+    if (entry == catalog.end()) {
+      std::string known;
+      for (const auto& e : catalog) known += (known.empty() ? "" : ", ") + e.name;
+      throw BadRequest(field, "preprocessor '" + models::utf8_prefix(u.preprocessor, 40) + "': no such preprocessor here (known: " + known + ")");
+    }
+    for (const auto& [name, value] : u.params) {
+      const auto p = std::find_if(entry->params.begin(), entry->params.end(), [&](const auto& q) { return q.name == name; });
+      if (p == entry->params.end())
+        throw BadRequest(field, "preprocessor " + u.preprocessor + " has no parameter '" + models::utf8_prefix(name, 40) + "'");
+      if (!(value >= p->min && value <= p->max))
+        throw BadRequest(field, "preprocessor " + u.preprocessor + ": " + name + " = " + std::to_string(value) + " is outside " +
+                                    std::to_string(p->min) + ".." + std::to_string(p->max));
+    }
+  }
 }
 
 }  // namespace
@@ -122,22 +145,16 @@ void admit(app::Request& r, const AdmitContext& ctx) {
     throw BadRequest(field("--embeddings-dir"), "embeddings-dir: the server uses the models root's embeddings/ folder; leave it out");
   r.lora_dir = loras;
   r.embeddings_dir = embeddings;
-  for (auto& l : r.lora) {
-    const auto path = cat.resolve(ModelCatalog::Kind::lora, l.name, field("--lora"));
-    std::error_code ec;
-    if (fs::exists(l.name, ec)) l.name = path;  // the runner takes an existing path as is: make it ours
-  }
+  // Every file the runner opens for this request must lie in the root (or an allowed root),
+  // and LoRA names are resolved here by the runner's own rule: what is admitted is what loads.
+  r.confine_to = cat.confinement();
+  for (auto& l : r.lora) l.name = cat.resolve(ModelCatalog::Kind::lora, l.name, field("--lora"));
   for (const auto* text : {&r.prompt, &r.negative}) {
     std::vector<app::ExtraNetworkTag> tags;
     app::strip_extra_networks(*text, &tags);
     const std::string f = field(text == &r.prompt ? "--prompt" : "--negative");
-    for (const auto& t : tags) {
-      if ((t.type != "lora" && t.type != "lyco") || t.items.empty()) continue;
-      cat.resolve(ModelCatalog::Kind::lora, t.items[0], f);
-      std::error_code ec;
-      if (fs::exists(t.items[0], ec) && !cat.allowed(t.items[0]))
-        throw BadRequest(f, "<lora:" + t.items[0] + ">: names a file outside the models root; refused");
-    }
+    for (const auto& t : tags)
+      if ((t.type == "lora" || t.type == "lyco") && !t.items.empty()) cat.resolve(ModelCatalog::Kind::lora, t.items[0], f);
   }
   r.output = ctx.output_dir;
   try {
@@ -151,6 +168,7 @@ void admit(app::Request& r, const AdmitContext& ctx) {
   if (r.batch_count > ctx.max_batch_count)
     throw BadRequest(field("--batch-count"), "batch count " + std::to_string(r.batch_count) + " is over this server's limit of " +
                                                  std::to_string(ctx.max_batch_count));
+  check_preprocessors(r, field("--control-preprocessor"));
   bool known_sampler = false, known_schedule = false;
   for (const auto& s : app::sampler_catalog()) known_sampler |= s.name == r.sampler;
   for (const auto& s : app::schedule_catalog()) known_schedule |= s.name == r.scheduler;
@@ -164,7 +182,12 @@ void admit(app::Request& r, const AdmitContext& ctx) {
       if (text->size() > size_t(ctx.max_prompt_chunks) * 75 * 16)
         throw BadRequest(f, f + ": " + std::to_string(text->size()) + " characters is over this server's limit of " +
                                 std::to_string(ctx.max_prompt_chunks) + " chunks of 75 tokens");
-      const auto chunks = app::tokenize_prompt(*ctx.tokenizer, app::prompt_text(*text), r.emphasis != "none");
+      app::PromptChunks chunks;
+      try {
+        chunks = app::tokenize_prompt(*ctx.tokenizer, app::prompt_text(*text), r.emphasis != "none");
+      } catch (const std::invalid_argument& e) {  // a weight that is not a number or overflows
+        throw BadRequest(f, f + ": " + e.what());
+      }
       if (chunks.ids.size() > size_t(ctx.max_prompt_chunks))
         throw BadRequest(f, f + ": " + std::to_string(chunks.token_count) + " tokens (" + std::to_string(chunks.ids.size()) +
                                 " chunks of 75) is over this server's limit of " + std::to_string(ctx.max_prompt_chunks) + " chunks");
@@ -202,6 +225,7 @@ app::Request job_request(const json& body, AdmitContext& ctx, std::vector<std::s
   ctx.field_of = [](const std::string& flag) {
     if (flag == "--negative") return std::string("negative");
     if (flag == "--init-img") return std::string("init-img");
+    if (flag.rfind("--control", 0) == 0) return std::string("control-net");
     return flag.substr(2);
   };
   admit(r, ctx);

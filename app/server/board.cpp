@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "app/image_io.h"
 #include "app/server/base64.h"
@@ -15,6 +16,21 @@ namespace sigma::server {
 
 namespace {
 double seconds_between(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+// 128 bits from the system's entropy source: a page that guesses ids (DNS rebinding, a
+// sequential scan) finds nothing.
+std::string random_key() {
+  static std::random_device device;
+  static std::mutex m;
+  std::lock_guard<std::mutex> l(m);
+  static const char* hex = "0123456789abcdef";
+  std::string key;
+  for (int i = 0; i < 8; ++i) {
+    const auto v = device();
+    for (int k = 0; k < 4; ++k) key += hex[(v >> (4 * k)) & 15];
+  }
+  return key;
+}
 
 std::string frame(const std::string& event, size_t index, const json& data) {
   return "id: " + std::to_string(index) + "\nevent: " + event + "\ndata: " + data.dump() + "\n\n";
@@ -35,7 +51,7 @@ JobBoard::~JobBoard() {
   runner_.reset();  // joins the worker before the maps it writes go away
 }
 
-uint64_t JobBoard::submit(const app::Request& request, ServerJob job) {
+uint64_t JobBoard::submit(const app::Request& request, ServerJob job, std::string* key) {
   std::lock_guard<std::mutex> l(m_);
   if (!accepting_) throw NotAccepting("the server is shutting down");
   if (queued_ >= options_.max_queue) {
@@ -47,11 +63,15 @@ uint64_t JobBoard::submit(const app::Request& request, ServerJob job) {
   const uint64_t id = runner_->submit(request);
   auto j = std::make_shared<ServerJob>(std::move(job));
   j->id = id;
+  do j->key = random_key();
+  while (keys_.count(j->key));
+  keys_[j->key] = id;
+  if (key) *key = j->key;
   j->state = "queued";
   j->submitted = Clock::now();
   j->total = static_cast<int>(request.steps);
   j->batches = static_cast<int>(request.batch_count);
-  j->events.push_back(frame("queued", 0, {{"id", std::to_string(id)}, {"position", queued_}}));
+  j->events.push_back(frame("queued", 0, {{"id", j->key}, {"position", queued_}}));
   jobs_[id] = std::move(j);
   ++queued_;
   cv_.notify_all();
@@ -63,6 +83,12 @@ uint64_t JobBoard::load(const app::Request& model_fields) {
   const uint64_t id = runner_->load_model(model_fields);
   loads_[id] = true;
   return id;
+}
+
+uint64_t JobBoard::find(const std::string& key) const {
+  std::lock_guard<std::mutex> l(m_);
+  const auto it = keys_.find(key);
+  return it == keys_.end() ? 0 : it->second;
 }
 
 std::optional<ServerJob> JobBoard::get(uint64_t id) const {
@@ -138,6 +164,7 @@ void JobBoard::finish(ServerJob& j, const std::string& state) {
   last_image_at_.erase(j.id);
   finished_order_.push_back(j.id);
   while (finished_order_.size() > options_.keep_jobs) {
+    if (auto it = jobs_.find(finished_order_.front()); it != jobs_.end()) keys_.erase(it->second->key);
     jobs_.erase(finished_order_.front());
     finished_order_.erase(finished_order_.begin());
   }
@@ -167,7 +194,7 @@ void JobBoard::on_event(const app::JobEvent& e) {
       j.started = now;
       running_ = j.id;
       last_image_at_[j.id] = 0;
-      j.events.push_back(frame("started", n, {{"id", std::to_string(j.id)}, {"model", j.model}}));
+      j.events.push_back(frame("started", n, {{"id", j.key}, {"model", j.model}}));
       break;
     case T::step:
       j.step = e.step;
@@ -197,7 +224,7 @@ void JobBoard::on_event(const app::JobEvent& e) {
       image_seconds_sum_ += at - last_image_at_[j.id];
       last_image_at_[j.id] = at;
       j.events.push_back(frame("image", n, {{"index", index}, {"seed", e.result->seed},
-                                            {"url", "/v1/jobs/" + std::to_string(j.id) + "/images/" + std::to_string(index)},
+                                            {"url", "/v1/jobs/" + j.key + "/images/" + std::to_string(index)},
                                             {"parameters", e.result->parameters}}));
       break;
     }

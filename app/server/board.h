@@ -23,7 +23,8 @@ namespace sigma::server {
 using Clock = std::chrono::steady_clock;
 
 struct ServerJob {
-  uint64_t id = 0;
+  uint64_t id = 0;               // the runner's (sequential, server-side only)
+  std::string key;               // what clients see: 128 random bits in hex, so ids cannot be guessed
   std::string state = "queued";  // queued | running | done | failed | cancelled
   int step = 0, total = 0, batch = 0, batches = 1;
   double sigma = 0, eta_seconds = -1, elapsed_seconds = 0;
@@ -61,11 +62,14 @@ class JobBoard {
   ~JobBoard();
 
   // Throws QueueFull / NotAccepting. `job` carries warnings, model name and upload folder.
-  uint64_t submit(const app::Request& request, ServerJob job);
+  // `key` (optional) receives the id clients see.
+  uint64_t submit(const app::Request& request, ServerJob job, std::string* key = nullptr);
   // A model load queued like a job (POST /sdapi/v1/options); not counted against the queue.
   uint64_t load(const app::Request& model_fields);
 
   std::optional<ServerJob> get(uint64_t id) const;
+  // A client's job id (ServerJob::key) -> the runner's id; 0 when unknown.
+  uint64_t find(const std::string& key) const;
   bool cancel(uint64_t id);
   uint64_t running() const;      // 0 when idle
   void stop_accepting();         // shutdown: submit() throws NotAccepting from now on
@@ -90,6 +94,7 @@ class JobBoard {
   mutable std::mutex m_;
   mutable std::condition_variable cv_;
   std::map<uint64_t, std::shared_ptr<ServerJob>> jobs_;
+  std::map<std::string, uint64_t> keys_;
   std::vector<uint64_t> finished_order_;
   std::map<uint64_t, bool> loads_;  // runner ids of model loads
   bool accepting_ = true;

@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <regex>
 
+#include "app/model_files.h"
+
 namespace fs = std::filesystem;
 
 namespace sigma::server {
@@ -45,10 +47,16 @@ bool is_model_dir(const fs::path& p) {
 
 }  // namespace
 
-ModelCatalog::ModelCatalog(std::string models_root, std::string bundled_dir)
+ModelCatalog::ModelCatalog(std::string models_root, std::string bundled_dir, std::vector<std::string> allowed_roots)
     : root_(std::move(models_root)), bundled_(std::move(bundled_dir)) {
   root_canonical_ = canonical_or_empty(root_);
   if (!root_canonical_.empty()) scrubs_.push_back({root_canonical_, "<models>"});
+  for (const auto& r : allowed_roots) {
+    const auto c = canonical_or_empty(r);
+    if (c.empty()) throw std::invalid_argument("--allowed-roots " + r + ": no such folder");
+    extra_roots_.push_back(c);
+    scrubs_.push_back({c, "<models>"});
+  }
   scrubs_.push_back({fs::absolute(root_).lexically_normal().string(), "<models>"});
   const auto b = canonical_or_empty(bundled_);
   if (!b.empty()) {
@@ -86,19 +94,25 @@ std::vector<CatalogEntry> ModelCatalog::list(Kind kind) const {
   std::error_code ec;
   if (root_canonical_.empty() || !fs::is_directory(dir, ec)) return out;
   std::vector<CatalogEntry> found;
-  auto it = fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied, ec);
-  for (size_t seen = 0; !ec && it != fs::recursive_directory_iterator() && seen < 5000; it.increment(ec), ++seen) {
-    const fs::path p = it->path();
-    const bool file = it->is_regular_file(ec) && p.extension() == ".safetensors";
-    const bool folder_model = kind != Kind::lora && it->is_directory(ec) && is_model_dir(p);
-    if (!file && !folder_model) continue;
-    if (folder_model) it.disable_recursion_pending();
-    if (!allowed(p.string())) continue;  // a symlink out of the root is not offered
+  const app::Confinement confine{confinement()};
+  // The walk every part shares (app/model_files.h): folder symlinks followed once each, loops
+  // and files outside the allowed folders left out.
+  for (const auto& p : app::scan_folder(dir.string(), {".safetensors"}, confine).files) {
     const auto rel = fs::relative(p, dir, ec);
     if (ec) continue;
-    std::string name = rel.string();
-    if (file) name = (rel.parent_path() / rel.stem()).string();
-    found.push_back({name, fs::relative(p, root_, ec).string(), p.string(), false});
+    found.push_back({(rel.parent_path() / rel.stem()).string(), fs::relative(p, root_, ec).string(), p.string(), false});
+  }
+  if (kind != Kind::lora) {  // diffusers folders: model_index.json (a pipeline) or a component's weights
+    for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied, ec);
+         !ec && it != fs::recursive_directory_iterator() && found.size() < app::kMaxScanEntries; it.increment(ec)) {
+      if (it.depth() > 4) it.disable_recursion_pending();
+      if (!it->is_directory(ec) || !is_model_dir(it->path())) continue;
+      it.disable_recursion_pending();
+      if (!allowed(it->path().string())) continue;  // a symlink out of the root is not offered
+      found.erase(std::remove_if(found.begin(), found.end(), [&](const auto& e) { return inside(e.path, it->path().string()); }),
+                  found.end());  // the folder's weights files are parts of it
+      found.push_back({fs::relative(it->path(), dir, ec).string(), fs::relative(it->path(), root_, ec).string(), it->path().string(), false});
+    }
   }
   std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
   out.insert(out.end(), found.begin(), found.end());
@@ -108,7 +122,20 @@ std::vector<CatalogEntry> ModelCatalog::list(Kind kind) const {
 bool ModelCatalog::allowed(const std::string& path) const {
   const auto c = canonical_or_empty(path);
   if (c.empty()) return false;
-  return inside(c, root_canonical_) || (!bundled_.empty() && inside(c, bundled_));
+  if (inside(c, root_canonical_) || (!bundled_.empty() && inside(c, bundled_))) return true;
+  for (const auto& r : extra_roots_)
+    if (inside(c, r)) return true;
+  return false;
+}
+
+std::vector<std::string> ModelCatalog::confinement() const {
+  std::vector<std::string> roots = extra_roots_;
+  if (!root_canonical_.empty()) roots.insert(roots.begin(), root_canonical_);
+  return roots;
+}
+
+std::string ModelCatalog::outside_hint() const {
+  return "; to serve models kept elsewhere through symlinks, start the server with --allowed-roots FOLDER";
 }
 
 std::string ModelCatalog::resolve(Kind kind, std::string const& name_in, const std::string& field) const {
@@ -134,6 +161,14 @@ std::string ModelCatalog::resolve(Kind kind, std::string const& name_in, const s
   }
   for (const auto& part : p)
     if (part == "..") throw BadRequest(field, std::string(kind_word(kind)) + " '" + name + "': '..' is refused; names stay inside the models root");
+  if (kind == Kind::lora) {  // the runner's own rule (app/model_files.h), so both find the same file
+    try {
+      return app::resolve_named_file(name, folder(kind), "LoRA", {confinement()});
+    } catch (const std::invalid_argument& e) {
+      throw BadRequest(field, scrub(e.what()) + outside_hint());
+    }
+  }
+  // A name relative to the root must stay in the kind's own folder: a LoRA is no checkpoint.
   std::vector<fs::path> candidates;
   for (const fs::path& base : {fs::path(folder(kind)), fs::path(root_)}) {
     candidates.push_back(base / p);
@@ -143,8 +178,13 @@ std::string ModelCatalog::resolve(Kind kind, std::string const& name_in, const s
     std::error_code ec;
     if (!fs::exists(fs::symlink_status(c, ec)) && !fs::exists(c, ec)) continue;
     if (!allowed(c.string()))
-      throw BadRequest(field, std::string(kind_word(kind)) + " '" + name + "' leads outside the models root (a symlink out?); refused");
+      throw BadRequest(field, std::string(kind_word(kind)) + " '" + name + "' leads outside the models root (a symlink out?); refused" +
+                                  outside_hint());
     if (fs::is_directory(c, ec) && !is_model_dir(c)) continue;
+    for (const Kind other : {Kind::checkpoint, Kind::controlnet, Kind::lora})
+      if (other != kind && inside(fs::absolute(c).lexically_normal().string(), fs::absolute(folder(other)).lexically_normal().string()))
+        throw BadRequest(field, std::string(kind_word(kind)) + " '" + name + "' is in the " + fs::path(folder(other)).filename().string() +
+                                    "/ folder: that is a " + kind_word(other) + ", not a " + kind_word(kind));
     return canonical_or_empty(c);
   }
   for (const auto& e : list(kind))  // a bare stem found in a subfolder

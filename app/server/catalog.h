@@ -28,7 +28,8 @@ struct CatalogEntry {
 class ModelCatalog {
  public:
   enum class Kind { checkpoint, controlnet, lora };
-  ModelCatalog(std::string models_root, std::string bundled_dir);
+  // `allowed_roots`: folders outside the root that symlinks in it may lead to (--allowed-roots).
+  ModelCatalog(std::string models_root, std::string bundled_dir, std::vector<std::string> allowed_roots = {});
 
   // The absolute path a name stands for; "" for the default (bundled) checkpoint.
   std::string resolve(Kind kind, const std::string& name, const std::string& field) const;
@@ -38,8 +39,10 @@ class ModelCatalog {
   // `message` with every server-side folder replaced by a neutral label, so that errors of
   // the engine (which name files by absolute path) reveal nothing outside.
   std::string scrub(std::string message) const;
-  // A path is inside the models root (after symlinks) or is a bundled file.
+  // A path is inside the models root or an allowed root (after symlinks), or is a bundled file.
   bool allowed(const std::string& path) const;
+  // The folders a request's files must lie in (Request::confine_to): the root, the allowed roots.
+  std::vector<std::string> confinement() const;
 
   const std::string& root() const { return root_; }
   std::string folder(Kind kind) const;
@@ -47,6 +50,8 @@ class ModelCatalog {
 
  private:
   std::string root_, root_canonical_, bundled_;
+  std::vector<std::string> extra_roots_;  // canonical
+  std::string outside_hint() const;       // how to allow a folder symlinks lead to
   std::vector<std::pair<std::string, std::string>> scrubs_;
   std::vector<CatalogEntry> bundled_entries(Kind kind) const;
 };

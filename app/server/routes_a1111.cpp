@@ -10,6 +10,7 @@
 #include "app/parameters.h"
 #include "app/server/base64.h"
 #include "app/server/context.h"
+#include "models/json_text.h"
 
 using json = nlohmann::json;
 
@@ -205,7 +206,7 @@ void add_a1111_routes(httplib::Server& http, Context& ctx) {
         r.model = *model;
         ctx.board->load(r);
       }
-      if (!ignored.empty()) res.set_header("X-Sigma-Ignored-Options", ignored.substr(0, 1000));
+      if (!ignored.empty()) res.set_header("X-Sigma-Ignored-Options", models::utf8_prefix(ignored, 1000));
       reply_json(res, nullptr);
     });
   });
@@ -222,7 +223,7 @@ void add_a1111_routes(httplib::Server& http, Context& ctx) {
     double progress = 0, eta = 0;
     json image = nullptr;
     if (j) {
-      state["job"] = "job " + std::to_string(j->id);
+      state["job"] = "job " + j->key;
       state["job_no"] = j->batch;
       const double steps = std::max(1, j->total) * std::max(1, j->batches);
       progress = (j->batch * std::max(1, j->total) + j->step) / steps;
@@ -230,7 +231,7 @@ void add_a1111_routes(httplib::Server& http, Context& ctx) {
       if (j->preview && !skip_image) image = base64_encode(app::encode_png(*j->preview));
     }
     reply_json(res, {{"progress", progress}, {"eta_relative", eta}, {"state", state}, {"current_image", image},
-                     {"textinfo", nullptr}, {"current_task", j ? json("task(" + std::to_string(j->id) + ")") : json(nullptr)}});
+                     {"textinfo", nullptr}, {"current_task", j ? json("task(" + j->key + ")") : json(nullptr)}});
   });
 
   http.Post("/sdapi/v1/interrupt", [&ctx](const httplib::Request&, httplib::Response& res) {

@@ -17,10 +17,10 @@ json job_json(const ServerJob& j) {
   json images = json::array();
   for (size_t i = 0; i < j.results.size(); ++i)
     images.push_back({{"index", i}, {"seed", j.results[i]->seed}, {"parameters", j.results[i]->parameters},
-                      {"url", "/v1/jobs/" + std::to_string(j.id) + "/images/" + std::to_string(i)}});
+                      {"url", "/v1/jobs/" + j.key + "/images/" + std::to_string(i)}});
   const double steps = std::max(1, j.total) * std::max(1, j.batches);
   const double progress = j.state == "done" ? 1.0 : (j.batch * std::max(1, j.total) + j.step) / steps;
-  json out = {{"id", std::to_string(j.id)}, {"state", j.state},  {"model", j.model},      {"step", j.step},
+  json out = {{"id", j.key}, {"state", j.state},  {"model", j.model},      {"step", j.step},
               {"total", j.total},           {"batch", j.batch},  {"batches", j.batches},  {"sigma", j.sigma},
               {"progress", progress},       {"eta_seconds", j.eta_seconds}, {"elapsed_seconds", j.elapsed_seconds},
               {"images", images},           {"warnings", j.warnings}};
@@ -28,7 +28,8 @@ json job_json(const ServerJob& j) {
   return out;
 }
 
-uint64_t job_id(const httplib::Request& req) { return std::stoull(req.matches[1].str()); }
+// Job ids in paths are the board's random keys; an unknown one is 0, which no job has.
+uint64_t job_id(const Context& ctx, const httplib::Request& req) { return ctx.board->find(req.matches[1].str()); }
 
 }  // namespace
 
@@ -43,10 +44,11 @@ void add_job_routes(httplib::Server& http, Context& ctx) {
         const auto r = job_request(*body, a, job.warnings);
         job.model = ctx.catalog->name_of(ModelCatalog::Kind::checkpoint, r.model);
         job.upload_dir = a.upload_dir;
-        const uint64_t id = ctx.board->submit(r, job);
-        reply_json(res, {{"id", std::to_string(id)}, {"state", "queued"}, {"warnings", job.warnings},
-                         {"status_url", "/v1/jobs/" + std::to_string(id)},
-                         {"events_url", "/v1/jobs/" + std::to_string(id) + "/events"}}, 202);
+        std::string key;
+        ctx.board->submit(r, job, &key);
+        reply_json(res, {{"id", key}, {"state", "queued"}, {"warnings", job.warnings},
+                         {"status_url", "/v1/jobs/" + key},
+                         {"events_url", "/v1/jobs/" + key + "/events"}}, 202);
       } catch (...) {
         std::error_code ec;
         std::filesystem::remove_all(a.upload_dir, ec);
@@ -55,32 +57,32 @@ void add_job_routes(httplib::Server& http, Context& ctx) {
     });
   });
 
-  http.Get(R"(/v1/jobs/(\d{1,18}))", [&ctx](const httplib::Request& req, httplib::Response& res) {
-    const auto j = ctx.board->get(job_id(req));
+  http.Get(R"(/v1/jobs/([0-9a-f]{32}))", [&ctx](const httplib::Request& req, httplib::Response& res) {
+    const auto j = ctx.board->get(job_id(ctx, req));
     if (!j) return reply_error(res, 404, "no such job (finished jobs are remembered for a while only)");
     reply_json(res, job_json(*j));
   });
 
-  http.Delete(R"(/v1/jobs/(\d{1,18}))", [&ctx](const httplib::Request& req, httplib::Response& res) {
-    const uint64_t id = job_id(req);
+  http.Delete(R"(/v1/jobs/([0-9a-f]{32}))", [&ctx](const httplib::Request& req, httplib::Response& res) {
+    const uint64_t id = job_id(ctx, req);
     const auto j = ctx.board->get(id);
     if (!j) return reply_error(res, 404, "no such job");
     if (j->terminal()) return reply_error(res, 409, "the job has already finished (" + j->state + ")");
     ctx.board->cancel(id);
     const auto now = ctx.board->wait(id, 0);  // a queued job is cancelled at once; a running one after its step
-    reply_json(res, {{"id", std::to_string(id)}, {"state", now ? now->state : "cancelled"}, {"cancelling", true}});
+    reply_json(res, {{"id", j->key}, {"state", now ? now->state : "cancelled"}, {"cancelling", true}});
   });
 
-  http.Get(R"(/v1/jobs/(\d{1,18})/images/(\d{1,6}))", [&ctx](const httplib::Request& req, httplib::Response& res) {
-    const auto j = ctx.board->get(job_id(req));
+  http.Get(R"(/v1/jobs/([0-9a-f]{32})/images/(\d{1,6}))", [&ctx](const httplib::Request& req, httplib::Response& res) {
+    const auto j = ctx.board->get(job_id(ctx, req));
     const size_t n = std::stoul(req.matches[2].str());
     if (!j) return reply_error(res, 404, "no such job");
     if (n >= j->results.size()) return reply_error(res, 404, "no image " + std::to_string(n) + " (the job has " + std::to_string(j->results.size()) + " so far)");
     res.set_content(result_png(ctx, *j->results[n]), "image/png");
   });
 
-  http.Get(R"(/v1/jobs/(\d{1,18})/events)", [&ctx](const httplib::Request& req, httplib::Response& res) {
-    const uint64_t id = job_id(req);
+  http.Get(R"(/v1/jobs/([0-9a-f]{32})/events)", [&ctx](const httplib::Request& req, httplib::Response& res) {
+    const uint64_t id = job_id(ctx, req);
     if (!ctx.board->get(id)) return reply_error(res, 404, "no such job");
     res.set_header("Cache-Control", "no-cache");
     res.set_header("X-Accel-Buffering", "no");  // nginx: do not hold the stream back

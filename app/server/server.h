@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstddef>
 #include <string>
+#include <vector>
 
 namespace sigma::server {
 
@@ -20,8 +21,17 @@ struct ServeOptions {
   size_t max_engines = 2;
   int max_prompt_chunks = 8;       // 75-token chunks per prompt
   size_t max_body_bytes = 64u << 20;
-  int timeout_seconds = 30;        // read/write timeout of a connection (slow clients)
-  int threads = 32;                // HTTP worker threads (each open event stream holds one)
+  int timeout_seconds = 30;        // a request's body must arrive within this (and each write)
+  int header_timeout_seconds = 5;  // a request's line and headers must arrive within this
+  int threads = 64;                // HTTP worker threads (each open event stream holds one)
+  // Browsers and DNS rebinding (docs/server.md, "Threat model"): the Host names a request may
+  // carry besides the listen address and loopback names, and the cross-origin pages allowed
+  // to call the API ("*" allows any). Empty: only this server's own page.
+  std::vector<std::string> allowed_hosts;
+  std::vector<std::string> cors_origins;
+  // Folders outside the models root that names may lead into through symlinks (a
+  // `checkpoints -> /mnt/big/models` link), as ComfyUI's extra_model_paths allows.
+  std::vector<std::string> allowed_roots;
 };
 
 // Runs until `stop` becomes true (the CLI sets it from SIGTERM/SIGINT), then stops taking

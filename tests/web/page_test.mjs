@@ -1,7 +1,9 @@
 // The browser test of sigma serve's page: Debian's chromium, headless, driven by
 // puppeteer-core. Types a prompt, generates with the bundled model, waits for the image in
 // the gallery, checks it (its size, that it is not blank, that the live preview showed and
-// the parameters are listed) and saves a screenshot.
+// the parameters are listed) and saves a screenshot; then, at a phone's 390 px, that the page
+// does not scroll sideways and the controls span the width (issue 25), with a second
+// screenshot beside the first (NAME-390.png).
 //   node page_test.mjs URL SCREENSHOT.png
 // Exit 0 on success; any failure prints one line and exits 1.
 import puppeteer from "puppeteer-core";
@@ -70,7 +72,20 @@ try {
   if (check.previews < 1) fail("no live preview arrived");
   if (errors.length) fail("page errors: " + errors.join("; "));
   await page.screenshot({ path: screenshot });
-  console.log("page_test: ok, screenshot " + screenshot);
+  // A phone: one column, nothing wider than the screen (with a result's long parameters shown).
+  await page.setViewport({ width: 390, height: 844 });
+  const narrow = await page.evaluate(() => ({
+    scrollWidth: document.documentElement.scrollWidth, innerWidth,
+    prompt: document.querySelector("#prompt").getBoundingClientRect().width,
+    generate: document.querySelector("#generate").getBoundingClientRect().right,
+  }));
+  console.log("page_test: at 390 px " + JSON.stringify(narrow));
+  if (narrow.scrollWidth > narrow.innerWidth) fail("at 390 px the page is " + narrow.scrollWidth + " px wide: it scrolls sideways");
+  if (narrow.prompt < 0.85 * narrow.innerWidth) fail("at 390 px the prompt box is only " + narrow.prompt + " px wide");
+  if (narrow.generate > narrow.innerWidth) fail("at 390 px the Generate button ends off screen");
+  const narrowShot = screenshot.replace(/(\.png)?$/, "-390.png");
+  await page.screenshot({ path: narrowShot, fullPage: true });
+  console.log("page_test: ok, screenshot " + screenshot + ", " + narrowShot);
 } finally {
   await browser.close();
 }
