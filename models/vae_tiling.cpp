@@ -74,7 +74,9 @@ struct GroupStats {
 // torch.nn.GroupNorm: biased variance, eps inside the square root, then the affine map), as
 // one fused kernel: an inference-mode batch norm over [1, B·C, pixels] whose running
 // statistics are each channel's group's, in float32, with the affine weights per channel.
-torch::Tensor normalised(const torch::Tensor& x, const GroupNormImpl& gn, const GroupStats& s) {
+// Then the SiLU, before the CPU's float32 is rounded back: one bf16 rounding, as in
+// group_norm_act on the untiled path, not two.
+torch::Tensor normalised_silu(const torch::Tensor& x, const GroupNormImpl& gn, const GroupStats& s) {
   const int64_t B = x.size(0), C = x.size(1), G = gn.options.num_groups();
   auto per_channel = [&](const torch::Tensor& g) { return g.unsqueeze(-1).expand({B, G, C / G}).reshape({B * C}); };
   torch::Tensor w, b;
@@ -83,7 +85,7 @@ torch::Tensor normalised(const torch::Tensor& x, const GroupNormImpl& gn, const 
   const auto in = x.is_cuda() ? x : x.to(torch::kFloat32);
   auto y = torch::batch_norm(in.reshape({1, B * C, -1}), w, b, per_channel(s.mean), per_channel(s.m2 / s.n),
                              /*training=*/false, /*momentum=*/0.0, gn.options.eps(), /*cudnn_enabled=*/false);
-  return y.reshape(x.sizes()).to(x.scalar_type());
+  return torch::silu_(y).reshape(x.sizes()).to(x.scalar_type());
 }
 
 // One tile: its activations over a window of the current resolution, of which the core is
@@ -184,12 +186,12 @@ void res_block(Tiles& tiles, VaeResBlockImpl& b, VaeResampleImpl* resample, int6
   tiles.pass(
       [&](Tile& t, const GroupStats& s) {
         t.skip = t.x;
-        t.x = b.conv1->forward(F::silu(normalised(t.x, *b.norm1, s)));
+        t.x = b.conv1->forward(normalised_silu(t.x, *b.norm1, s));
       },
       1, 1, b.norm2.get());
   tiles.pass(
       [&](Tile& t, const GroupStats& s) {
-        auto h = b.conv2->forward(F::silu(normalised(t.x, *b.norm2, s)));
+        auto h = b.conv2->forward(normalised_silu(t.x, *b.norm2, s));
         t.x = (b.nin_shortcut ? b.nin_shortcut->forward(t.skip) : t.skip) + h;
         t.skip = torch::Tensor();
         if (resample) t.x = resample->forward(t.x);
@@ -227,7 +229,7 @@ torch::Tensor tiled_decode(AutoencoderKLImpl& vae, const torch::Tensor& z, const
               tiling.margin >= 0 ? tiling.margin : decoder_margin(vae.config), 1, tiling.offload,
               block(*levels.front(), 0).norm1.get());
   run_levels(tiles, levels, 2, 1, d.norm_out.get());
-  tiles.pass([&](Tile& t, const GroupStats& s) { t.x = d.conv_out->forward(F::silu(normalised(t.x, *d.norm_out, s))); }, 1,
+  tiles.pass([&](Tile& t, const GroupStats& s) { t.x = d.conv_out->forward(normalised_silu(t.x, *d.norm_out, s)); }, 1,
              1, nullptr);
   return tiles.assemble().to(z.scalar_type());
 }

@@ -73,27 +73,37 @@ TEST_SUITE("unit.vae_tiling") {
     CHECK(test::rel_error(models::tiled_encode_moments(*vae, image, t).first, mean) > 1e-3);
   }
 
-  TEST_CASE("the fixture's VAE (SD's layout) decodes in tiles >= 40 dB from untiled, in float32 and bfloat16") {
+  // In float32 the tiles reproduce the untiled decode to rounding. In bfloat16 both decodes
+  // carry bf16's own error, which on the fixture's random weights is large (one attention
+  // alone is ~5% off float32, in plain LibTorch matmul/softmax too) and lands differently with
+  // the tiles' other convolution shapes; so there the test is that tiling adds no error: the
+  // tiled decode is as close to the float32 one as the untiled decode is. Seams would not be.
+  TEST_CASE("the fixture's VAE (SD's layout) decodes in tiles as exactly as untiled, in float32 and bfloat16") {
     c10::InferenceMode guard;
     const auto ck = models::open_checkpoint(test::sd15() + "/models/tiny-sd15.safetensors");
+    auto reference = models::load_vae(ck, models::LoadOptions{});
     for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
       models::LoadOptions opt;
       opt.dtype = dtype;
       auto vae = models::load_vae(ck, opt);
       torch::manual_seed(5);
       auto z = torch::randn({1, 4, 40, 56}).to(dtype);  // a 448x320 picture in 3 x 4 tiles
+      const auto truth = reference->decode(z.to(torch::kFloat32));
       models::VaeTiling t;
       t.tile = 16;
       const auto whole = vae->decode(z).to(torch::kFloat32), tiled = models::tiled_decode(*vae, z, t).to(torch::kFloat32);
-      const double db = psnr(tiled, whole);
-      MESSAGE(std::string(dtype == torch::kFloat32 ? "float32" : "bfloat16") << ": tiled vs untiled decode " << db << " dB");
-      CHECK(db >= 40.0);
-      if (dtype == torch::kFloat32) CHECK(test::rel_error(tiled, whole) < 1e-5);
+      const double whole_db = psnr(whole, truth), tiled_db = psnr(tiled, truth);
+      t.margin = 0;  // seams: each tile's convolutions see zeros where its neighbours are
+      const double seams_db = psnr(models::tiled_decode(*vae, z, t).to(torch::kFloat32), truth);
+      const std::string name = dtype == torch::kFloat32 ? "float32" : "bfloat16";
+      MESSAGE(name << " vs float32 untiled: untiled " << whole_db << " dB, tiled " << tiled_db << " dB, tiled without margin "
+                   << seams_db << " dB; tiled vs untiled " << psnr(tiled, whole) << " dB");
+      if (dtype == torch::kFloat32) CHECK(test::rel_error(tiled, whole) < 1e-5);  // whole == truth here
+      else CHECK(tiled_db >= whole_db - 0.5);
+      CHECK(seams_db < whole_db - 3);
     }
   }
-}
 
-TEST_SUITE("unit.vae_tiling") {
   TEST_CASE("generate with vae_tiling (--vae-tiling) writes the untiled picture; img2img encodes in tiles too") {
     c10::InferenceMode guard;
     app::Request r;
