@@ -55,7 +55,9 @@ void check_preprocessors(const app::Request& r, const std::string& field) {
       for (const auto& e : catalog) known += (known.empty() ? "" : ", ") + e.name;
       throw BadRequest(field, "preprocessor '" + models::utf8_prefix(u.preprocessor, 40) + "': no such preprocessor here (known: " + known + ")");
     }
-    for (const auto& [name, value] : u.params) {
+    for (const auto& param : u.params) {
+      const std::string& name = param.first;  // not a structured binding: clang 14 cannot capture those
+      const double value = param.second;
       const auto p = std::find_if(entry->params.begin(), entry->params.end(), [&](const auto& q) { return q.name == name; });
       if (p == entry->params.end())
         throw BadRequest(field, "preprocessor " + u.preprocessor + " has no parameter '" + models::utf8_prefix(name, 40) + "'");
