@@ -27,8 +27,8 @@
 #include "app/model_files.h"
 #include "app/prompt.h"
 #include "app/request.h"
-#include "models/embedding.h"
-#include "models/lora.h"
+#include "models/adapters/embedding.h"
+#include "models/adapters/lora.h"
 
 namespace sigma::app {
 

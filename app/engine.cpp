@@ -10,9 +10,10 @@
 #include <stdexcept>
 #include <thread>
 
-#include "models/json_text.h"
-#include "models/runtime.h"
-#include "models/torch_compat.h"
+#include "models/io/json_text.h"
+#include "models/nn/channels_last.h"
+#include "models/runtime/options.h"
+#include "models/runtime/torch_compat.h"
 
 namespace fs = std::filesystem;
 
@@ -202,7 +203,7 @@ std::shared_ptr<Engine> Engine::load(const ModelSpec& spec) {
   if (spec.dtype == torch::kFloat16 && ck.description.vae_fp16_upcast) vae_opt.dtype = torch::kFloat32;
   e->vae_ = spec.vae.empty() ? models::load_vae(ck, vae_opt) : models::load_vae_file(spec.vae, ck.vae_config.scaling_factor, vae_opt);
   models::trace_time("weights on " + e->device_.str());
-  models::apply_channels_last(*e->unet_, *e->vae_, e->device_);  // models/runtime.h
+  models::apply_channels_last(*e->unet_, *e->vae_, e->device_);  // models/nn/channels_last.h
   if (lowvram) {
     models::park_in_host_memory(*e->clip_);
     if (!e->clip_2_.is_empty()) models::park_in_host_memory(*e->clip_2_);

@@ -15,11 +15,11 @@
 
 #include "app/request.h"
 #include "controlnet/controlnet.h"
-#include "models/checkpoint.h"
-#include "models/clip_tokenizer.h"
-#include "models/cuda_graph.h"
-#include "models/streaming.h"
-#include "models/loader.h"
+#include "models/families/checkpoint.h"
+#include "models/families/loader.h"
+#include "models/runtime/cuda_graph.h"
+#include "models/runtime/streaming.h"
+#include "models/text/clip_tokenizer.h"
 #include "samplers/model_sampling.h"
 #include "samplers/schedules.h"
 
@@ -32,7 +32,7 @@ struct ModelSpec {
   std::string model, tokenizer, vae, prediction;
   std::string device = "cpu";
   torch::ScalarType dtype = torch::kFloat32;
-  bool lowvram = false;  // CUDA: weights in host memory, on the GPU only while used (models/streaming.h)
+  bool lowvram = false;  // CUDA: weights in host memory, on the GPU only while used (models/runtime/streaming.h)
   bool operator==(const ModelSpec&) const = default;
 };
 
@@ -75,7 +75,7 @@ class Engine {
   const models::FamilyDescription& family() const { return checkpoint_.description; }
   models::UNet& unet() { return unet_; }
   // One UNet call as the sampler makes it: on CUDA through a CUDA graph captured once per
-  // input signature (models/cuda_graph.h), eager with ControlNet residuals or on the CPU.
+  // input signature (models/runtime/cuda_graph.h), eager with ControlNet residuals or on the CPU.
   torch::Tensor unet_forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& context,
                              const models::ControlResiduals* control = nullptr, const torch::Tensor& y = {});
   // Text encoder i on token ids [n, 77] (on the device) as the conditioning calls it: the

@@ -19,8 +19,8 @@
 #include "app/engine.h"
 #include "app/image_io.h"
 #include "app/pipeline.h"
-#include "models/checkpoint_info.h"
-#include "models/runtime.h"
+#include "models/families/checkpoint_info.h"
+#include "models/runtime/options.h"
 
 namespace fs = std::filesystem;
 

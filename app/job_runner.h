@@ -19,7 +19,7 @@
 
 #include "app/request.h"
 #include "imaging/image.h"
-#include "models/clip_tokenizer.h"
+#include "models/text/clip_tokenizer.h"
 
 namespace sigma::app {
 

@@ -7,7 +7,7 @@
 #include <stdexcept>
 
 #include "app/image_io.h"
-#include "models/json_text.h"
+#include "models/io/json_text.h"
 
 namespace sigma::app {
 namespace {

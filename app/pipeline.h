@@ -65,7 +65,7 @@ torch::Tensor seeded_noise(const std::vector<int64_t>& shape, int64_t seed, cons
 // Latents -> RGB approximation without the VAE, for live previews: [1,C,h,w] -> image of h x w.
 Image preview_image(const Engine& engine, const torch::Tensor& latents);
 
-// Whether the VAE runs in tiles for latents of `latent_shape` (models/vae_tiling.h: the same
+// Whether the VAE runs in tiles for latents of `latent_shape` (models/vae/tiling.h: the same
 // picture, bounded memory): when the request asks (--vae-tiling), or when the untiled decode
 // would need more than the device has available. An untiled decode or encode that runs out
 // of memory anyway is redone in tiles. On CUDA the waiting tiles go to host memory only under

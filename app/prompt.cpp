@@ -12,7 +12,7 @@
 #include <unicode/uchar.h>
 #include <unicode/utf8.h>
 
-#include "models/json_text.h"
+#include "models/io/json_text.h"
 
 #include <algorithm>
 #include <cctype>

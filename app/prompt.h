@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "models/clip_tokenizer.h"
+#include "models/text/clip_tokenizer.h"
 
 namespace sigma::app {
 

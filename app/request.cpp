@@ -7,7 +7,7 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "models/json_text.h"
+#include "models/io/json_text.h"
 
 namespace sigma::app {
 namespace {

@@ -3,13 +3,13 @@
 #include <filesystem>
 #include <sstream>
 
-#include "models/checkpoint.h"
-#include "models/keymaps.h"
+#include "models/families/checkpoint.h"
+#include "models/io/keymaps.h"
 
 namespace fs = std::filesystem;
 
 namespace sigma::controlnet {
-namespace nn = sigma::models::layers;  // torch::nn with our Conv2d, Linear, Embedding (models/layers.h)
+namespace nn = sigma::models::layers;  // torch::nn with our Conv2d, Linear, Embedding (models/nn/layers.h)
 using models::ModelLoadError;
 
 std::string ControlNetConfig::describe() const {
@@ -19,12 +19,6 @@ std::string ControlNetConfig::describe() const {
   s << ")";
   return s.str();
 }
-
-namespace {
-nn::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride = 1) {
-  return nn::Conv2d(nn::Conv2dOptions(in, out, k).stride(stride).padding(k / 2));
-}
-}  // namespace
 
 ControlNetImpl::ControlNetImpl(ControlNetConfig c) : config(std::move(c)) {
   const auto& u = config.unet;

@@ -7,8 +7,8 @@
 
 #include <string>
 
-#include "models/unet.h"
-#include "models/checkpoint.h"
+#include "models/diffusion/unet/unet.h"
+#include "models/families/checkpoint.h"
 
 namespace sigma::controlnet {
 

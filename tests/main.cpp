@@ -8,8 +8,8 @@
 #include <iostream>
 
 #include "app/process.h"
-#include "models/runtime.h"
-#include "models/torch_compat.h"
+#include "models/runtime/options.h"
+#include "models/runtime/torch_compat.h"
 #if defined(SIGMA_TSAN) && defined(SIGMA_WITH_OPENCV)
 #include <opencv2/core/utility.hpp>
 #endif

@@ -10,7 +10,7 @@
 #include <memory>
 #include <stdexcept>
 
-#include "models/safetensors.h"
+#include "models/io/safetensors.h"
 #include "samplers/samplers.h"
 
 namespace sigma::test {

@@ -49,7 +49,7 @@ sigma_add_suite(e2e.reliability e2e)
 sigma_add_suite(gpu.cli_path gpu ARGS --require-cuda)
 # Out of GPU memory: a clear error, no file, and the next job runs (pipeline, job runner, batch).
 sigma_add_suite(gpu.oom gpu ARGS --require-cuda)
-# Tiled VAE (models/vae_tiling.h) against the untiled networks, on the CPU and on CUDA with offload.
+# Tiled VAE (models/vae/tiling.h) against the untiled networks, on the CPU and on CUDA with offload.
 sigma_add_suite(unit.vae_tiling unit)
 sigma_add_suite(gpu.vae_tiling gpu ARGS --require-cuda)
 # --lowvram: weights in host memory, the same picture (tests/test_gpu_cli.cpp).
@@ -69,10 +69,10 @@ sigma_add_suite(e2e.kill_resume e2e TIMEOUT 600)
 # What fuzzing found, each fix with its input (tests/fuzz/*/corpus/regress-*); the reader
 # when a checkpoint changes under it; stale temporaries of killed batch shards.
 sigma_add_suite(unit.fuzz_regressions unit)
-# The fused GroupNorm + SiLU (models/group_norm.h): LibTorch's on the CPU, the CUDA kernels against float64.
+# The fused GroupNorm + SiLU (models/kernels/cuda_ops.h): LibTorch's on the CPU, the CUDA kernels against float64.
 sigma_add_suite(unit.group_norm unit)
 sigma_add_suite(gpu.group_norm gpu ARGS --require-cuda)
-# The AVX-512 CPU kernels (models/cpu/) and the bf16 norm detours (models/cpu_ops.h).
+# The AVX-512 CPU kernels (models/kernels/cpu/) and the bf16 norm detours (models/kernels/cpu_ops.h).
 sigma_add_suite(unit.cpu_kernels unit)
 # Issue 25, an attacker's probe: deep JSON, browsers and DNS rebinding, symlinks out,
 # unbounded work, leaks and status codes, messages (tests/test_server_hardening.cpp).

@@ -1,4 +1,4 @@
-// Adapters (models/lora.h) and textual inversion (models/embedding.h): conformance of every
+// Adapters (models/adapters/lora.h) and textual inversion (models/adapters/embedding.h): conformance of every
 // adapter format against the fixtures' merged-weight references (lora/lora_refs.safetensors,
 // lora/adapter_refs.safetensors), and the patcher's exactness rules (strength 0, restore,
 // re-apply), the boundary errors and the SDXL key map.
@@ -8,11 +8,11 @@
 #include <fstream>
 #include <set>
 
-#include "models/clip_tokenizer.h"
-#include "models/embedding.h"
-#include "models/keymaps.h"
-#include "models/lora.h"
-#include "models/loader.h"
+#include "models/adapters/embedding.h"
+#include "models/adapters/lora.h"
+#include "models/families/loader.h"
+#include "models/io/keymaps.h"
+#include "models/text/clip_tokenizer.h"
 #include "tests/support.h"
 
 namespace {

@@ -5,7 +5,7 @@
 #include <fstream>
 
 #include "controlnet/controlnet.h"
-#include "models/loader.h"
+#include "models/families/loader.h"
 #include "tests/support.h"
 
 namespace {

@@ -4,7 +4,7 @@
 #include <doctest/doctest.h>
 
 #include "controlnet/controlnet.h"
-#include "models/loader.h"
+#include "models/families/loader.h"
 #include "tests/support.h"
 
 namespace {

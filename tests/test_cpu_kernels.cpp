@@ -1,4 +1,4 @@
-// The CPU kernels (models/cpu/kernels.h) and their LibTorch side (models/cpu_ops.h): softmax
+// The CPU kernels (models/kernels/cpu/kernels.h) and their LibTorch side (models/kernels/cpu_ops.h): softmax
 // and GEGLU against float64 references, in float32 and bf16, over row widths that exercise the
 // 16-lane loops and their masked tails; the bf16 LayerNorm / GroupNorm detours through float32.
 #include <torch/torch.h>
@@ -7,12 +7,13 @@
 
 #include <limits>
 
-#include "models/cpu/kernels.h"
-#include "models/cpu_ops.h"
-#include "models/group_norm.h"
-#include "models/runtime.h"
-#include "models/layers.h"
-#include "models/unet_blocks.h"
+#include "models/diffusion/unet/blocks.h"
+#include "models/kernels/cpu/kernels.h"
+#include "models/kernels/cpu_ops.h"
+#include "models/kernels/cuda_ops.h"
+#include "models/nn/layers.h"
+#include "models/nn/ops.h"
+#include "models/runtime/options.h"
 
 using namespace sigma;
 

@@ -9,7 +9,7 @@
 #include "app/engine.h"
 #include "app/training/shape_eval.h"
 #include "app/training/shape_world.h"
-#include "models/loader.h"
+#include "models/families/loader.h"
 #include "tests/support.h"
 
 namespace {

@@ -15,7 +15,7 @@
 
 #include "app/cli/jobs.h"
 #include "app/image_io.h"
-#include "models/safetensors.h"
+#include "models/io/safetensors.h"
 #include "tests/support.h"
 
 namespace fs = std::filesystem;

@@ -16,10 +16,10 @@
 #include "app/job_runner.h"
 #include "app/parameters.h"
 #include "app/pipeline.h"
-#include "models/cuda_graph.h"
-#include "models/loader.h"
-#include "models/safetensors.h"
-#include "models/torch_compat.h"
+#include "models/families/loader.h"
+#include "models/io/safetensors.h"
+#include "models/runtime/cuda_graph.h"
+#include "models/runtime/torch_compat.h"
 #include "tests/support.h"
 
 namespace {

@@ -1,17 +1,18 @@
-// group_norm_act (models/group_norm.h): LibTorch's GroupNorm + SiLU on the CPU (float32 bit for
+// group_norm_act (models/kernels/cuda_ops.h): LibTorch's GroupNorm + SiLU on the CPU (float32 bit for
 // bit; bf16 through float32);
 // on CUDA the fused kernels, in both layouts and the three dtypes, against a float64
-// GroupNorm of the same input. And the channels-last convolution bias kernel (models/layers.cpp).
+// GroupNorm of the same input. And the channels-last convolution bias kernel (models/nn/layers.cpp).
 #include <torch/torch.h>
 
 #include <doctest/doctest.h>
 
 #include <tuple>
 
-#include "models/cpu_ops.h"
-#include "models/group_norm.h"
-#include "models/layers.h"
-#include "models/unet_blocks.h"
+#include "models/diffusion/unet/blocks.h"
+#include "models/kernels/cpu_ops.h"
+#include "models/kernels/cuda_ops.h"
+#include "models/nn/layers.h"
+#include "models/nn/ops.h"
 #include "tests/support.h"
 
 using namespace sigma;
@@ -62,7 +63,7 @@ TEST_SUITE("unit.group_norm") {
     CHECK(ours.is_contiguous(torch::MemoryFormat::ChannelsLast));
     const double err = (ours.to(torch::kFloat32) - ref).abs().max().item<double>();
     MESSAGE("bf16 channels-last GroupNorm + SiLU vs float32: max error " << err);
-    // float32 arithmetic rounded to bf16 once (models/group_norm.cpp): half a bf16 ulp, 2^-8 |y|,
+    // float32 arithmetic rounded to bf16 once (models/kernels/cuda_ops.cpp): half a bf16 ulp, 2^-8 |y|,
     // at outputs up to ~8; the NHWC bf16 kernel was off by ~3.
     CHECK(err < 0.04);
   }

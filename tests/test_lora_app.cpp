@@ -11,7 +11,7 @@
 #include "app/image_io.h"
 #include "app/parameters.h"
 #include "app/pipeline.h"
-#include "models/safetensors.h"
+#include "models/io/safetensors.h"
 #include "tests/reference_request.h"
 #include "tests/support.h"
 

@@ -5,7 +5,7 @@
 
 #include <fstream>
 
-#include "models/safetensors.h"
+#include "models/io/safetensors.h"
 #include "tests/support.h"
 
 using sigma::models::SafeTensors;

@@ -3,7 +3,7 @@
 // records. The UNet-driven cases run through tests/sampler_cases.h from the UNet's test.
 #include <doctest/doctest.h>
 
-#include "models/safetensors.h"
+#include "models/io/safetensors.h"
 #include "samplers/samplers.h"
 #include "tests/sampler_cases.h"
 

@@ -2,7 +2,7 @@
 // with CFG 7.5) through the real tiny SD 1.x UNet, on the test device and dtype.
 #include <doctest/doctest.h>
 
-#include "models/loader.h"
+#include "models/families/loader.h"
 #include "tests/sampler_cases.h"
 
 TEST_SUITE("conformance.samplers") {

@@ -4,7 +4,7 @@
 #include <doctest/doctest.h>
 
 #include "app/pipeline.h"
-#include "models/loader.h"
+#include "models/families/loader.h"
 #include "tests/reference_request.h"
 
 namespace {

@@ -7,8 +7,8 @@
 
 #include "app/conditioning.h"
 #include "app/pipeline.h"
-#include "models/checkpoint_info.h"
-#include "models/loader.h"
+#include "models/families/checkpoint_info.h"
+#include "models/families/loader.h"
 #include "tests/reference_request.h"
 
 namespace {

@@ -16,8 +16,8 @@
 #include "app/cli/jobs.h"
 #include "app/parameters.h"
 #include "app/request.h"
-#include "models/json_text.h"
-#include "models/safetensors.h"
+#include "models/io/json_text.h"
+#include "models/io/safetensors.h"
 #include "tests/server_support.h"
 
 namespace fs = std::filesystem;

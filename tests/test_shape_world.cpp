@@ -12,7 +12,7 @@
 #include "app/training/shape_vocab.h"
 #include "app/training/shape_world.h"
 #include "app/training/train_util.h"
-#include "models/clip_tokenizer.h"
+#include "models/text/clip_tokenizer.h"
 #include "tests/support.h"
 #ifdef SIGMA_WITH_OPENCV
 #include <opencv2/imgproc.hpp>

@@ -7,7 +7,7 @@
 
 #include <fstream>
 
-#include "models/clip_tokenizer.h"
+#include "models/text/clip_tokenizer.h"
 #include "tests/support.h"
 
 using sigma::models::ClipTokenizer;

@@ -1,14 +1,15 @@
-// Tiled VAE decode/encode (models/vae_tiling.h) against the untiled networks: the same
+// Tiled VAE decode/encode (models/vae/tiling.h) against the untiled networks: the same
 // numbers up to the order of sums, on shapes that cut into uneven tiles, and far from them
 // when the margin is too small (so the comparison can fail).
 #include <cmath>
 
 #include "app/engine.h"
 #include "app/pipeline.h"
-#include "models/checkpoint.h"
-#include "models/loader.h"
-#include "models/torch_compat.h"
-#include "models/vae_tiling.h"
+#include "models/families/checkpoint.h"
+#include "models/families/loader.h"
+#include "models/nn/ops.h"
+#include "models/runtime/torch_compat.h"
+#include "models/vae/tiling.h"
 #include "tests/support.h"
 
 using namespace sigma;
@@ -162,9 +163,9 @@ TEST_SUITE("gpu.vae_tiling") {
     c10::InferenceMode guard;
     torch::manual_seed(8);
     const auto opt = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kFloat16);
-    // 4 x 8192 x 8192 weights: above the slice budget, so compat::attention slices the rows.
+    // 4 x 8192 x 8192 weights: above the slice budget, so models::attention slices the rows.
     auto q = torch::randn({4, 1, 8192, 512}, opt), k = torch::randn({4, 1, 8192, 512}, opt), v = torch::randn({4, 1, 8192, 512}, opt);
-    const auto sliced = sigma::compat::attention(q, k, v);
+    const auto sliced = models::attention(q, k, v);
     const auto whole = at::scaled_dot_product_attention(q, k, v);
     const double err = test::rel_error(sliced, whole);
     MESSAGE("sliced vs whole attention rel err " << err);

@@ -17,7 +17,7 @@
 
 #include "app/image_io.h"
 #include "app/parameters.h"
-#include "models/json_text.h"
+#include "models/io/json_text.h"
 #include "ui/style.h"
 
 extern char** environ;

@@ -15,7 +15,7 @@
 #include <sstream>
 
 #include "app/image_io.h"
-#include "models/json_text.h"
+#include "models/io/json_text.h"
 
 namespace fs = std::filesystem;
 

@@ -12,7 +12,7 @@
 #include <string>
 #include <stdexcept>
 
-#include "models/json_text.h"
+#include "models/io/json_text.h"
 #include "ui/actions.h"
 
 namespace fs = std::filesystem;

@@ -21,16 +21,17 @@
 #include "app/engine.h"
 #include "app/image_io.h"
 #include "app/pipeline.h"
-#include "models/cuda_graph.h"
-#include "models/group_norm.h"
-#include "models/safetensors.h"
-#include "models/clip_text.h"
-#include "models/runtime.h"
-#include "models/torch_compat.h"
-#include "models/torch_profiler.h"
-#include "models/unet.h"
-#include "models/vae.h"
-#include "models/vae_tiling.h"
+#include "models/diffusion/unet/unet.h"
+#include "models/io/safetensors.h"
+#include "models/kernels/cuda_ops.h"
+#include "models/nn/channels_last.h"
+#include "models/runtime/cuda_graph.h"
+#include "models/runtime/options.h"
+#include "models/runtime/torch_compat.h"
+#include "models/runtime/torch_profiler.h"
+#include "models/text/clip_text.h"
+#include "models/vae/autoencoder_kl.h"
+#include "models/vae/tiling.h"
 
 namespace sigma::app {
 namespace {
@@ -245,7 +246,7 @@ int run_bench(const BenchArgs& a) {
       enc->forward(ids);
     }
   });
-  // Both parts as generation makes them: through CUDA graphs where those are on (models/cuda_graph.h).
+  // Both parts as generation makes them: through CUDA graphs where those are on (models/runtime/cuda_graph.h).
   std::optional<models::GraphCache> graphs(std::in_place);
   if (!engine || !engine->lowvram()) part("text_encoder", a.warmup, a.runs, [&] {
     for (size_t e = 0; e < n.text.size(); ++e)

@@ -6,7 +6,7 @@
 #include "app/cli/cli.h"
 #include "app/image_io.h"
 #include "controlnet/controlnet.h"
-#include "models/checkpoint_info.h"
+#include "models/families/checkpoint_info.h"
 #include "samplers/registry.h"
 #include "samplers/schedules.h"
 #ifdef SIGMA_WITH_OPENCV

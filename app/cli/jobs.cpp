@@ -1,6 +1,6 @@
 #include "app/cli/jobs.h"
 
-#include "models/json_text.h"
+#include "models/io/json_text.h"
 
 #include <filesystem>
 #include <fstream>

@@ -7,7 +7,7 @@
 
 #include "app/cli/cli.h"
 #include "app/process.h"
-#include "models/runtime.h"
+#include "models/runtime/options.h"
 
 namespace sigma::app {
 std::atomic<bool> g_interrupted{false};

@@ -6,7 +6,7 @@
 #include <map>
 
 #include "app/server/admit.h"
-#include "models/json_text.h"
+#include "models/io/json_text.h"
 
 using json = nlohmann::json;
 

@@ -10,7 +10,7 @@
 #include "app/parameters.h"
 #include "app/prompt.h"
 #include "app/server/base64.h"
-#include "models/json_text.h"
+#include "models/io/json_text.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;

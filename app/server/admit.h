@@ -14,7 +14,7 @@
 
 #include "app/request.h"
 #include "app/server/catalog.h"
-#include "models/clip_tokenizer.h"
+#include "models/text/clip_tokenizer.h"
 
 namespace sigma::server {
 

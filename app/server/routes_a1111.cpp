@@ -10,7 +10,7 @@
 #include "app/parameters.h"
 #include "app/server/base64.h"
 #include "app/server/context.h"
-#include "models/json_text.h"
+#include "models/io/json_text.h"
 
 using json = nlohmann::json;
 

@@ -16,7 +16,7 @@
 #include "app/server/base64.h"
 #include "app/server/connection.h"
 #include "app/server/context.h"
-#include "models/json_text.h"
+#include "models/io/json_text.h"
 
 namespace sigma::app {
 // app/engine.h (a LibTorch header) declares it; this library stays free of LibTorch headers.

@@ -12,8 +12,8 @@
 #include "app/training/shape_world.h"
 #include "app/training/train_presets.h"
 #include "app/training/train_util.h"
-#include "models/loader.h"
-#include "models/torch_compat.h"
+#include "models/families/loader.h"
+#include "models/runtime/torch_compat.h"
 #include "samplers/model_sampling.h"
 
 namespace fs = std::filesystem;

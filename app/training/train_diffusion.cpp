@@ -8,7 +8,7 @@
 #include "app/training/train.h"
 #include "app/training/train_presets.h"
 #include "app/training/train_util.h"
-#include "models/loader.h"
+#include "models/families/loader.h"
 #include "samplers/model_sampling.h"
 
 namespace fs = std::filesystem;

@@ -5,7 +5,7 @@
 #include "app/training/train.h"
 #include "app/training/train_util.h"
 #include "controlnet/preprocess.h"
-#include "models/safetensors.h"
+#include "models/io/safetensors.h"
 
 namespace sigma::app {
 

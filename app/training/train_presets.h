@@ -3,9 +3,9 @@
 #pragma once
 
 #include "controlnet/controlnet.h"
-#include "models/clip_text.h"
-#include "models/unet.h"
-#include "models/vae.h"
+#include "models/diffusion/unet/unet.h"
+#include "models/text/clip_text.h"
+#include "models/vae/autoencoder_kl.h"
 
 namespace sigma::app::training {
 

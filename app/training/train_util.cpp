@@ -9,8 +9,8 @@
 
 #include "app/training/shape_vocab.h"
 #include "app/training/shape_world.h"
-#include "models/safetensors.h"
-#include "models/torch_compat.h"
+#include "models/io/safetensors.h"
+#include "models/runtime/torch_compat.h"
 
 namespace fs = std::filesystem;
 namespace sigma::app::training {

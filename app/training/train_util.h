@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "app/training/train.h"
-#include "models/clip_tokenizer.h"
+#include "models/text/clip_tokenizer.h"
 
 namespace sigma::app::training {
 

@@ -1,4 +1,4 @@
-// Checkpoint layout + family detection (models/checkpoint.h) from a header alone.
+// Checkpoint layout + family detection (models/families/checkpoint.h) from a header alone.
 // Input: a safetensors JSON header. The harness writes a file with that header and a
 // zero-filled data buffer as long as the header's largest end offset (up to 4 MB), then
 // opens it as a model: reader, kind checks (ControlNet, LoRA, VAE, ...), family detection,
@@ -9,7 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "models/checkpoint.h"
+#include "models/families/checkpoint.h"
 #include "tests/fuzz/fuzz_common.h"
 
 namespace {

@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "models/clip_tokenizer.h"
+#include "models/text/clip_tokenizer.h"
 
 namespace sigma::fuzz {
 

@@ -12,7 +12,7 @@
 #include <fstream>
 
 #include "app/server/admit.h"
-#include "models/json_text.h"
+#include "models/io/json_text.h"
 #include "tests/fuzz/fuzz_common.h"
 
 namespace fs = std::filesystem;

@@ -1,11 +1,11 @@
-// The safetensors header and its tensor index (models/safetensors_header.h).
+// The safetensors header and its tensor index (models/io/safetensors_header.h).
 // Input: a file's first bytes. The 8-byte length prefix is checked as the reader does
 // (against the limit and the input's size); then the rest is parsed as the JSON header
 // with the prefix read as the data buffer's size, so offsets of any size can be tried
 // without the fuzzer having to write the data.
 #include <cstring>
 
-#include "models/safetensors_header.h"
+#include "models/io/safetensors_header.h"
 #include "tests/fuzz/fuzz_common.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

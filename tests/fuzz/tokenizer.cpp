@@ -1,6 +1,6 @@
-// The CLIP BPE tokenizer (models/clip_tokenizer.h) on arbitrary bytes, valid UTF-8 or not:
+// The CLIP BPE tokenizer (models/text/clip_tokenizer.h) on arbitrary bytes, valid UTF-8 or not:
 // encode, encode_padded, decode of what was encoded, and decode of arbitrary ids.
-#include "models/clip_tokenizer.h"
+#include "models/text/clip_tokenizer.h"
 #include "tests/fuzz/fuzz_common.h"
 #include "tests/fuzz/fuzz_tokenizer.h"
 

@@ -1,0 +1,156 @@
+// Adapter files (LoRA and its LyCORIS relatives) and the patcher that merges them into a
+// loaded model for one request and takes them out again, bit for bit (DESIGN.md:
+// "Adapters are patches held apart from the model", ComfyUI's ModelPatcher).
+//
+// Every format is a key map (the file's module name -> a canonical weight name of the
+// model: LDM names for the UNet, Hugging Face CLIP names for text encoders) plus a delta
+// formula, computed in float32 (ComfyUI comfy/weight_adapter/, A1111's Lora extension):
+//   kohya LoRA / LoCon  `<m>.lora_down.weight`, `.lora_up.weight`, `.alpha` (+ `.lora_mid.weight`, Tucker)
+//                        ΔW = (alpha/r)·up.flatten(1) @ down.flatten(1), r = down.shape[0]
+//   LyCORIS LoHa        `<m>.hada_w1_a/_b`, `.hada_w2_a/_b` (+ `.hada_t1/_t2`), `.alpha`
+//                        ΔW = (alpha/r)·(w1_a@w1_b)⊙(w2_a@w2_b), r = w1_b.shape[0]
+//   LyCORIS LoKr        `<m>.lokr_w1` or `_w1_a/_b`, `.lokr_w2` or `_w2_a/_b` (+ `.lokr_t2`), `.alpha`
+//                        ΔW = s·kron(w1, w2), s = alpha/r only when a factor is low-rank, else 1
+//   diffusers / PEFT    `unet.<m>.lora_A.weight` / `.lora_B.weight` (or `.lora.down/.up.weight`),
+//                        `text_encoder.<m>`, `text_encoder_2.<m>`; no alpha: ΔW = B@A
+//   full difference     `<m>.diff` (LyCORIS "full"): ΔW = diff
+// and the merged weight is W + strength·ΔW, reshaped to W.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "models/io/weights.h"
+
+namespace sigma::models {
+
+// Everything wrong with an adapter file or its fit to the model; what() names the file.
+struct AdapterError : ModelLoadError {
+  using ModelLoadError::ModelLoadError;
+};
+
+// The components an adapter can patch, by the names adapter files use for them.
+inline const std::string kUnet = "unet";
+inline const std::string kTextEncoder = "text_encoder";     // SD 1.x/2.x's text encoder; SDXL's CLIP-L (te1)
+inline const std::string kTextEncoder2 = "text_encoder_2";  // SDXL's OpenCLIP bigG (te2)
+
+// What a model offers adapters: per component, each weight's canonical name and shape.
+struct AdapterTarget {
+  std::map<std::string, std::vector<int64_t>> weights;
+  // Known weights the model does not run (e.g. Checkpoint::text_encoder_ignored: SD 2.x's
+  // last text layer): modules aimed at them are dropped silently instead of reported.
+  std::set<std::string> skipped;
+};
+struct AdapterModel {
+  std::string family;  // models::to_string(Family), e.g. "Stable Diffusion 1.x"; used in errors
+  std::map<std::string, AdapterTarget> components;  // kUnet, kTextEncoder, kTextEncoder2
+};
+AdapterTarget adapter_target(const torch::nn::Module& module);  // its named parameters
+AdapterTarget adapter_target(const TensorIndex& index);         // a checkpoint component, before loading
+
+enum class AdapterKind { LoRA, LoHa, LoKr, Diff };
+std::string to_string(AdapterKind kind);
+
+// One module of an adapter file, resolved to the weight it changes.
+struct AdapterModule {
+  std::string source;     // module name in the file: "lora_unet_down_blocks_0_attentions_0_proj_in"
+  std::string component;  // kUnet, kTextEncoder, kTextEncoder2
+  std::string target;     // canonical weight name: "input_blocks.1.1.proj_in.weight"
+  AdapterKind kind = AdapterKind::LoRA;
+  // Factors as stored (CPU, file dtype), by role: up, down, mid (LoRA); w1_a, w1_b, w2_a,
+  // w2_b, t1, t2 (LoHa); w1, w1_a, w1_b, w2, w2_a, w2_b, t2 (LoKr); diff.
+  std::map<std::string, torch::Tensor> factors;
+  double scale = 1.0;                // alpha / rank, where the format says so
+  std::vector<int64_t> delta_shape;  // what the formula yields, before the reshape to the weight
+  // scale·ΔW in float32 on `device`, reshaped to `weight_shape` (strength not applied).
+  torch::Tensor delta(const std::vector<int64_t>& weight_shape, torch::Device device) const;
+  // weight += strength·scale·ΔW for a float32 weight; a plain LoRA goes through addmm_ in
+  // place, without materialising ΔW (most of the merge time of a full-size model).
+  void add_to(torch::Tensor& weight, double strength) const;
+};
+
+struct Adapter {
+  std::string path;
+  std::string format;                   // e.g. "kohya LoRA", "kohya LoRA + LoCon", "LyCORIS LoHa", "diffusers/PEFT LoRA"
+  std::vector<AdapterModule> modules;   // sorted by source name
+  std::vector<std::string> skipped;     // modules aimed at weights the model does not run
+  std::vector<std::string> unmatched;   // only with AdapterOptions::allow_unmatched
+  std::map<std::string, std::string> metadata;
+};
+
+struct AdapterOptions {
+  // A key that matches no weight is an error by default (named in it); true keeps going
+  // and lists them in Adapter::unmatched (A1111 and ComfyUI only warn).
+  bool allow_unmatched = false;
+};
+
+// Reads a safetensors adapter file; its keys decide the format. Throws AdapterError: pickle
+// files (.pt/.ckpt/.bin: convert to safetensors), keys matching no weight (named), an adapter
+// for another model family ("this LoRA is for SDXL, the model is Stable Diffusion 1.x"),
+// a delta whose shape does not fit its weight (key and both shapes named), malformed modules.
+std::shared_ptr<const Adapter> load_adapter(const std::string& path, const AdapterModel& model,
+                                            const AdapterOptions& options = {});
+
+// The file-side names every canonical weight answers to (module names, no `.weight`): for the
+// UNet `lora_unet_<LDM path with _>` (SDXL's kohya spelling), `lora_unet_<diffusers path with
+// _>` (SD 1.x/2.x's), `unet.<diffusers path>` (PEFT); for text encoders `lora_te_`/`lora_te1_`
+// (text_encoder) or `lora_te2_` + the HF path with _, and `text_encoder[_2].<HF path>`.
+// Value: (component, canonical weight name).
+std::map<std::string, std::pair<std::string, std::string>> adapter_key_map(const AdapterModel& model);
+
+// The diffusers name of an LDM UNet weight ("input_blocks.1.1.proj_in.weight" ->
+// "down_blocks.0.attentions.0.proj_in.weight"): the inverse of unet_from_diffusers.
+// `num_res_blocks` is the UNet's; "" for names diffusers does not have.
+std::string unet_diffusers_name(const std::string& ldm_name, int64_t num_res_blocks);
+
+// ---- Patching ----------------------------------------------------------------------
+
+// One weight change: a module of an adapter (kept alive by `adapter`) at a strength.
+struct Patch {
+  std::shared_ptr<const Adapter> adapter;
+  const AdapterModule* module = nullptr;
+  double strength = 1.0;
+  bool operator==(const Patch& o) const {
+    return adapter == o.adapter && module == o.module && strength == o.strength;
+  }
+};
+using PatchSet = std::vector<Patch>;
+
+// An adapter's patches at A1111's two strengths (<lora:name:unet:text>): the UNet's at
+// `unet_strength`, both text encoders' at `text_strength`. Strength-0 parts are left out,
+// so strength 0 is the base model exactly. Concatenate the sets of several adapters.
+PatchSet adapter_patches(const std::shared_ptr<const Adapter>& adapter, double unet_strength, double text_strength);
+
+// Merges a PatchSet into live modules and takes it out again. The modules stay the
+// caller's (the engine's); only the touched tensors are backed up (same device and dtype),
+// and restore() copies them back, so the base weights return bit for bit. Not thread-safe:
+// apply and restore on the thread that runs the model, and restore before moving a module
+// to another device or dtype (the backups hold the parameters of the time of apply).
+class ModelPatcher {
+ public:
+  void add_component(const std::string& name, std::shared_ptr<torch::nn::Module> module);
+  // Makes `patches` the applied set: nothing happens when it already is (returns false);
+  // otherwise restores, then merges each weight's deltas in float32 and casts back to the
+  // weight's dtype on its device (returns true). Everything is checked before any weight
+  // changes; on an error the base model is left in place.
+  bool apply(const PatchSet& patches);
+  void restore();
+  const PatchSet& applied() const { return applied_; }
+  size_t backed_up() const { return backups_.size(); }  // tensors changed by the applied set
+
+ private:
+  struct Backup {
+    torch::Tensor live, base;  // the module's parameter, and its copy from before the merge
+  };
+  std::map<std::string, std::shared_ptr<torch::nn::Module>> components_;
+  std::vector<Backup> backups_;
+  PatchSet applied_;
+};
+
+}  // namespace sigma::models

@@ -1,0 +1,85 @@
+// Opening a Stable Diffusion checkpoint in any supported layout: detects the layout
+// and the model family from the tensors, maps every weight to its component under
+// the canonical names, and infers each network's configuration from tensor shapes
+// (a config file, where the layout has one, only fills in what shapes cannot tell).
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "models/diffusion/unet/unet.h"
+#include "models/families/family.h"
+#include "models/io/weights.h"
+#include "models/text/clip_text.h"
+#include "models/vae/autoencoder_kl.h"
+
+namespace sigma::models {
+
+enum class Layout { SingleFile, Diffusers };
+std::string to_string(Layout l);
+
+struct Checkpoint {
+  std::string path;
+  Layout layout = Layout::SingleFile;
+  Family family = Family::SD1;
+  FamilyDescription description = family_description(Family::SD1);  // of `family`, sizes from the tensors
+  TensorIndex unet, vae, text_encoder;  // canonical names: LDM (UNet, VAE), Hugging Face (CLIP)
+  // SDXL's second text encoder (OpenCLIP-bigG) in Hugging Face names, `text_projection.weight`
+  // included (CLIPTextModelWithProjection); empty for one-encoder families.
+  TensorIndex text_encoder_2;
+  std::vector<std::string> text_encoder_ignored;  // known, deliberately unused (position_ids, unused last layer)
+  std::vector<std::string> unused;      // keys that belong to no component we run
+  std::vector<std::string> ignored;     // known extras (noise schedule buffers, EMA copies)
+  std::vector<double> alphas_cumprod;   // the training schedule when the file carries it
+  std::string prediction = "eps";       // "eps", "v", or "flow" (our own models say so in metadata)
+  std::string tokenizer_dir;            // diffusers tokenizer/ folder, else empty
+  std::string tokenizer_2_dir;          // diffusers tokenizer_2/ folder (SDXL), else empty
+  bool zero_terminal_snr = false;       // v-prediction SDXL files with a `ztsnr` key (ComfyUI's rule)
+  std::map<std::string, std::string> metadata;  // the single file's __metadata__ (e.g. sigma.* keys of our own models)
+  UNetConfig unet_config;
+  VaeConfig vae_config;
+  ClipTextConfig clip_config;
+  ClipTextConfig clip_2_config;         // text_encoder_2's, when there is one
+  int64_t default_clip_skip = 1;        // SD 2.x reads the penultimate layer
+
+  // Text encoder i of description.text_encoders (0: text_encoder, 1: text_encoder_2).
+  TensorIndex& encoder_weights(size_t i) { return i == 0 ? text_encoder : text_encoder_2; }
+  const TensorIndex& encoder_weights(size_t i) const { return i == 0 ? text_encoder : text_encoder_2; }
+  ClipTextConfig& encoder_config(size_t i) { return i == 0 ? clip_config : clip_2_config; }
+  const ClipTextConfig& encoder_config(size_t i) const { return i == 0 ? clip_config : clip_2_config; }
+};
+
+// Throws ModelLoadError (or SafetensorsError) naming the path and the fix.
+Checkpoint open_checkpoint(const std::string& path);
+
+// A standalone VAE file (LDM `encoder.*`/`decoder.*`, optionally under first_stage_model.,
+// or diffusers names) for --vae.
+TensorIndex open_vae_file(const std::string& path);
+
+// The family of a single file from its keys (the whole file, prefixes included), or of a
+// diffusers folder from its configs (unet/config.json, text_encoder/config.json) and whether
+// it has text_encoder_2/. Throws ModelLoadError for what is recognizably another model
+// (SDXL refiner, an SGM model without the base's two encoders), naming what it is.
+Family detect_single_file_family(const TensorIndex& file, const std::string& path);
+Family detect_diffusers_family(const nlohmann::json& unet_config, const nlohmann::json& text_encoder_config,
+                               bool has_text_encoder, bool has_text_encoder_2, const std::string& path);
+
+// Configuration from tensor shapes (canonical names). Family decides what shapes cannot:
+// SD 1.x uses 8 attention heads, SD 2.x and SDXL heads of width 64.
+UNetConfig infer_unet_config(const TensorIndex& unet, Family family, const std::string& what);
+VaeConfig infer_vae_config(const TensorIndex& vae, const std::string& what);
+// Encoder `role` of the family's description (0 = first): its activation.
+ClipTextConfig infer_clip_config(const TensorIndex& clip, Family family, const std::string& what, size_t role = 0);
+
+// diffusers' `attention_head_dim` (for SD 1.x/2.x the number of heads: one number, or one
+// per level as SD 2.x writes it) applied to a UNet configuration; no key, no change.
+void apply_diffusers_heads(UNetConfig& config, const nlohmann::json& diffusers_config);
+
+// Small helpers shared by the loaders.
+bool has_prefix(const TensorIndex& index, const std::string& prefix);
+nlohmann::json read_json_file(const std::string& path);
+
+}  // namespace sigma::models

@@ -1,0 +1,72 @@
+#include "models/families/checkpoint_info.h"
+
+#include <cstdio>
+#include <map>
+#include <sstream>
+
+namespace sigma::models {
+
+std::string dtype_summary(const TensorIndex& index) {
+  std::map<std::string, int> counts;
+  for (const auto& [name, ref] : index) counts[ref.dtype()]++;
+  std::string s;
+  for (const auto& [dtype, n] : counts) s += (s.empty() ? "" : ", ") + dtype + " x " + std::to_string(n);
+  return s;
+}
+
+std::string format_count(int64_t n) {
+  char buf[32];
+  if (n >= 1'000'000'000) std::snprintf(buf, sizeof buf, "%.2f G", n / 1e9);
+  else if (n >= 1'000'000) std::snprintf(buf, sizeof buf, "%.2f M", n / 1e6);
+  else if (n >= 1'000) std::snprintf(buf, sizeof buf, "%.1f k", n / 1e3);
+  else std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(n));
+  return buf;
+}
+
+std::string describe_checkpoint(const Checkpoint& ck) {
+  std::ostringstream s;
+  auto list = [&](const char* title, const std::vector<std::string>& keys) {
+    s << title << ": ";
+    if (keys.empty()) {
+      s << "none\n";
+      return;
+    }
+    s << keys.size() << "\n";
+    for (size_t i = 0; i < keys.size() && i < 20; ++i) s << "  " << keys[i] << "\n";
+    if (keys.size() > 20) s << "  ... and " << keys.size() - 20 << " more\n";
+  };
+  const auto& roles = ck.description.text_encoders;
+  s << "path:          " << ck.path << "\n"
+    << "layout:        " << to_string(ck.layout) << "\n"
+    << "family:        " << to_string(ck.family) << " (" << (ck.prediction == "v" ? "v-prediction" : ck.prediction == "flow" ? "rectified flow, velocity" : "epsilon-prediction")
+    << (ck.zero_terminal_snr ? ", zero-terminal SNR" : "") << ")\n"
+    << "conditioning:  " << ck.description.describe() << "\n"
+    << "UNet:          " << format_count(count_parameters(ck.unet)) << " parameters, " << dtype_summary(ck.unet) << "\n"
+    << "               " << ck.unet_config.describe() << "\n"
+    << "VAE:           " << format_count(count_parameters(ck.vae)) << " parameters, " << dtype_summary(ck.vae) << "\n"
+    << "               " << ck.vae_config.describe() << "\n";
+  for (size_t i = 0; i < roles.size(); ++i) {
+    const auto& config = ck.encoder_config(i);
+    s << (i ? "text encoder " + std::to_string(i + 1) + ": " : std::string("text encoder:  "))
+      << format_count(count_parameters(ck.encoder_weights(i))) << " parameters, " << dtype_summary(ck.encoder_weights(i)) << "\n"
+      << "               CLIP " << config.describe() << " (" << roles[i].kind << ")"
+      << (config.projection_dim > 0 ? ", text_projection " + std::to_string(config.projection_dim) : std::string()) << "\n";
+  }
+  auto none = [](const std::string& sub) {
+    return "none in the file; looked for beside it (NAME." + sub + "/ or " + sub +
+           "/), then the bundled CLIP vocabulary (assets/clip-bpe), or give --tokenizer DIR";
+  };
+  s << "tokenizer:     " << (ck.tokenizer_dir.empty() ? none(roles[0].tokenizer) : ck.tokenizer_dir) << "\n";
+  if (roles.size() > 1) s << "tokenizer 2:   " << (ck.tokenizer_2_dir.empty() ? none(roles[1].tokenizer) : ck.tokenizer_2_dir) << "\n";
+  s << "schedule:      "
+    << (ck.alphas_cumprod.empty() ? "not in the file (Stable Diffusion's scaled-linear betas assumed)"
+                                  : std::to_string(ck.alphas_cumprod.size()) + "-step alphas_cumprod from the file")
+    << "\n";
+  std::vector<std::string> ignored = ck.ignored;
+  ignored.insert(ignored.end(), ck.text_encoder_ignored.begin(), ck.text_encoder_ignored.end());
+  list("unused keys", ck.unused);
+  list("ignored keys (known, not needed)", ignored);
+  return s.str();
+}
+
+}  // namespace sigma::models

@@ -1,0 +1,54 @@
+// Process-wide LibTorch settings every Sigma Studio binary applies at start, and what the
+// CPU can do fast.
+#pragma once
+
+#include <optional>
+#include <string>
+
+namespace sigma::models {
+
+// An on/off switch from the environment (SIGMA_CUDA_GRAPHS=0 and the like): nullopt when
+// unset or empty, else on unless the value is "0".
+std::optional<bool> env_switch(const char* name);
+
+// LibTorch starts with 1 intra-op thread on these VMs (c10's cpuinfo default);
+// use every core unless OMP_NUM_THREADS / SIGMA_THREADS say otherwise.
+void init_runtime();
+
+// With SIGMA_TRACE_TIMES=1: "sigma: [0.335 s] what" on stderr, the seconds since the process
+// started (so LibTorch's own start-up is counted), at each stage of loading and generating.
+// For finding where a cold command's time goes; nothing happens without the variable.
+void trace_time(const std::string& what);
+
+// Whether SIGMA_THREADS or OMP_NUM_THREADS chose the CPU thread count (then it is kept).
+bool threads_from_environment();
+
+// While it lives, LibTorch's CPU work started from this thread uses `n` threads, then the
+// count before. For work too small to split: the bundled model's steps at 128x128 take
+// ~35% less wall time on one thread than on two, where handing tiny kernels to a second
+// thread costs more than it saves (docs/performance.md, CPU).
+class ScopedThreads {
+ public:
+  explicit ScopedThreads(int n);
+  ~ScopedThreads();
+  ScopedThreads(const ScopedThreads&) = delete;
+  ScopedThreads& operator=(const ScopedThreads&) = delete;
+
+ private:
+  int previous_;
+};
+
+// Whether this CPU has bfloat16 matrix units that LibTorch's oneDNN kernels use: AMX-BF16
+// (Sapphire Rapids and later) or AVX512-BF16 (Cooper Lake, Zen 4), with the OS saving their
+// registers. There bf16 convolutions and matmuls run ~5x faster than fp32, so `--dtype auto`
+// picks bf16 on the CPU; elsewhere bf16 is emulated and slower than fp32. SIGMA_CPU_BF16=0/1
+// overrides the answer (to compare, or on a CPU that reports the units but runs them badly).
+bool cpu_has_bf16_units();
+
+// Bytes a new allocation can still get: on CUDA the driver's free memory plus what the caching
+// allocator holds unused (within SIGMA_CUDA_MEMORY_FRACTION's cap); on the CPU the kernel's
+// MemAvailable (infinity when /proc/meminfo cannot be read). For choices such as tiling the
+// VAE before an allocation would fail, not as a guarantee.
+double available_memory_bytes(bool cuda);
+
+}  // namespace sigma::models
