@@ -15,11 +15,6 @@ namespace fs = std::filesystem;
 namespace sigma::app {
 namespace {
 
-std::string lower(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
 
 double strength(const std::string& v, const std::string& tag) {
   size_t used = 0;
@@ -61,7 +56,7 @@ LoraRef lora_from_tag(const ExtraNetworkTag& t) {
 bool looks_like_path(const std::string& name) {
   const auto ext = fs::path(name).extension().string();
   const auto& known = adapter_extensions();
-  return name.find('/') != std::string::npos || std::find(known.begin(), known.end(), lower(ext)) != known.end();
+  return name.find('/') != std::string::npos || std::find(known.begin(), known.end(), ascii_lower(ext)) != known.end();
 }
 
 }  // namespace
@@ -176,7 +171,7 @@ RequestAdapters prepare_adapters(Engine& engine, const Request& r) {
 
 PromptEmbeddings prompt_embeddings(Engine& engine, const Request& r) {
   PromptEmbeddings pe;
-  const std::string text = lower(prompt_text(r.prompt) + "\n" + prompt_text(r.negative));
+  const std::string text = ascii_lower(prompt_text(r.prompt) + "\n" + prompt_text(r.negative));
   const auto files = named_files(embeddings_folder(r), {r.confine_to}).by_stem;
   if (files.empty()) return pe;
   const auto& tok = engine.tokenizer();
@@ -192,7 +187,7 @@ PromptEmbeddings prompt_embeddings(Engine& engine, const Request& r) {
   };
   std::vector<Found> found;
   for (const auto& [stem, path] : files) {
-    if (text.find(lower(stem)) == std::string::npos) continue;
+    if (text.find(ascii_lower(stem)) == std::string::npos) continue;
     auto word = tok.encode(stem);
     if (word.empty() || std::search(ids.begin(), ids.end(), word.begin(), word.end()) == ids.end()) continue;
     const std::string key = fs::absolute(path).lexically_normal().string();

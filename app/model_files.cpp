@@ -13,11 +13,6 @@ namespace fs = std::filesystem;
 namespace sigma::app {
 namespace {
 
-std::string lower(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
 std::string canonical_or_empty(const fs::path& p) {
   std::error_code ec;
   const auto c = fs::canonical(p, ec);
@@ -90,7 +85,7 @@ struct Walk {
       if (fs::is_directory(p, e)) {  // follows symlinks: models on another disk
         folder(p, depth + 1);
       } else if (fs::is_regular_file(p, e)) {
-        const std::string ext = lower(p.extension().string());
+        const std::string ext = ascii_lower(p.extension().string());
         if (std::find(extensions.begin(), extensions.end(), ext) == extensions.end()) continue;
         if (!confine.allows(p.string())) {
           out.skipped.push_back(shown(p) + " (leads outside the allowed folders)");
@@ -122,6 +117,11 @@ FolderScan scan_folder(const std::string& folder, const std::vector<std::string>
   return std::move(w.out);
 }
 
+std::string ascii_lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
 const std::vector<std::string>& adapter_extensions() {
   static const std::vector<std::string> e = {".safetensors", ".pt", ".ckpt", ".bin", ".pth"};
   return e;
@@ -134,10 +134,10 @@ NamedFiles named_files(const std::string& folder, const Confinement& confine) {
   for (const auto& f : scan.files) {
     std::error_code ec;
     const auto rel = fs::relative(f, folder, ec);
-    const bool safetensors = lower(f.extension().string()) == ".safetensors";
+    const bool safetensors = ascii_lower(f.extension().string()) == ".safetensors";
     auto put = [&](std::map<std::string, std::string>& m, const std::string& key) {
       auto it = m.find(key);
-      if (it == m.end() || (safetensors && lower(fs::path(it->second).extension().string()) != ".safetensors")) m[key] = f.string();
+      if (it == m.end() || (safetensors && ascii_lower(fs::path(it->second).extension().string()) != ".safetensors")) m[key] = f.string();
     };
     if (!ec) put(out.by_relative, (rel.parent_path() / rel.stem()).string());
     put(out.by_stem, f.stem().string());
@@ -147,7 +147,7 @@ NamedFiles named_files(const std::string& folder, const Confinement& confine) {
 
 std::vector<std::string> closest_names(const std::string& name, const std::vector<std::string>& candidates, size_t n) {
   std::vector<std::pair<size_t, std::string>> scored;
-  for (const auto& c : candidates) scored.emplace_back(edit_distance(lower(name), lower(c)), c);
+  for (const auto& c : candidates) scored.emplace_back(edit_distance(ascii_lower(name), ascii_lower(c)), c);
   std::stable_sort(scored.begin(), scored.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   std::vector<std::string> out;
   for (size_t i = 0; i < scored.size() && i < n; ++i) out.push_back(scored[i].second);
@@ -158,7 +158,7 @@ std::string resolve_named_file(const std::string& name, const std::string& folde
   std::error_code ec;
   const fs::path p(name);
   const bool path_like = name.find('/') != std::string::npos ||
-                         std::find(adapter_extensions().begin(), adapter_extensions().end(), lower(p.extension().string())) !=
+                         std::find(adapter_extensions().begin(), adapter_extensions().end(), ascii_lower(p.extension().string())) !=
                              adapter_extensions().end();
   // A path of an existing file (the CLI's --lora FILE): taken as is where it may be opened.
   if (path_like && fs::is_regular_file(p, ec) && (p.is_absolute() || confine.roots.empty())) {
@@ -175,7 +175,7 @@ std::string resolve_named_file(const std::string& name, const std::string& folde
   std::string found;
   int matches = 0;
   for (const auto& [stem, path] : files.by_stem)
-    if (lower(stem) == lower(name)) found = path, ++matches;
+    if (ascii_lower(stem) == ascii_lower(name)) found = path, ++matches;
   if (matches == 1) return found;
   if (path_like && p.is_absolute()) throw std::invalid_argument(what + " " + name + ": no such file" + note);
   std::vector<std::string> stems;

@@ -40,6 +40,10 @@ FolderScan scan_folder(const std::string& folder, const std::vector<std::string>
 // LoRA and embedding files (.safetensors, and the pickle forms load_adapter refuses by name).
 const std::vector<std::string>& adapter_extensions();
 
+// s with ASCII letters in lower case: file names and extensions compare case-insensitively
+// (a LoRA named "Detail" is found as detail.safetensors, as in AUTOMATIC1111).
+std::string ascii_lower(std::string s);
+
 // A file's names in its folder: its path relative to the folder without the extension
 // ("zz/decoy"), and its stem ("decoy"). By stem, .safetensors wins over the other extensions
 // and the first in sorted order over later ones.

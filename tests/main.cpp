@@ -10,19 +10,11 @@
 #include "app/process.h"
 #include "models/runtime/options.h"
 #include "models/runtime/torch_compat.h"
-#if defined(SIGMA_TSAN) && defined(SIGMA_WITH_OPENCV)
-#include <opencv2/core/utility.hpp>
-#endif
 
 int main(int argc, char** argv) {
   sigma::app::reexec_with_passive_openmp(argv);
   sigma::models::init_runtime();
-#if defined(SIGMA_TSAN) && defined(SIGMA_WITH_OPENCV)
-  // OpenCV's parallel loops run on TBB's worker threads, which are not instrumented, so
-  // ThreadSanitizer cannot see their synchronisation and reports races inside cv::Canny.
-  // Sequential OpenCV leaves only our own threads to check (docs/reliability.md).
-  cv::setNumThreads(0);
-#endif
+  sigma::app::sequential_opencv_under_tsan();
   // `--require-cuda`: the GPU suites. Exit 77 (CTest: skipped) with a visible reason on a
   // machine without a CUDA device instead of silently passing.
   for (int i = 1; i < argc; ++i) {

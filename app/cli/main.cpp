@@ -37,6 +37,7 @@ int main(int argc, char** argv) {
   sigma::models::trace_time("sigma " + std::string(argc > 1 ? argv[1] : "") + " started");
   try {
     sigma::models::init_runtime();
+    sigma::app::sequential_opencv_under_tsan();
     std::signal(SIGINT, on_sigint);
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
