@@ -130,15 +130,14 @@ EngineAdapters& engine_adapters(Engine& engine) {
     auto a = std::make_shared<EngineAdapters>();
     const auto& ck = engine.checkpoint();
     a->model.family = models::to_string(ck.family);
-    a->model.components[models::kUnet] = models::adapter_target(*engine.unet());
-    a->model.components[models::kTextEncoder] = models::adapter_target(*engine.clip());
-    a->model.components[models::kTextEncoder].skipped = {ck.text_encoder_ignored.begin(), ck.text_encoder_ignored.end()};
-    a->patcher.add_component(models::kUnet, engine.unet().ptr());
-    a->patcher.add_component(models::kTextEncoder, engine.clip().ptr());
-    if (engine.family().text_encoders.size() > 1) {  // SDXL's OpenCLIP-bigG: kohya te2, PEFT text_encoder_2
-      a->model.components[models::kTextEncoder2] = models::adapter_target(*engine.text_encoder(1));
-      a->patcher.add_component(models::kTextEncoder2, engine.text_encoder(1).ptr());
+    a->model.components[models::kUnet] = models::adapter_target(engine.diffusion_model().module());
+    a->patcher.add_component(models::kUnet, engine.diffusion_module());
+    for (size_t i = 0; i < engine.text_encoder_count(); ++i) {  // SDXL's second: kohya's te2, PEFT's second encoder
+      const auto& component = models::text_encoder_component(i);
+      a->model.components[component] = models::adapter_target(*engine.text_encoder(i));
+      a->patcher.add_component(component, engine.text_encoder(i).ptr());
     }
+    a->model.components[models::kTextEncoder].skipped = {ck.text_encoder_ignored.begin(), ck.text_encoder_ignored.end()};
     engine.adapters_ = std::move(a);
   }
   return *engine.adapters_;
@@ -178,8 +177,8 @@ PromptEmbeddings prompt_embeddings(Engine& engine, const Request& r) {
   // The prompt's ids, to tell a word from a part of a longer one.
   std::vector<int> ids = tok.encode(text);
   auto& state = engine_adapters(engine);
-  const auto& clip_config = engine.clip()->config;
-  const bool two = engine.family().text_encoders.size() > 1;  // SDXL: clip_l and clip_g vectors
+  const auto& clip_config = engine.text_encoder(0)->config;
+  const bool two = engine.text_encoder_count() > 1;  // SDXL: clip_l and clip_g vectors
   const int64_t width_2 = two ? engine.text_encoder(1)->config.width : 0;
   struct Found {
     std::shared_ptr<const models::TextualInversion> ti;

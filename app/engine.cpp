@@ -89,7 +89,7 @@ models::ClipTokenizer find_tokenizer(const ModelSpec& spec, const models::Checkp
     if (has_vocab(dir)) return from(dir, use_config);
     return std::nullopt;
   };
-  const std::string& own = role == 0 ? ck.tokenizer_dir : ck.tokenizer_2_dir;
+  const std::string& own = ck.text_encoders[role].tokenizer_dir;
   if (!spec.tokenizer.empty()) {
     if (role > 0 && !own.empty())
       if (auto t = try_dir(own, true)) return *t;
@@ -171,8 +171,8 @@ std::shared_ptr<Engine> Engine::load(const ModelSpec& spec) {
   e->device_ = parse_device(spec.device);
   e->checkpoint_ = models::open_checkpoint(spec.model);
   const auto& ck = e->checkpoint_;
-  e->tokenizer_ = find_tokenizer(spec, ck, 0);
-  if (ck.description.text_encoders.size() > 1) e->tokenizer_2_ = find_tokenizer(spec, ck, 1);
+  e->text_encoders_.resize(ck.text_encoders.size());
+  for (size_t i = 0; i < ck.text_encoders.size(); ++i) e->text_encoders_[i].tokenizer = find_tokenizer(spec, ck, i);
   e->sampling_ = make_sampling(ck, spec.prediction);
   e->schedule_options_.steps_offset = 1;
   e->schedule_options_.set_alpha_to_one = false;
@@ -194,9 +194,9 @@ std::shared_ptr<Engine> Engine::load(const ModelSpec& spec) {
   // the text encoders and the VAE visit for their calls (Engine::visit).
   const bool lowvram = e->lowvram();
   const models::LoadOptions opt{lowvram ? torch::Device(torch::kCPU) : e->device_, spec.dtype};
-  e->clip_ = models::load_text_encoder(ck, opt, 0);
-  if (ck.description.text_encoders.size() > 1) e->clip_2_ = models::load_text_encoder(ck, opt, 1);
+  for (size_t i = 0; i < ck.text_encoders.size(); ++i) e->text_encoders_[i].model = models::load_text_encoder(ck, opt, i);
   e->unet_ = models::load_unet(ck, opt);
+  e->diffusion_ = e->unet_.ptr();
   // SDXL's VAE overflows float16: it runs in float32 then, as diffusers' force_upcast (the
   // latents and images still come and go in the pipeline's dtype).
   auto vae_opt = opt;
@@ -205,8 +205,7 @@ std::shared_ptr<Engine> Engine::load(const ModelSpec& spec) {
   models::trace_time("weights on " + e->device_.str());
   models::apply_channels_last(*e->unet_, *e->vae_, e->device_);  // models/nn/channels_last.h
   if (lowvram) {
-    models::park_in_host_memory(*e->clip_);
-    if (!e->clip_2_.is_empty()) models::park_in_host_memory(*e->clip_2_);
+    for (auto& t : e->text_encoders_) models::park_in_host_memory(*t.model);
     models::park_in_host_memory(*e->vae_);
     e->unet_->stream_blocks(e->device_);  // embeddings and `out` to the GPU, the blocks parked
   }
@@ -214,7 +213,12 @@ std::shared_ptr<Engine> Engine::load(const ModelSpec& spec) {
   e->native_size_ = ck.metadata.count("sigma.native_size") ? std::stoll(ck.metadata.at("sigma.native_size"))
                     : family.native_size_v > 0 && ck.prediction == "v" ? family.native_size_v
                                                                        : family.native_size;
-  e->latent_rgb_ = latent_rgb_factors(ck, e->vae_->config.z_channels);
+  auto& format = e->latent_format_;
+  format.channels = e->vae_->config.z_channels;
+  format.downscale = e->vae_->config.downscale();
+  format.scale = e->vae_->config.scaling_factor;
+  format.shift = family.vae_shift;
+  format.rgb = latent_rgb_factors(ck, format.channels);
   // The metadata's short hash reads the whole file (seconds for a 2-7 GB checkpoint): hash
   // in the background while the first image is made (file_sha256 caches it for next time).
   fs::path hashed(ck.path);
@@ -231,16 +235,20 @@ std::string Engine::name() const {
 
 std::string Engine::hash() const { return hash_.get(); }
 
+const samplers::ModelSampling& Engine::sampling(const Request&) const { return *sampling_; }
+
 std::unique_ptr<models::OnDevice> Engine::visit(torch::nn::Module& module) const {
   return lowvram() ? std::make_unique<models::OnDevice>(module, device_) : nullptr;
 }
 
-torch::Tensor Engine::unet_forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& context,
-                                   const models::ControlResiduals* control, const torch::Tensor& y) {
+torch::Tensor Engine::denoise(const torch::Tensor& x, const torch::Tensor& t, const models::DiffusionConditioning& c) {
   // Streamed blocks change their weights' addresses every call: no graph can replay them.
-  if ((control && !control->empty()) || lowvram()) return unet_->forward(x, t, context, control, y);
-  return unet_graphs_.run({x, t, context, y}, [this](const std::vector<torch::Tensor>& in) {
-    return unet_->forward(in[0], in[1], in[2], nullptr, in[3]);
+  if ((c.control && !c.control->empty()) || diffusion_->streaming()) return diffusion_->forward(x, t, c);
+  return network_graphs_.run({x, t, c.context, c.y}, [this](const std::vector<torch::Tensor>& in) {
+    models::DiffusionConditioning captured;
+    captured.context = in[2];
+    captured.y = in[3];
+    return diffusion_->forward(in[0], in[1], captured);
   });
 }
 

@@ -12,14 +12,17 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "app/request.h"
 #include "controlnet/controlnet.h"
+#include "models/diffusion/diffusion_model.h"
 #include "models/families/checkpoint.h"
 #include "models/families/loader.h"
 #include "models/runtime/cuda_graph.h"
 #include "models/runtime/streaming.h"
 #include "models/text/clip_tokenizer.h"
+#include "models/vae/latent_format.h"
 #include "samplers/model_sampling.h"
 #include "samplers/schedules.h"
 
@@ -53,31 +56,36 @@ class Engine {
 
   const ModelSpec& spec() const { return spec_; }
   const models::Checkpoint& checkpoint() const { return checkpoint_; }
-  // Tokenizer of text encoder i (SDXL's encoder 2 pads with "!" = id 0).
-  const models::ClipTokenizer& tokenizer(size_t i = 0) const { return i == 0 ? *tokenizer_ : *tokenizer_2_; }
-  const samplers::ModelSampling& sampling() const { return *sampling_; }
+  // The model's sampling (parameterization and training schedule) for a request. The SD
+  // families have one, chosen at load; a family whose schedule depends on the image (Flux
+  // shifts σ by its token count) derives it from the request's size here. The reference
+  // stays valid as long as the Engine.
+  const samplers::ModelSampling& sampling(const Request& r) const;
   // diffusers-style spacings follow the model's scheduler config (SD: steps_offset 1, set_alpha_to_one off).
   const samplers::ScheduleOptions& schedule_options() const { return schedule_options_; }
   torch::Device device() const { return device_; }
   torch::ScalarType dtype() const { return spec_.dtype; }
   int64_t native_size() const { return native_size_; }
-  double scaling_factor() const { return vae_->config.scaling_factor; }
-  int64_t latent_channels() const { return vae_->config.z_channels; }
-  int64_t downscale() const { return vae_->config.downscale(); }
+  // The family's latents: channels, downscale, scale and shift, preview colours.
+  const models::LatentFormat& latent_format() const { return latent_format_; }
   std::string name() const;             // file or folder name without extension
   std::string hash() const;             // AUTOMATIC1111's short hash: first 10 hex of SHA-256 (cached)
-  const torch::Tensor& latent_rgb() const { return latent_rgb_; }  // [C,3] factors for previews
 
   // The networks. Loaded modules are never modified after load (eval, no grad).
-  models::ClipTextModel& clip() { return clip_; }
-  // Text encoder i of the family's description (0: clip(), 1: SDXL's OpenCLIP-bigG).
-  models::ClipTextModel& text_encoder(size_t i) { return i == 0 ? clip_ : clip_2_; }
   const models::FamilyDescription& family() const { return checkpoint_.description; }
-  models::UNet& unet() { return unet_; }
-  // One UNet call as the sampler makes it: on CUDA through a CUDA graph captured once per
-  // input signature (models/runtime/cuda_graph.h), eager with ControlNet residuals or on the CPU.
-  torch::Tensor unet_forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& context,
-                             const models::ControlResiduals* control = nullptr, const torch::Tensor& y = {});
+  // The family's text encoders in its order (family().text_encoders: SD 1.x/2.x one CLIP,
+  // SDXL CLIP-L then OpenCLIP-bigG), each with its tokenizer (SDXL's second pads with "!" = id 0).
+  size_t text_encoder_count() const { return text_encoders_.size(); }
+  models::ClipTextModel& text_encoder(size_t i) { return text_encoders_.at(i).model; }
+  const models::ClipTokenizer& tokenizer(size_t i = 0) const { return *text_encoders_.at(i).tokenizer; }
+  // The denoising network, whichever the family has (models/diffusion/diffusion_model.h).
+  models::DiffusionModel& diffusion_model() { return *diffusion_; }
+  // Its weights as a module that shares the Engine's ownership (the LoRA patcher keeps one).
+  std::shared_ptr<torch::nn::Module> diffusion_module() { return {diffusion_, &diffusion_->module()}; }
+  // One network call as the sampler makes it: on CUDA through a CUDA graph captured once per
+  // input signature (models/runtime/cuda_graph.h); eager with ControlNet residuals, with
+  // streamed weights (--lowvram) or on the CPU.
+  torch::Tensor denoise(const torch::Tensor& x, const torch::Tensor& t, const models::DiffusionConditioning& c);
   // Text encoder i on token ids [n, 77] (on the device) as the conditioning calls it: the
   // hidden state at clip skip `skip` and, with `pooled`, the pooled vector (else undefined).
   // On CUDA through a CUDA graph per signature: the encoder's ~200 small kernels take longer
@@ -101,18 +109,22 @@ class Engine {
   ModelSpec spec_;
   torch::Device device_ = torch::kCPU;
   models::Checkpoint checkpoint_;
-  std::optional<models::ClipTokenizer> tokenizer_, tokenizer_2_;
   std::optional<samplers::ModelSampling> sampling_;
   samplers::ScheduleOptions schedule_options_;
-  models::ClipTextModel clip_{nullptr}, clip_2_{nullptr};
-  models::UNet unet_{nullptr};
+  struct TextEncoder {
+    models::ClipTextModel model{nullptr};
+    std::optional<models::ClipTokenizer> tokenizer;
+  };
+  std::vector<TextEncoder> text_encoders_;
+  models::UNet unet_{nullptr};  // the network of the families loaded today; diffusion_ is it as the interface
+  std::shared_ptr<models::DiffusionModel> diffusion_;
   models::AutoencoderKL vae_{nullptr};
   models::AutoencoderKL vae_float32_{nullptr};
   int64_t native_size_ = 512;
-  torch::Tensor latent_rgb_;
+  models::LatentFormat latent_format_;
   mutable std::mutex mutex_;
   std::shared_future<std::string> hash_;  // started at load, in the background: it never delays the first image
-  models::GraphCache unet_graphs_;
+  models::GraphCache network_graphs_;
   models::GraphCache text_graphs_{4};  // SDXL's two encoders, a prompt and a longer one
   std::map<std::string, controlnet::ControlNet> controlnets_;
   // LoRA patcher and adapter caches (app/adapters.h), created on first use.

@@ -71,7 +71,7 @@ std::shared_ptr<ModelInfo> describe(Engine& e, double seconds) {
   info->load_seconds = seconds;
   info->tokenizer = e.tokenizer();
   const int64_t params = models::count_parameters(ck.unet) + models::count_parameters(ck.vae) +
-                         models::count_parameters(ck.text_encoder);
+                         models::count_parameters(ck.text_encoders[0].weights);
   info->summary = models::to_string(ck.family) + (ck.prediction == "v" ? " v-prediction" : " eps-prediction") + " \xC2\xB7 " +
                   models::format_count(params) + " parameters \xC2\xB7 stored " + models::dtype_summary(ck.unet) +
                   " \xC2\xB7 runs " + info->dtype + " on " + info->device;

@@ -13,7 +13,6 @@
 #include "imaging/resize.h"
 #include "models/runtime/options.h"
 #include "models/runtime/torch_compat.h"
-#include "models/vae/tiling.h"
 #include "samplers/guidance.h"
 #include "samplers/noise.h"
 #include "samplers/registry.h"
@@ -104,8 +103,9 @@ Request resolve_request(const Request& in, const Engine& engine) {
   if (r.width == 0) r.width = engine.native_size();
   if (r.height == 0) r.height = engine.native_size();
   validate(r);
-  if (r.width % engine.downscale() || r.height % engine.downscale())
-    throw std::invalid_argument("--width/--height must be multiples of " + std::to_string(engine.downscale()));
+  const int64_t f = engine.latent_format().downscale;
+  if (r.width % f || r.height % f)
+    throw std::invalid_argument("--width/--height must be multiples of " + std::to_string(f));
   if (r.seed < 0) r.seed = static_cast<int64_t>(std::random_device{}() & 0xFFFFFFFFu);
   if (r.scheduler == "custom") r.steps = static_cast<int64_t>(r.sigmas.size()) - 1;
   samplers::find_sampler(r.sampler);  // unknown names fail here, before any work
@@ -116,109 +116,15 @@ std::vector<double> request_sigmas(const Request& r, const Engine& engine) {
   auto opt = engine.schedule_options();
   opt.custom = r.sigmas;
   if (r.sampler != "ddim") opt.set_alpha_to_one = true;  // only diffusers' DDIM stops at σ(ᾱ_0); Euler & co. end at 0
-  if (r.init_image.empty()) return samplers::make_sigmas(r.scheduler, engine.sampling(), static_cast<int>(r.steps), opt);
+  if (r.init_image.empty()) return samplers::make_sigmas(r.scheduler, engine.sampling(r), static_cast<int>(r.steps), opt);
   // img2img runs the last `steps` of a schedule of steps/strength (ComfyUI's denoise rule).
   const int total = static_cast<int>(static_cast<double>(r.steps) / r.strength);
-  auto full = samplers::make_sigmas(r.scheduler, engine.sampling(), std::max<int>(total, static_cast<int>(r.steps)), opt);
+  auto full = samplers::make_sigmas(r.scheduler, engine.sampling(r), std::max<int>(total, static_cast<int>(r.steps)), opt);
   return std::vector<double>(full.end() - (r.steps + 1), full.end());
 }
 
-namespace {
-
-// Tiles wait in host memory (one tile's work on the GPU; every pass copies them over PCIe)
-// under --lowvram, after an out-of-memory, or when even the tiles on the device (about half
-// the untiled peak: each tile's activations and its ResBlock input) would not fit.
-models::VaeTiling tiling_for(Engine& engine, const std::vector<int64_t>& latent_shape, const torch::Tensor& x, bool after_oom) {
-  models::VaeTiling t;
-  const double tiled_on_device = models::untiled_decode_bytes(engine.vae()->config, latent_shape, x.scalar_type()) / 2;
-  t.offload = x.device().is_cuda() &&
-              (engine.lowvram() || after_oom || tiled_on_device > models::available_memory_bytes(true));
-  return t;
-}
-
-// `whole()` (the untiled VAE call) unless `tiled`; out of memory there, `in_tiles(true)` instead.
-template <class Whole, class Tiled>
-auto whole_or_tiles(bool tiled, const char* what, Whole&& whole, Tiled&& in_tiles) {
-  if (!tiled) {
-    try {
-      return whole();
-    } catch (const std::exception& e) {
-      if (!compat::is_out_of_memory(e)) throw;
-      compat::cuda_empty_cache();
-      std::fprintf(stderr, "sigma: note: out of memory in the whole-image VAE %s; running it again in tiles\n", what);
-      return in_tiles(true);
-    }
-  }
-  return in_tiles(false);
-}
-
-torch::Tensor vae_decode(Engine& engine, models::AutoencoderKLImpl& vae, const torch::Tensor& z, bool tiled) {
-  return whole_or_tiles(
-      tiled, "decode", [&] { return vae.decode(z); },
-      [&](bool after_oom) { return models::tiled_decode(vae, z, tiling_for(engine, z.sizes().vec(), z, after_oom)); });
-}
-
-}  // namespace
-
-bool vae_tiled(Engine& engine, const Request& r, const std::vector<int64_t>& latent_shape) {
-  if (r.vae_tiling || engine.lowvram()) return true;
-  const auto& vae = engine.vae();  // its own dtype: SDXL's runs in float32 under float16
-  const double need = models::untiled_decode_bytes(vae->config, latent_shape, vae->post_quant_conv->weight.scalar_type());
-  return need > models::available_memory_bytes(engine.device().is_cuda());
-}
-
-torch::Tensor decode_latents(Engine& engine, const torch::Tensor& latents, bool tiled) {
-  const auto on_device = engine.visit(*engine.vae());
-  return ((vae_decode(engine, *engine.vae(), latents / engine.scaling_factor(), tiled) + 1) / 2).clamp(0, 1);
-}
-
-torch::Tensor encode_image(Engine& engine, const torch::Tensor& image, bool tiled) {
-  auto& vae = *engine.vae();
-  const auto on_device = engine.visit(vae);
-  auto mean = whole_or_tiles(
-      tiled, "encode", [&] { return vae.encode_moments(image).first; },
-      [&](bool after_oom) {
-        // The encoder's peak is about the decoder's for the latents this image makes.
-        const auto f = engine.downscale();
-        const std::vector<int64_t> latents = {image.size(0), engine.latent_channels(), image.size(2) / f, image.size(3) / f};
-        return models::tiled_encode_moments(vae, image, tiling_for(engine, latents, image, after_oom)).first;
-      });
-  return mean * engine.scaling_factor();
-}
-
-namespace {
-
-// One host sync; called once per stage and batch, never per step.
-bool all_finite(const torch::Tensor& t) { return torch::isfinite(t).all().item<bool>(); }
-
-std::string dtype_name(torch::ScalarType t) {
-  return t == torch::kFloat16 ? "float16" : t == torch::kBFloat16 ? "bfloat16" : "float32";
-}
-
-}  // namespace
-
-torch::Tensor decode_latents_checked(Engine& engine, const torch::Tensor& latents, std::string* retried, bool tiled) {
-  // clamp() keeps NaN, so the check on the clamped pixels sees every bad decode.
-  auto images = decode_latents(engine, latents, tiled);
-  if (all_finite(images)) return images;
-  if (engine.dtype() == torch::kFloat16) {
-    auto& vae = engine.vae_float32();
-    const auto on_device = engine.visit(*vae);
-    images = ((vae_decode(engine, *vae, latents.to(torch::kFloat32) / engine.scaling_factor(), tiled) + 1) / 2).clamp(0, 1);
-    if (all_finite(images)) {
-      std::fprintf(stderr, "sigma: note: the float16 VAE decode gave NaN/Inf; decoded again in float32\n");
-      if (retried) *retried = "float32 (float16 overflowed)";
-      return images;
-    }
-  }
-  const std::string tried = engine.dtype() == torch::kFloat16 ? "float16 and float32" : dtype_name(engine.dtype());
-  throw GenerationError("the VAE decode produced NaN/Inf in " + tried +
-                        " from finite latents; the VAE weights may be damaged: try another --vae" +
-                        (engine.dtype() == torch::kBFloat16 ? " or --dtype fp32" : ""));
-}
-
 Image preview_image(const Engine& engine, const torch::Tensor& latents) {
-  auto f = engine.latent_rgb().to(latents.device(), torch::kFloat32);
+  auto f = engine.latent_format().rgb.to(latents.device(), torch::kFloat32);
   auto rgb = torch::einsum("bchw,cr->brhw", {latents.narrow(0, 0, 1).to(torch::kFloat32), f});
   return tensor_to_images(rgb.clamp(-1, 1))[0];
 }
@@ -229,11 +135,10 @@ Image preview_image(const Engine& engine, const torch::Tensor& latents) {
 namespace {
 
 // Step 2, conditioning: the prompt pair, repeated for the batch. `pair` is [uncond; cond]
-// for the CFG pass, `cond` alone for the passes outside the CFG interval; y and y_pair the
-// same for SDXL's additional embedding input (undefined for SD 1.x/2.x).
+// for the CFG pass, `cond` alone for the passes outside the CFG interval: the text context
+// ([B or 2B, 77·chunks, width]) and, for families with one, the vector input y.
 struct BatchContext {
-  torch::Tensor cond, pair;  // [B, 77·chunks, width], [2B, 77·chunks, width]
-  torch::Tensor y, y_pair;   // [B, adm_in], [2B, adm_in]
+  models::DiffusionConditioning cond, pair;
 };
 
 BatchContext batch_context(Engine& engine, const Request& r, int64_t batch, const RequestAdapters& adapters) {
@@ -244,11 +149,11 @@ BatchContext batch_context(Engine& engine, const Request& r, int64_t batch, cons
                                ? ": the checkpoint's text-encoder weights may be damaged (NaN or huge values); try another model file"
                                : "; try --dtype fp32 (or bf16)"));
   BatchContext c;
-  c.cond = text.cond.expand({batch, -1, -1}).contiguous();
-  c.pair = torch::cat({text.uncond.expand({batch, -1, -1}), c.cond}).contiguous();
+  c.cond.context = text.cond.expand({batch, -1, -1}).contiguous();
+  c.pair.context = torch::cat({text.uncond.expand({batch, -1, -1}), c.cond.context}).contiguous();
   if (text.y_cond.defined()) {
-    c.y = text.y_cond.expand({batch, -1}).contiguous();
-    c.y_pair = torch::cat({text.y_uncond.expand({batch, -1}), c.y}).contiguous();
+    c.cond.y = text.y_cond.expand({batch, -1}).contiguous();
+    c.pair.y = torch::cat({text.y_uncond.expand({batch, -1}), c.cond.y}).contiguous();
   }
   return c;
 }
@@ -333,22 +238,22 @@ models::ControlResiduals control_residuals(std::vector<ActiveControl>& controls,
   return residuals;
 }
 
-// Step 5, the denoiser closure: network F (UNet + ControlNet residuals) wrapped by the
-// model's parameterization and classifier-free guidance into D(x; σ).
+// Step 5, the denoiser closure: network F (the family's network + ControlNet residuals)
+// wrapped by the model's parameterization and classifier-free guidance into D(x; σ).
 samplers::Denoiser guided_denoiser(Engine& engine, const Request& r, BatchContext context,
                                    std::vector<ActiveControl> controls) {
   samplers::Network network = [&engine, context, controls](const samplers::NetworkCall& call) mutable {
-    const auto& ctx = call.with_uncond ? context.pair : context.cond;
-    auto residuals = control_residuals(controls, call, ctx);
-    return engine.unet_forward(call.x_in, call.c_noise, ctx, residuals.empty() ? nullptr : &residuals,
-                               call.with_uncond ? context.y_pair : context.y);
+    auto c = call.with_uncond ? context.pair : context.cond;
+    auto residuals = control_residuals(controls, call, c.context);
+    c.control = residuals.empty() ? nullptr : &residuals;
+    return engine.denoise(call.x_in, call.c_noise, c);
   };
   samplers::Guidance guidance;
   guidance.scale = r.cfg;
   guidance.rescale = r.cfg_rescale;
   guidance.sigma_lo = r.cfg_sigma_low;
   guidance.sigma_hi = r.cfg_sigma_high > 0 ? r.cfg_sigma_high : INFINITY;
-  return samplers::make_denoiser(engine.sampling(), network, guidance);
+  return samplers::make_denoiser(engine.sampling(r), network, guidance);
 }
 
 // Inpainting by latent blending (ComfyUI's KSamplerX0Inpaint): outside the mask the
@@ -367,7 +272,7 @@ samplers::Denoiser inpainting_denoiser(const samplers::ModelSampling& ms, sample
 torch::Tensor sample_batch(Engine& engine, const Request& r, const std::vector<double>& sigmas,
                            const std::vector<int64_t>& shape, const samplers::Denoiser& guided, const ImageInputs& in,
                            int64_t k, const GenerateHooks& hooks, std::string& stage) {
-  const auto& ms = engine.sampling();
+  const auto& ms = engine.sampling(r);
   const auto device = engine.device();
   const auto dtype = engine.dtype();
   auto gens = seed_generators(r.seed + k * shape[0], shape[0], r.seed_mode);
@@ -491,8 +396,9 @@ GenerateResult generate_stages(Engine& engine, const Request& r, const GenerateH
   GenerateResult result;
   result.request = r;
   const auto sigmas = request_sigmas(r, engine);
-  const int64_t B = r.batch_size, f = engine.downscale();
-  const std::vector<int64_t> shape = {B, engine.latent_channels(), r.height / f, r.width / f};
+  const auto& format = engine.latent_format();
+  const int64_t B = r.batch_size, f = format.downscale;
+  const std::vector<int64_t> shape = {B, format.channels, r.height / f, r.width / f};
 
   // 2-5. Everything the batches share: conditioning, image inputs, ControlNets, D(x; σ).
   // LoRA set merged (or the base restored) and embeddings found before anything is encoded.
@@ -542,8 +448,9 @@ GenerateResult generate(Engine& engine, const Request& request, const GenerateHo
   std::optional<models::ScopedThreads> one_thread;
   if (!engine.device().is_cuda() && !models::threads_from_environment()) {
     int64_t params = 0;
-    for (const auto& p : engine.unet()->parameters()) params += p.numel();
-    const double work = double(params) * double(r.width / engine.downscale()) * double(r.height / engine.downscale()) *
+    for (const auto& p : engine.diffusion_model().module().parameters()) params += p.numel();
+    const int64_t f = engine.latent_format().downscale;
+    const double work = double(params) * double(r.width / f) * double(r.height / f) *
                         double(r.batch_size) * 2;
     if (work < 1e10) one_thread.emplace(1);
   }

@@ -20,6 +20,8 @@ std::string ControlNetConfig::describe() const {
   return s.str();
 }
 
+using models::conv;  // models/nn/layers.h
+
 ControlNetImpl::ControlNetImpl(ControlNetConfig c) : config(std::move(c)) {
   const auto& u = config.unet;
   time_embed = register_module("time_embed", models::make_time_embed(u));

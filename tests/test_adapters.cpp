@@ -75,8 +75,8 @@ models::AdapterModel sdxl_model() {
   models::AdapterModel m;
   m.family = models::to_string(ck.family);
   m.components[models::kUnet] = models::adapter_target(ck.unet);
-  m.components[models::kTextEncoder] = models::adapter_target(ck.text_encoder);
-  m.components[models::kTextEncoder2] = models::adapter_target(ck.text_encoder_2);
+  m.components[models::kTextEncoder] = models::adapter_target(ck.text_encoders[0].weights);
+  m.components[models::kTextEncoder2] = models::adapter_target(ck.text_encoders[1].weights);
   return m;
 }
 
@@ -146,9 +146,9 @@ TEST_SUITE("conformance.adapters") {
     // Textual inversion: "a photo of tinyemb on the left" with the word replaced by its 3 vectors.
     auto refs = models::SafeTensors::open(lora_dir() + "adapter_refs.safetensors");
     const auto ti = models::load_embedding(test::sd15() + "/embeddings/tinyemb.safetensors",
-                                           {models::to_string(m.ck.family), m.ck.clip_config.width, 0});
+                                           {models::to_string(m.ck.family), m.ck.text_encoders[0].config.width, 0});
     const auto tok = models::ClipTokenizer::from_dir(test::sd15() + "/models/tiny-sd15-diffusers/tokenizer");
-    const int vocab = static_cast<int>(m.ck.clip_config.vocab_size);
+    const int vocab = static_cast<int>(m.ck.text_encoders[0].config.vocab_size);
     auto prompt = models::expand_embedding(tok.encode("a photo of tinyemb on the left"), tok.encode(ti.name), vocab, ti.count());
     std::vector<int64_t> padded = {tok.bos()};
     padded.insert(padded.end(), prompt.begin(), prompt.end());
@@ -215,7 +215,7 @@ TEST_SUITE("conformance.adapters") {
 
       // "a red tinyxlemb on the left", each encoder with its own tokenizer (and padding).
       const auto xti = models::load_embedding(sdxl() + "/embeddings/tinyxlemb.safetensors",
-                                              {xm.family, ck.clip_config.width, ck.clip_2_config.width});
+                                              {xm.family, ck.text_encoders[0].config.width, ck.text_encoders[1].config.width});
       const auto dir = sdxl() + "/models/tiny-sdxl-diffusers/";
       auto ids_for = [&](const models::ClipTokenizer& tk, int vocab_size) {
         auto words = models::expand_embedding(tk.encode("a red tinyxlemb on the left"), tk.encode(xti.name), vocab_size,
@@ -227,8 +227,8 @@ TEST_SUITE("conformance.adapters") {
         return torch::tensor(padded, torch::kLong).unsqueeze(0);
       };
       const auto tk1 = models::ClipTokenizer::from_dir(dir + "tokenizer"), tk2 = models::ClipTokenizer::from_dir(dir + "tokenizer_2");
-      auto [ti_ctx, ti_pooled] = encode(ids_for(tk1, static_cast<int>(ck.clip_config.vocab_size)),
-                                        ids_for(tk2, static_cast<int>(ck.clip_2_config.vocab_size)), xti.vectors, xti.vectors_2);
+      auto [ti_ctx, ti_pooled] = encode(ids_for(tk1, static_cast<int>(ck.text_encoders[0].config.vocab_size)),
+                                        ids_for(tk2, static_cast<int>(ck.text_encoders[1].config.vocab_size)), xti.vectors, xti.vectors_2);
       CHECK(report.add("sdxl.ti.clip.context", test::rel_error(ti_ctx, ar("ti.clip.context")), tol));
       CHECK(report.add("sdxl.ti.clip.pooled", test::rel_error(ti_pooled, ar("ti.clip.pooled")), tol));
     }

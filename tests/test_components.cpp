@@ -100,9 +100,9 @@ TEST_SUITE("unit.checkpoint") {
       CHECK(ck.vae_config.ch == 32);
       CHECK(ck.vae_config.ch_mult == std::vector<int64_t>{1, 1, 2, 2});
       CHECK(ck.vae_config.z_channels == 4);
-      CHECK(ck.clip_config.width == 32);
-      CHECK(ck.clip_config.layers == 3);
-      CHECK(ck.clip_config.heads == 4);
+      CHECK(ck.text_encoders[0].config.width == 32);
+      CHECK(ck.text_encoders[0].config.layers == 3);
+      CHECK(ck.text_encoders[0].config.heads == 4);
       CHECK(ck.unused.empty());
     }
   }

@@ -160,7 +160,7 @@ TEST_SUITE("gpu.cli_path") {
     r.dtype = "fp16";
     auto engine = app::Engine::load(app::model_spec(r));
     c10::InferenceMode guard;
-    auto& clip = engine->clip();
+    auto& clip = engine->text_encoder(0);
     const auto ids_on = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kLong);
     torch::manual_seed(6);
     for (int i = 0; i < 3; ++i) {  // new ids each time, and both skips: the replay reads its inputs
@@ -362,9 +362,9 @@ TEST_SUITE("gpu.lowvram") {
     MESSAGE("weights on the GPU after load: resident " << resident_bytes / 1e6 << " MB, --lowvram " << low_bytes / 1e6 << " MB");
     CHECK(low->lowvram());
     CHECK(low_bytes < resident_bytes / 4);
-    CHECK(low->unet()->input_blocks[1]->parameters()[0].device().is_cpu());
+    CHECK(dynamic_cast<models::UNetImpl&>(low->diffusion_model()).input_blocks[1]->parameters()[0].device().is_cpu());
     CHECK(low->vae()->parameters()[0].device().is_cpu());
-    const auto a = low->unet()->input_blocks[1]->parameters()[0].data_ptr();
+    const auto a = dynamic_cast<models::UNetImpl&>(low->diffusion_model()).input_blocks[1]->parameters()[0].data_ptr();
     r.lowvram = false;
     const auto expected = app::generate(*resident, r);
     r.lowvram = true;
@@ -374,8 +374,8 @@ TEST_SUITE("gpu.lowvram") {
     MESSAGE("--lowvram vs resident picture: " << db << " dB");
     CHECK(db >= 40.0);
     // Back in host memory after the run, the same storage as before it.
-    CHECK(low->unet()->input_blocks[1]->parameters()[0].device().is_cpu());
-    CHECK(low->unet()->input_blocks[1]->parameters()[0].data_ptr() == a);
-    CHECK(low->clip()->parameters()[0].device().is_cpu());
+    CHECK(dynamic_cast<models::UNetImpl&>(low->diffusion_model()).input_blocks[1]->parameters()[0].device().is_cpu());
+    CHECK(dynamic_cast<models::UNetImpl&>(low->diffusion_model()).input_blocks[1]->parameters()[0].data_ptr() == a);
+    CHECK(low->text_encoder(0)->parameters()[0].device().is_cpu());
   }
 }

@@ -242,8 +242,8 @@ TEST_SUITE("e2e.lora_app") {
     auto base_request = small_request();
     auto engine = Engine::load(model_spec(base_request));
     const auto fresh = Engine::load(model_spec(base_request));  // never patched
-    const auto unet0 = snapshot_parameters(*fresh->unet());
-    const auto clip0 = snapshot_parameters(*fresh->clip());
+    const auto unet0 = snapshot_parameters(fresh->diffusion_model().module());
+    const auto clip0 = snapshot_parameters(*fresh->text_encoder(0));
 
     const auto base = generate(*engine, base_request);
     auto zero = base_request;
@@ -257,7 +257,7 @@ TEST_SUITE("e2e.lora_app") {
     const auto first = generate(*engine, with);
     CHECK(engine_adapters(*engine).merges == 1);
     CHECK_FALSE(torch::equal(first.latents, base.latents));
-    CHECK(!changed_parameters(*engine->unet(), unet0).empty());
+    CHECK(!changed_parameters(engine->diffusion_model().module(), unet0).empty());
     // The same set again: no merge, same picture.
     const auto second = generate(*engine, with);
     CHECK(engine_adapters(*engine).merges == 1);
@@ -270,13 +270,13 @@ TEST_SUITE("e2e.lora_app") {
     other.lora.push_back({"tiny-sd15-lora-kohya", 0.8, 0.8});
     const auto third = generate(*engine, other);
     CHECK(engine_adapters(*engine).merges == 2);
-    CHECK(!changed_parameters(*engine->clip(), clip0).empty());
+    CHECK(!changed_parameters(*engine->text_encoder(0), clip0).empty());
     CHECK_FALSE(torch::equal(third.latents, first.latents));
 
     // No LoRA: the base model, bit for bit, as freshly loaded.
     const auto back = generate(*engine, base_request);
-    CHECK(changed_parameters(*engine->unet(), unet0).empty());
-    CHECK(changed_parameters(*engine->clip(), clip0).empty());
+    CHECK(changed_parameters(engine->diffusion_model().module(), unet0).empty());
+    CHECK(changed_parameters(*engine->text_encoder(0), clip0).empty());
     CHECK(torch::equal(back.latents, base.latents));
 
     // The image records carry the hash of each LoRA used.
@@ -297,10 +297,11 @@ TEST_SUITE("e2e.lora_app") {
     c10::InferenceMode guard;
     const auto dev = engine->device();
     const auto dt = engine->dtype();
-    auto out = engine->unet()->forward(comps->load("unet.x").to(dev, dt), comps->load("unet.t").to(dev, dt),
-                                       comps->load("unet.context").to(dev, dt), nullptr);
+    models::DiffusionConditioning c;
+    c.context = comps->load("unet.context").to(dev, dt);
+    auto out = engine->diffusion_model().forward(comps->load("unet.x").to(dev, dt), comps->load("unet.t").to(dev, dt), c);
     CHECK(test::rel_error(out, refs->load("unet.out_lora")) < test::tolerance(1e-4));
-    auto hidden = engine->clip()->forward(comps->load("clip.ids").to(dev));
+    auto hidden = engine->text_encoder(0)->forward(comps->load("clip.ids").to(dev));
     CHECK(test::rel_error(hidden, refs->load("clip.last_hidden_lora")) < test::tolerance(1e-4));
   }
 
@@ -308,11 +309,11 @@ TEST_SUITE("e2e.lora_app") {
     auto r = small_request();
     r.lora.push_back({test::fixtures() + "/sdxl-tiny/lora/tiny-sdxl-lora-kohya.safetensors", 1, 1});
     auto engine = Engine::load(model_spec(r));
-    const auto unet0 = snapshot_parameters(*engine->unet());
+    const auto unet0 = snapshot_parameters(engine->diffusion_model().module());
     const auto e = any_error([&] { generate(*engine, r); });
     INFO(e);
     CHECK(has(e, "tiny-sdxl-lora-kohya.safetensors: this LoRA is for SDXL, the model is Stable Diffusion 1.x"));
-    CHECK(changed_parameters(*engine->unet(), unet0).empty());
+    CHECK(changed_parameters(engine->diffusion_model().module(), unet0).empty());
   }
 
   TEST_CASE("textual inversion through the app's prompt path equals ti.clip.last_hidden") {

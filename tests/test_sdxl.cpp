@@ -132,20 +132,20 @@ TEST_SUITE("unit.sdxl") {
       REQUIRE(d.text_encoders.size() == 2);
       CHECK(d.text_encoders[1].pooled);
       CHECK_FALSE(d.text_encoders[0].final_norm);
-      CHECK(ck.clip_config.width == 16);
-      CHECK(ck.clip_config.heads == 2);
-      CHECK(ck.clip_config.quick_gelu);
-      CHECK(ck.clip_config.projection_dim == 0);
-      CHECK(ck.clip_2_config.width == 16);
-      CHECK(ck.clip_2_config.heads == 2);
-      CHECK(ck.clip_2_config.layers == 3);
-      CHECK_FALSE(ck.clip_2_config.quick_gelu);
-      CHECK(ck.clip_2_config.projection_dim == 16);
-      CHECK(ck.text_encoder_2.count("text_projection.weight"));
+      CHECK(ck.text_encoders[0].config.width == 16);
+      CHECK(ck.text_encoders[0].config.heads == 2);
+      CHECK(ck.text_encoders[0].config.quick_gelu);
+      CHECK(ck.text_encoders[0].config.projection_dim == 0);
+      CHECK(ck.text_encoders[1].config.width == 16);
+      CHECK(ck.text_encoders[1].config.heads == 2);
+      CHECK(ck.text_encoders[1].config.layers == 3);
+      CHECK_FALSE(ck.text_encoders[1].config.quick_gelu);
+      CHECK(ck.text_encoders[1].config.projection_dim == 16);
+      CHECK(ck.text_encoders[1].weights.count("text_projection.weight"));
       CHECK(ck.unused.empty());
     }
     const auto folder = models::open_checkpoint(sdxl_layouts()[1].model);
-    CHECK(folder.tokenizer_2_dir.find("tokenizer_2") != std::string::npos);
+    CHECK(folder.text_encoders[1].tokenizer_dir.find("tokenizer_2") != std::string::npos);
   }
 
   TEST_CASE("real SDXL sizes are inferred from shapes alone (no weights needed)") {
@@ -272,8 +272,8 @@ TEST_SUITE("unit.sdxl") {
       auto engine = app::Engine::load(app::model_spec(r));
       CHECK(engine->tokenizer(0).pad() == 49407);  // CLIP-L pads with the end token
       CHECK(engine->tokenizer(1).pad() == 0);      // OpenCLIP-bigG with "!"
-      CHECK(engine->scaling_factor() == doctest::Approx(0.13025));
-      CHECK(engine->latent_rgb()[0][0].item<float>() == doctest::Approx(0.3651));  // SDXL's own preview colours
+      CHECK(engine->latent_format().scale == doctest::Approx(0.13025));
+      CHECK(engine->latent_format().rgb[0][0].item<float>() == doctest::Approx(0.3651));  // SDXL's own preview colours
       std::string error;
       try {
         engine->controlnet(test::sd15() + "/models/tiny-controlnet.safetensors");
@@ -336,8 +336,8 @@ TEST_SUITE("unit.sdxl") {
     r.device = "cpu";
     r.dtype = "fp32";
     auto engine = app::Engine::load(app::model_spec(r));
-    CHECK(engine->sampling().prediction() == samplers::Prediction::v);
-    CHECK(engine->sampling().sigma_max() > 1000);
+    CHECK(engine->sampling({}).prediction() == samplers::Prediction::v);
+    CHECK(engine->sampling({}).sigma_max() > 1000);
   }
 
   TEST_CASE("an SDXL checkpoint is described by sigma info's text") {

@@ -200,9 +200,12 @@ int run_bench(const BenchArgs& a) {
   } else {
     engine = Engine::load(spec);
     n.family = models::to_string(engine->checkpoint().family);
-    n.unet = engine->unet();
+    // The bench times the UNet families' step; another network would need its own inputs.
+    auto* unet = dynamic_cast<models::UNetImpl*>(&engine->diffusion_model());
+    if (!unet) throw std::invalid_argument("sigma bench: " + spec.model + ": only UNet models (SD 1.x, 2.x, SDXL) can be timed");
+    n.unet = models::UNet(std::shared_ptr<models::UNetImpl>(engine->diffusion_module(), unet));
     n.vae = engine->vae();
-    n.text.push_back(engine->clip());
+    n.text.push_back(engine->text_encoder(0));
     n.native = engine->native_size();
     n.context = n.unet->config.context_dim;
     n.adm = n.unet->config.adm_in_channels;

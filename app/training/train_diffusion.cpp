@@ -120,7 +120,7 @@ std::string train_diffusion(const TrainOptions& o, torch::Device device, bool am
     // Continue from an earlier run's exported weights (a fresh optimizer; the EMA starts there).
     const auto init = models::open_checkpoint(o.init);
     models::load_module(*unet, init.unet, "UNet of " + o.init, torch::kFloat32, device);
-    if (!flow) models::load_module(*clip, init.text_encoder, "text encoder of " + o.init, torch::kFloat32, device);
+    if (!flow) models::load_module(*clip, init.text_encoders[0].weights, "text encoder of " + o.init, torch::kFloat32, device);
     std::fprintf(stderr, "%s: starting from %s\n", o.stage.c_str(), o.init.c_str());
   }
   std::vector<torch::nn::Module*> modules;

@@ -39,6 +39,8 @@ struct AdapterError : ModelLoadError {
 inline const std::string kUnet = "unet";
 inline const std::string kTextEncoder = "text_encoder";     // SD 1.x/2.x's text encoder; SDXL's CLIP-L (te1)
 inline const std::string kTextEncoder2 = "text_encoder_2";  // SDXL's OpenCLIP bigG (te2)
+// The component of the family's text encoder i (its order in FamilyDescription::text_encoders).
+inline const std::string& text_encoder_component(size_t i) { return i == 0 ? kTextEncoder : kTextEncoder2; }
 
 // What a model offers adapters: per component, each weight's canonical name and shape.
 struct AdapterTarget {

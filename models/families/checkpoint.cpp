@@ -120,8 +120,8 @@ void drop_unused_clip_layers(Checkpoint& ck) {
   if (ck.layout != Layout::SingleFile) return;
   for (size_t i = 0; i < ck.description.text_encoders.size(); ++i) {
     if (!ck.description.text_encoders[i].single_file_unused_last_layer) continue;
-    auto& config = ck.encoder_config(i);
-    auto& weights = ck.encoder_weights(i);
+    auto& config = ck.text_encoders[i].config;
+    auto& weights = ck.text_encoders[i].weights;
     const int64_t last = config.layers - 1;
     const std::string prefix = "text_model.encoder.layers." + std::to_string(last) + ".";
     for (auto it = weights.begin(); it != weights.end();) {
@@ -147,12 +147,13 @@ Checkpoint open_single_file(const std::string& path) {
   if (ck.unet.empty()) reject_other_kinds(*f);
   ck.family = detect_single_file_family(index_file(f), path);
   ck.description = family_description(ck.family);
+  ck.text_encoders.resize(ck.description.text_encoders.size());
   ck.prediction = ck.description.default_prediction;  // SD 2.x single files: the 768-v models unless told otherwise (--prediction eps)
   ck.vae = index_file(f, kVaePrefix);
   const auto& roles = ck.description.text_encoders;
   for (size_t i = 0; i < roles.size(); ++i) {
     auto index = index_file(f, roles[i].single_file_prefix);
-    ck.encoder_weights(i) = roles[i].openclip_names ? clip_from_openclip(index, ck.text_encoder_ignored, roles[i].pooled) : index;
+    ck.text_encoders[i].weights = roles[i].openclip_names ? clip_from_openclip(index, ck.text_encoder_ignored, roles[i].pooled) : index;
   }
   // SDXL v-prediction files mark themselves with a `v_pred` key, zero-terminal-SNR ones also
   // with `ztsnr` (ComfyUI's supported_models.SDXL.model_type reads exactly these).
@@ -199,8 +200,8 @@ void fill_description_sizes(Checkpoint& ck) {
   int64_t width = 0;
   std::string widths;
   for (size_t i = 0; i < roles.size(); ++i) {
-    width += ck.encoder_config(i).width;
-    widths += (i ? " + " : "") + std::to_string(ck.encoder_config(i).width);
+    width += ck.text_encoders[i].config.width;
+    widths += (i ? " + " : "") + std::to_string(ck.text_encoders[i].config.width);
   }
   if (d.context_dim > 0 && width != d.context_dim)
     throw ModelLoadError(ck.path + ": the text encoder" + (roles.size() > 1 ? "s give " : " gives ") + widths +
@@ -220,7 +221,7 @@ void fill_description_sizes(Checkpoint& ck) {
   d.pooled_dim = 0;
   for (size_t i = 0; i < roles.size(); ++i)
     if (roles[i].pooled) {
-      d.pooled_dim = ck.encoder_config(i).projection_dim;
+      d.pooled_dim = ck.text_encoders[i].config.projection_dim;
       if (d.pooled_dim == 0)
         throw ModelLoadError(ck.path + ": " + roles[i].component + " has no text_projection, which gives " + to_string(ck.family) +
                              "'s pooled text vector");
@@ -248,6 +249,7 @@ Checkpoint open_diffusers(const fs::path& dir) {
   ck.family = detect_diffusers_family(optional_json(dir / "unet" / "config.json"), te_cfg, fs::is_directory(dir / "text_encoder"),
                                       fs::is_directory(dir / "text_encoder_2"), dir.string());
   ck.description = family_description(ck.family);
+  ck.text_encoders.resize(ck.description.text_encoders.size());
   const std::vector<std::string> st = {"diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"};
   auto unet_file = SafeTensors::open(need_file(dir / "unet", st, "UNet"));
   auto vae_file = SafeTensors::open(need_file(dir / "vae", st, "VAE"));
@@ -257,16 +259,16 @@ Checkpoint open_diffusers(const fs::path& dir) {
   for (size_t i = 0; i < roles.size(); ++i) {
     const auto sub = dir / roles[i].component;
     auto file = SafeTensors::open(need_file(sub, {"model.safetensors", "model.fp16.safetensors"}, roles[i].component));
-    ck.encoder_weights(i) = index_file(file);
-    auto& config = ck.encoder_config(i);
-    config = infer_clip_config(ck.encoder_weights(i), ck.family, sub.string(), i);
+    ck.text_encoders[i].weights = index_file(file);
+    auto& config = ck.text_encoders[i].config;
+    config = infer_clip_config(ck.text_encoders[i].weights, ck.family, sub.string(), i);
     const auto cfg = optional_json(sub / "config.json");
     if (cfg.contains("num_attention_heads")) config.heads = cfg["num_attention_heads"].get<int64_t>();
     if (cfg.contains("layer_norm_eps")) config.layer_norm_eps = cfg["layer_norm_eps"].get<double>();
     if (cfg.contains("hidden_act")) config.quick_gelu = cfg["hidden_act"].get<std::string>() == "quick_gelu";
     if (cfg.contains("eos_token_id") && cfg["eos_token_id"].is_number_integer() && cfg["eos_token_id"].get<int64_t>() > 2)
       config.eos_token_id = cfg["eos_token_id"].get<int64_t>();  // (2 is transformers' legacy placeholder: argmax rule)
-    if (fs::is_directory(dir / roles[i].tokenizer)) (i == 0 ? ck.tokenizer_dir : ck.tokenizer_2_dir) = (dir / roles[i].tokenizer).string();
+    if (fs::is_directory(dir / roles[i].tokenizer)) ck.text_encoders[i].tokenizer_dir = (dir / roles[i].tokenizer).string();
   }
   const auto sched_path = dir / "scheduler" / "scheduler_config.json";
   ck.prediction = "eps";
@@ -329,13 +331,14 @@ Checkpoint open_checkpoint(const std::string& path) {
                                   "convert it to .safetensors (e.g. with the safetensors package) and pass that");
     ck = open_single_file(path);
     for (size_t i = 0; i < ck.description.text_encoders.size(); ++i)
-      ck.encoder_config(i) = infer_clip_config(ck.encoder_weights(i), ck.family,
+      ck.text_encoders[i].config = infer_clip_config(ck.text_encoders[i].weights, ck.family,
                                                path + " text encoder" + (i ? " " + std::to_string(i + 1) : std::string()), i);
   }
   // A buffer transformers saves and recomputes; our embedding needs no copy of it.
-  for (auto* te : {&ck.text_encoder, &ck.text_encoder_2})
-    if (te->erase("text_model.embeddings.position_ids"))
-      ck.text_encoder_ignored.push_back((te == &ck.text_encoder ? "" : "text_encoder_2: ") + std::string("text_model.embeddings.position_ids"));
+  for (size_t i = 0; i < ck.text_encoders.size(); ++i)
+    if (ck.text_encoders[i].weights.erase("text_model.embeddings.position_ids"))
+      ck.text_encoder_ignored.push_back((i ? ck.description.text_encoders[i].component + ": " : std::string()) +
+                                        "text_model.embeddings.position_ids");
   ck.unet_config = infer_unet_config(ck.unet, ck.family, path + " UNet");
   ck.vae_config = infer_vae_config(ck.vae, path + " VAE");
   ck.vae_config.scaling_factor = ck.description.vae_scale;

@@ -21,35 +21,32 @@ namespace sigma::models {
 enum class Layout { SingleFile, Diffusers };
 std::string to_string(Layout l);
 
+// One text encoder of the family (description.text_encoders[i], in that order).
+struct TextEncoderFiles {
+  // Hugging Face names; `text_projection.weight` too for a CLIPTextModelWithProjection (SDXL's
+  // OpenCLIP-bigG).
+  TensorIndex weights;
+  ClipTextConfig config;
+  std::string tokenizer_dir;  // the diffusers tokenizer folder (tokenizer/, tokenizer_2/), else empty
+};
+
 struct Checkpoint {
   std::string path;
   Layout layout = Layout::SingleFile;
   Family family = Family::SD1;
   FamilyDescription description = family_description(Family::SD1);  // of `family`, sizes from the tensors
-  TensorIndex unet, vae, text_encoder;  // canonical names: LDM (UNet, VAE), Hugging Face (CLIP)
-  // SDXL's second text encoder (OpenCLIP-bigG) in Hugging Face names, `text_projection.weight`
-  // included (CLIPTextModelWithProjection); empty for one-encoder families.
-  TensorIndex text_encoder_2;
+  TensorIndex unet, vae;  // canonical names: LDM's
+  std::vector<TextEncoderFiles> text_encoders;     // one per description.text_encoders
   std::vector<std::string> text_encoder_ignored;  // known, deliberately unused (position_ids, unused last layer)
   std::vector<std::string> unused;      // keys that belong to no component we run
   std::vector<std::string> ignored;     // known extras (noise schedule buffers, EMA copies)
   std::vector<double> alphas_cumprod;   // the training schedule when the file carries it
   std::string prediction = "eps";       // "eps", "v", or "flow" (our own models say so in metadata)
-  std::string tokenizer_dir;            // diffusers tokenizer/ folder, else empty
-  std::string tokenizer_2_dir;          // diffusers tokenizer_2/ folder (SDXL), else empty
   bool zero_terminal_snr = false;       // v-prediction SDXL files with a `ztsnr` key (ComfyUI's rule)
   std::map<std::string, std::string> metadata;  // the single file's __metadata__ (e.g. sigma.* keys of our own models)
   UNetConfig unet_config;
   VaeConfig vae_config;
-  ClipTextConfig clip_config;
-  ClipTextConfig clip_2_config;         // text_encoder_2's, when there is one
   int64_t default_clip_skip = 1;        // SD 2.x reads the penultimate layer
-
-  // Text encoder i of description.text_encoders (0: text_encoder, 1: text_encoder_2).
-  TensorIndex& encoder_weights(size_t i) { return i == 0 ? text_encoder : text_encoder_2; }
-  const TensorIndex& encoder_weights(size_t i) const { return i == 0 ? text_encoder : text_encoder_2; }
-  ClipTextConfig& encoder_config(size_t i) { return i == 0 ? clip_config : clip_2_config; }
-  const ClipTextConfig& encoder_config(size_t i) const { return i == 0 ? clip_config : clip_2_config; }
 };
 
 // Throws ModelLoadError (or SafetensorsError) naming the path and the fix.

@@ -46,9 +46,9 @@ std::string describe_checkpoint(const Checkpoint& ck) {
     << "VAE:           " << format_count(count_parameters(ck.vae)) << " parameters, " << dtype_summary(ck.vae) << "\n"
     << "               " << ck.vae_config.describe() << "\n";
   for (size_t i = 0; i < roles.size(); ++i) {
-    const auto& config = ck.encoder_config(i);
+    const auto& config = ck.text_encoders[i].config;
     s << (i ? "text encoder " + std::to_string(i + 1) + ": " : std::string("text encoder:  "))
-      << format_count(count_parameters(ck.encoder_weights(i))) << " parameters, " << dtype_summary(ck.encoder_weights(i)) << "\n"
+      << format_count(count_parameters(ck.text_encoders[i].weights)) << " parameters, " << dtype_summary(ck.text_encoders[i].weights) << "\n"
       << "               CLIP " << config.describe() << " (" << roles[i].kind << ")"
       << (config.projection_dim > 0 ? ", text_projection " + std::to_string(config.projection_dim) : std::string()) << "\n";
   }
@@ -56,8 +56,11 @@ std::string describe_checkpoint(const Checkpoint& ck) {
     return "none in the file; looked for beside it (NAME." + sub + "/ or " + sub +
            "/), then the bundled CLIP vocabulary (assets/clip-bpe), or give --tokenizer DIR";
   };
-  s << "tokenizer:     " << (ck.tokenizer_dir.empty() ? none(roles[0].tokenizer) : ck.tokenizer_dir) << "\n";
-  if (roles.size() > 1) s << "tokenizer 2:   " << (ck.tokenizer_2_dir.empty() ? none(roles[1].tokenizer) : ck.tokenizer_2_dir) << "\n";
+  for (size_t i = 0; i < roles.size(); ++i) {
+    const auto& dir = ck.text_encoders[i].tokenizer_dir;
+    s << (i ? "tokenizer " + std::to_string(i + 1) + ":   " : std::string("tokenizer:     "))
+      << (dir.empty() ? none(roles[i].tokenizer) : dir) << "\n";
+  }
   s << "schedule:      "
     << (ck.alphas_cumprod.empty() ? "not in the file (Stable Diffusion's scaled-linear betas assumed)"
                                   : std::to_string(ck.alphas_cumprod.size()) + "-step alphas_cumprod from the file")

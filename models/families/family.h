@@ -42,7 +42,8 @@ struct FamilyDescription {
   int64_t pooled_dim = 0;         // width of the pooled text vector in y
   int64_t micro_conditioning = 0; // numbers in time_ids: (original h, w, crop top, left, target h, w)
   int64_t fourier_dim = 0;        // sinusoidal width per number (SDXL: 256)
-  double vae_scale = 0.18215;     // latents = z · vae_scale
+  double vae_scale = 0.18215;     // latents = (z - vae_shift) · vae_scale (models/vae/latent_format.h)
+  double vae_shift = 0.0;         // 0 for the SD families' KL-VAEs
   bool vae_fp16_upcast = false;   // the VAE overflows float16 (SDXL): run it in float32 then (diffusers' force_upcast)
   // Latent -> RGB factors for live previews, [channels x 3] row-major, least squares over
   // decoded images (ComfyUI's latent_formats; bias terms left out).

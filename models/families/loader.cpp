@@ -32,8 +32,8 @@ AutoencoderKL load_vae_file(const std::string& path, double scaling_factor, cons
 ClipTextModel load_text_encoder(const Checkpoint& ck, const LoadOptions& opt, size_t index) {
   if (index >= ck.description.text_encoders.size())
     throw ModelLoadError(ck.path + ": " + to_string(ck.family) + " has no text encoder " + std::to_string(index + 1));
-  auto clip = build_uninitialised<ClipTextModel>(ck.encoder_config(index));
-  load_module(*clip, ck.encoder_weights(index), (index ? "text encoder " + std::to_string(index + 1) : std::string("text encoder")) + " of " + ck.path, opt.dtype,
+  auto clip = build_uninitialised<ClipTextModel>(ck.text_encoders[index].config);
+  load_module(*clip, ck.text_encoders[index].weights, (index ? "text encoder " + std::to_string(index + 1) : std::string("text encoder")) + " of " + ck.path, opt.dtype,
               opt.device);
   clip->eval();
   return clip;

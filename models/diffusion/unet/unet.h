@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "models/diffusion/diffusion_model.h"
 #include "models/diffusion/unet/blocks.h"
 
 namespace sigma::models {
@@ -30,13 +31,6 @@ struct UNetConfig {
   std::string describe() const;
 };
 
-// Residuals a ControlNet hands to the UNet: one per input block, and one for the middle block.
-struct ControlResiduals {
-  std::vector<torch::Tensor> down;
-  torch::Tensor mid;
-  bool empty() const { return down.empty() && !mid.defined(); }
-};
-
 // The encoder half shared by UNet and ControlNet: input_blocks and middle_block.
 struct UNetEncoder {
   torch::nn::ModuleList input_blocks{nullptr};
@@ -52,12 +46,18 @@ torch::nn::Sequential make_time_embed(const UNetConfig& c);
 // as SGM's ConcatTimestepEmbedderND and diffusers' add_time_proj (cos first, no shift) compute it.
 torch::Tensor additional_embedding_input(const torch::Tensor& pooled, const torch::Tensor& time_ids, int64_t fourier_dim);
 
-struct UNetImpl : torch::nn::Module {
+struct UNetImpl : torch::nn::Module, DiffusionModel {
   explicit UNetImpl(UNetConfig config);
   // x [B,Cin,H,W], t [B] (continuous timesteps), context [B,M,context_dim] -> [B,Cout,H,W];
   // y [B, adm_in_channels] when the UNet has label_emb (SDXL), else undefined.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& context,
                         const ControlResiduals* control = nullptr, const torch::Tensor& y = {});
+  // DiffusionModel: the same call with the conditioning in one struct.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t, const DiffusionConditioning& c) override {
+    return forward(x, t, c.context, c.control, c.y);
+  }
+  torch::nn::Module& module() override { return *this; }
+  bool streaming() const override { return stream_blocks_to.has_value(); }
 
   UNetConfig config;
   torch::nn::Sequential time_embed{nullptr};
