@@ -177,9 +177,9 @@ PromptEmbeddings prompt_embeddings(Engine& engine, const Request& r) {
   // The prompt's ids, to tell a word from a part of a longer one.
   std::vector<int> ids = tok.encode(text);
   auto& state = engine_adapters(engine);
-  const auto& clip_config = engine.text_encoder(0)->config;
-  const bool two = engine.text_encoder_count() > 1;  // SDXL: clip_l and clip_g vectors
-  const int64_t width_2 = two ? engine.text_encoder(1)->config.width : 0;
+  const int64_t vocab_size = engine.text_encoder(0)->config.vocab_size;  // later encoders share its ids
+  std::vector<int64_t> widths;  // SDXL: clip_l and clip_g vectors
+  for (size_t i = 0; i < engine.text_encoder_count(); ++i) widths.push_back(engine.text_encoder(i)->config.width);
   struct Found {
     std::shared_ptr<const models::TextualInversion> ti;
     std::vector<int> word;
@@ -192,7 +192,7 @@ PromptEmbeddings prompt_embeddings(Engine& engine, const Request& r) {
     const std::string key = fs::absolute(path).lexically_normal().string();
     auto it = state.embeddings.find(key);
     if (it == state.embeddings.end()) {
-      auto ti = models::load_embedding(path, {models::to_string(engine.checkpoint().family), clip_config.width, width_2});
+      auto ti = models::load_embedding(path, {models::to_string(engine.checkpoint().family), widths});
       ti.name = stem;
       it = state.embeddings.emplace(key, std::make_shared<const models::TextualInversion>(std::move(ti))).first;
     }
@@ -201,19 +201,18 @@ PromptEmbeddings prompt_embeddings(Engine& engine, const Request& r) {
   // Longest words first, so "name-v2" is not read as "name" followed by "-v2" (A1111 sorts
   // its candidates by token length as well).
   std::stable_sort(found.begin(), found.end(), [](const Found& a, const Found& b) { return a.word.size() > b.word.size(); });
-  std::vector<torch::Tensor> rows, rows_2;
+  std::vector<std::vector<torch::Tensor>> rows(widths.size());  // per text encoder
   int offset = 0;
   for (const auto& f : found) {
-    pe.tokens.push_back({f.word, static_cast<int>(clip_config.vocab_size) + offset, static_cast<int>(f.ti->count())});
-    rows.push_back(f.ti->vectors.to(torch::kFloat32));
-    if (two) rows_2.push_back(f.ti->vectors_2.to(torch::kFloat32));
+    pe.tokens.push_back({f.word, static_cast<int>(vocab_size) + offset, static_cast<int>(f.ti->count())});
+    for (size_t i = 0; i < rows.size(); ++i) rows[i].push_back(f.ti->vectors[i].to(torch::kFloat32));
     offset += static_cast<int>(f.ti->count());
     std::string name = f.ti->name;
     name.erase(std::remove_if(name.begin(), name.end(), [](char c) { return c == ':' || c == ','; }), name.end());
     pe.hashes.emplace_back(name, embedding_short_hash(f.ti->path));
   }
-  if (!rows.empty()) pe.extra.push_back(torch::cat(rows));
-  if (!rows_2.empty()) pe.extra.push_back(torch::cat(rows_2));
+  for (const auto& r : rows)
+    if (!r.empty()) pe.extra.push_back(torch::cat(r));
   return pe;
 }
 

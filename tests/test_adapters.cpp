@@ -146,7 +146,7 @@ TEST_SUITE("conformance.adapters") {
     // Textual inversion: "a photo of tinyemb on the left" with the word replaced by its 3 vectors.
     auto refs = models::SafeTensors::open(lora_dir() + "adapter_refs.safetensors");
     const auto ti = models::load_embedding(test::sd15() + "/embeddings/tinyemb.safetensors",
-                                           {models::to_string(m.ck.family), m.ck.text_encoders[0].config.width, 0});
+                                           {models::to_string(m.ck.family), {m.ck.text_encoders[0].config.width}});
     const auto tok = models::ClipTokenizer::from_dir(test::sd15() + "/models/tiny-sd15-diffusers/tokenizer");
     const int vocab = static_cast<int>(m.ck.text_encoders[0].config.vocab_size);
     auto prompt = models::expand_embedding(tok.encode("a photo of tinyemb on the left"), tok.encode(ti.name), vocab, ti.count());
@@ -159,7 +159,7 @@ TEST_SUITE("conformance.adapters") {
     CHECK(test::rel_error(m.clip->forward(ti_ids.clamp_max(vocab - 1), 1), ti_ref) > 1e-3);  // the vectors matter
     CHECK(report.add_exact("ti.prompt_ids_expanded", torch::equal(ti_ids, refs->load("ti.prompt_ids_expanded"))));
     CHECK(report.add("ti.clip.last_hidden",
-                     test::rel_error(m.clip->forward_with_extra_tokens(ti_ids, ti.vectors, 1), ti_ref), tol));
+                     test::rel_error(m.clip->forward_with_extra_tokens(ti_ids, ti.vectors[0], 1), ti_ref), tol));
 
     // SDXL (sdxl-tiny/lora/adapter_refs.safetensors): the kohya LoRA on the UNet and both
     // text encoders (te1 = CLIP-L, te2 = OpenCLIP-bigG, both in Hugging Face names), and an
@@ -215,7 +215,7 @@ TEST_SUITE("conformance.adapters") {
 
       // "a red tinyxlemb on the left", each encoder with its own tokenizer (and padding).
       const auto xti = models::load_embedding(sdxl() + "/embeddings/tinyxlemb.safetensors",
-                                              {xm.family, ck.text_encoders[0].config.width, ck.text_encoders[1].config.width});
+                                              {xm.family, {ck.text_encoders[0].config.width, ck.text_encoders[1].config.width}});
       const auto dir = sdxl() + "/models/tiny-sdxl-diffusers/";
       auto ids_for = [&](const models::ClipTokenizer& tk, int vocab_size) {
         auto words = models::expand_embedding(tk.encode("a red tinyxlemb on the left"), tk.encode(xti.name), vocab_size,
@@ -228,7 +228,7 @@ TEST_SUITE("conformance.adapters") {
       };
       const auto tk1 = models::ClipTokenizer::from_dir(dir + "tokenizer"), tk2 = models::ClipTokenizer::from_dir(dir + "tokenizer_2");
       auto [ti_ctx, ti_pooled] = encode(ids_for(tk1, static_cast<int>(ck.text_encoders[0].config.vocab_size)),
-                                        ids_for(tk2, static_cast<int>(ck.text_encoders[1].config.vocab_size)), xti.vectors, xti.vectors_2);
+                                        ids_for(tk2, static_cast<int>(ck.text_encoders[1].config.vocab_size)), xti.vectors[0], xti.vectors[1]);
       CHECK(report.add("sdxl.ti.clip.context", test::rel_error(ti_ctx, ar("ti.clip.context")), tol));
       CHECK(report.add("sdxl.ti.clip.pooled", test::rel_error(ti_pooled, ar("ti.clip.pooled")), tol));
     }
@@ -487,7 +487,7 @@ TEST_SUITE("unit.adapters") {
     std::ofstream(pt) << "not read";
     const auto e = error_of([&] { models::load_adapter(pt, m.model); });
     CHECK(contains(e, "style.pt: pickle files (.pt) can run code when loaded and are not supported; convert it to .safetensors"));
-    const auto e2 = error_of([&] { models::load_embedding(pt, {"Stable Diffusion 1.x", 32, 0}); });
+    const auto e2 = error_of([&] { models::load_embedding(pt, {"Stable Diffusion 1.x", {32}}); });
     CHECK(contains(e2, "convert it to .safetensors"));
     // A base model is not an adapter.
     CHECK(contains(error_of([&] { models::load_adapter(sd15_model(), m.model); }), "not a LoRA/LyCORIS adapter"));
@@ -526,25 +526,26 @@ TEST_SUITE("unit.adapters") {
   TEST_CASE("embeddings: layouts, widths and families are checked; the placeholder expands") {
     const auto sd15_emb = test::sd15() + "/embeddings/tinyemb.safetensors";
     const auto xl_emb = sdxl() + "/embeddings/tinyxlemb.safetensors";
-    auto ti = models::load_embedding(sd15_emb, {"Stable Diffusion 1.x", 32, 0});
+    auto ti = models::load_embedding(sd15_emb, {"Stable Diffusion 1.x", {32}});
     CHECK(ti.name == "tinyemb");
-    CHECK(ti.vectors.sizes().vec() == std::vector<int64_t>{3, 32});
-    CHECK_FALSE(ti.vectors_2.defined());
-    const auto e = error_of([&] { models::load_embedding(sd15_emb, {"Stable Diffusion 2.x", 1024, 0}); });
+    CHECK(ti.vectors.size() == 1);
+    CHECK(ti.vectors[0].sizes().vec() == std::vector<int64_t>{3, 32});
+    const auto e = error_of([&] { models::load_embedding(sd15_emb, {"Stable Diffusion 2.x", {1024}}); });
     CHECK(contains(e, "tinyemb.safetensors: the embedding's vectors are 32 wide, the text encoder of the "
                       "Stable Diffusion 2.x model is 1024 wide"));
-    auto xl = models::load_embedding(xl_emb, {"SDXL", 16, 16});
-    CHECK(xl.vectors.sizes().vec() == std::vector<int64_t>{2, 16});
-    CHECK(xl.vectors_2.sizes().vec() == std::vector<int64_t>{2, 16});
-    CHECK(contains(error_of([&] { models::load_embedding(xl_emb, {"Stable Diffusion 1.x", 16, 0}); }),
+    auto xl = models::load_embedding(xl_emb, {"SDXL", {16, 16}});
+    CHECK(xl.vectors.size() == 2);
+    CHECK(xl.vectors[0].sizes().vec() == std::vector<int64_t>{2, 16});
+    CHECK(xl.vectors[1].sizes().vec() == std::vector<int64_t>{2, 16});
+    CHECK(contains(error_of([&] { models::load_embedding(xl_emb, {"Stable Diffusion 1.x", {16}}); }),
                    "tinyxlemb.safetensors: this embedding is for SDXL (clip_l + clip_g vectors), the model is Stable Diffusion 1.x"));
-    CHECK(contains(error_of([&] { models::load_embedding(sd15_emb, {"SDXL", 32, 16}); }), "needs clip_l and clip_g"));
+    CHECK(contains(error_of([&] { models::load_embedding(sd15_emb, {"SDXL", {32, 16}}); }), "needs clip_l and clip_g"));
     // string_to_param-style names and a bare [width] vector.
     const auto dir = test::scratch("embeddings");
     const auto s2p = (dir / "oldstyle.safetensors").string();
     models::save_safetensors(s2p, {{"string_to_param.*", torch::ones({32})}});
-    auto old = models::load_embedding(s2p, {"Stable Diffusion 1.x", 32, 0});
-    CHECK(old.vectors.sizes().vec() == std::vector<int64_t>{1, 32});
+    auto old = models::load_embedding(s2p, {"Stable Diffusion 1.x", {32}});
+    CHECK(old.vectors[0].sizes().vec() == std::vector<int64_t>{1, 32});
     CHECK(old.name == "oldstyle");
 
     CHECK(models::expand_embedding({1, 7, 8, 2, 7, 8}, {7, 8}, 100, 3) == std::vector<int>{1, 100, 101, 102, 2, 100, 101, 102});

@@ -37,8 +37,7 @@ TextualInversion load_embedding(const std::string& path, const EmbeddingModel& m
   if (f->contains("clip_l") || f->contains("clip_g")) {
     if (!f->contains("clip_l") || !f->contains("clip_g"))
       throw EmbeddingError(path + ": an SDXL embedding needs both clip_l and clip_g");
-    ti.vectors = as_vectors(f->load("clip_l"));
-    ti.vectors_2 = as_vectors(f->load("clip_g"));
+    ti.vectors = {as_vectors(f->load("clip_l")), as_vectors(f->load("clip_g"))};
   } else {
     std::string key;
     if (f->contains("emb_params")) key = "emb_params";
@@ -48,29 +47,30 @@ TextualInversion load_embedding(const std::string& path, const EmbeddingModel& m
     if (key.empty())
       throw EmbeddingError(path + ": not a textual-inversion embedding (no emb_params, clip_l/clip_g, string_to_param.* "
                                   "or single tensor; it has " + std::to_string(tensors.size()) + " tensors)");
-    ti.vectors = as_vectors(f->load(key));
+    ti.vectors = {as_vectors(f->load(key))};
   }
-  if (ti.vectors.dim() != 2 || (ti.vectors_2.defined() && ti.vectors_2.dim() != 2))
-    throw EmbeddingError(path + ": embedding vectors must be [n, width], got " + shape_string(ti.vectors.sizes().vec()));
-  if (ti.vectors_2.defined() && ti.vectors_2.size(0) != ti.vectors.size(0))
-    throw EmbeddingError(path + ": clip_l has " + std::to_string(ti.vectors.size(0)) + " vectors and clip_g " +
-                         std::to_string(ti.vectors_2.size(0)));
+  for (const auto& v : ti.vectors)
+    if (v.dim() != 2)
+      throw EmbeddingError(path + ": embedding vectors must be [n, width], got " + shape_string(v.sizes().vec()));
+  if (ti.vectors.size() == 2 && ti.vectors[1].size(0) != ti.vectors[0].size(0))
+    throw EmbeddingError(path + ": clip_l has " + std::to_string(ti.vectors[0].size(0)) + " vectors and clip_g " +
+                         std::to_string(ti.vectors[1].size(0)));
 
   // Fit: the number of encoders first (SDXL files carry two sets), then the widths.
-  const int64_t w = ti.vectors.size(1);
-  if (ti.vectors_2.defined() && model.width_2 == 0)
+  const int64_t w = ti.vectors[0].size(1);
+  if (ti.vectors.size() > model.widths.size())
     throw EmbeddingError(path + ": this embedding is for SDXL (clip_l + clip_g vectors), the model is " + model.family);
-  if (!ti.vectors_2.defined() && model.width_2 != 0)
+  if (ti.vectors.size() < model.widths.size())
     throw EmbeddingError(path + ": this embedding has one set of " + std::to_string(w) + "-wide vectors" +
                          family_of_width(w) + "; the model is " + model.family +
                          " and needs clip_l and clip_g vectors for its two text encoders");
-  if (w != model.width)
+  if (w != model.widths[0])
     throw EmbeddingError(path + ": the embedding's vectors are " + std::to_string(w) + " wide" + family_of_width(w) +
-                         ", the text encoder of the " + model.family + " model is " + std::to_string(model.width) +
+                         ", the text encoder of the " + model.family + " model is " + std::to_string(model.widths[0]) +
                          " wide");
-  if (ti.vectors_2.defined() && ti.vectors_2.size(1) != model.width_2)
-    throw EmbeddingError(path + ": the embedding's clip_g vectors are " + std::to_string(ti.vectors_2.size(1)) +
-                         " wide, the model's second text encoder is " + std::to_string(model.width_2) + " wide");
+  if (ti.vectors.size() == 2 && ti.vectors[1].size(1) != model.widths[1])
+    throw EmbeddingError(path + ": the embedding's clip_g vectors are " + std::to_string(ti.vectors[1].size(1)) +
+                         " wide, the model's second text encoder is " + std::to_string(model.widths[1]) + " wide");
   return ti;
 }
 

@@ -20,17 +20,17 @@ struct EmbeddingError : ModelLoadError {
 
 // The text encoders an embedding must fit.
 struct EmbeddingModel {
-  std::string family;     // models::to_string(Family), e.g. "Stable Diffusion 1.x"; used in errors
-  int64_t width = 0;      // text encoder 1 (SD 1.x 768, SD 2.x 1024, SDXL's CLIP-L 768)
-  int64_t width_2 = 0;    // SDXL's second text encoder (1280); 0 when the model has none
+  std::string family;           // models::to_string(Family), e.g. "Stable Diffusion 1.x"; used in errors
+  std::vector<int64_t> widths;  // each text encoder's, in the family's order (SD 1.x 768, SD 2.x 1024; SDXL 768, 1280)
 };
 
 struct TextualInversion {
   std::string name;       // the file's stem: the word prompts use (A1111, ComfyUI)
   std::string path;
-  torch::Tensor vectors;    // [n, width] float32 CPU, for text encoder 1 (`emb_params`, `clip_l`, ...)
-  torch::Tensor vectors_2;  // [n, width_2] for SDXL's text encoder 2 (`clip_g`); undefined otherwise
-  int64_t count() const { return vectors.size(0); }
+  // One set per text encoder, in the family's order: [n, width] float32 on the CPU
+  // (`emb_params`, `string_to_param.*` or a single tensor; SDXL files: `clip_l`, then `clip_g`).
+  std::vector<torch::Tensor> vectors;
+  int64_t count() const { return vectors.front().size(0); }
 };
 
 // Reads an embedding: `emb_params` (A1111), `clip_l` + `clip_g` (SDXL), `string_to_param.*`,
