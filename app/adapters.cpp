@@ -61,12 +61,6 @@ bool looks_like_path(const std::string& name) {
 
 }  // namespace
 
-std::string models_root() {
-  if (const char* env = std::getenv("SIGMA_MODELS"); env && *env) return env;
-  const char* home = std::getenv("HOME");
-  return (fs::path(home && *home ? home : ".") / "models").string();
-}
-
 std::string lora_folder(const Request& r) { return r.lora_dir.empty() ? (fs::path(models_root()) / "loras").string() : r.lora_dir; }
 std::string embeddings_folder(const Request& r) {
   return r.embeddings_dir.empty() ? (fs::path(models_root()) / "embeddings").string() : r.embeddings_dir;

@@ -25,6 +25,7 @@
 #include "app/conditioning.h"
 #include "app/engine.h"
 #include "app/model_files.h"
+#include "app/process.h"
 #include "app/prompt.h"
 #include "app/request.h"
 #include "models/adapters/embedding.h"
@@ -32,9 +33,6 @@
 
 namespace sigma::app {
 
-// The models root of the command line: $SIGMA_MODELS, else ~/models (the GUI has its own
-// setting, AppSettings::models_root, with the same ComfyUI layout: loras/, embeddings/, ...).
-std::string models_root();
 std::string lora_folder(const Request& r);        // r.lora_dir, else <models root>/loras
 std::string embeddings_folder(const Request& r);  // r.embeddings_dir, else <models root>/embeddings
 

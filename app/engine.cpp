@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "app/process.h"
 #include "models/io/json_text.h"
 #include "models/nn/channels_last.h"
 #include "models/runtime/options.h"
@@ -20,7 +21,7 @@ namespace fs = std::filesystem;
 namespace sigma::app {
 
 std::string assets_dir() {
-  if (const char* env = std::getenv("SIGMA_ASSETS"); env && *env) return env;
+  if (auto env = assets_override(); !env.empty()) return env;
   // Installed layout: <prefix>/bin/sigma and <prefix>/share/sigma-studio/assets.
   std::error_code ec;
   const auto exe = fs::read_symlink("/proc/self/exe", ec);
@@ -151,12 +152,12 @@ torch::Tensor latent_rgb_factors(const models::Checkpoint& ck, int64_t channels)
 void apply_cuda_memory_fraction() {
   static std::once_flag once;
   std::call_once(once, [] {
-    const char* env = std::getenv("SIGMA_CUDA_MEMORY_FRACTION");
-    if (!env || !*env) return;
+    const std::string& env = models::runtime_options().cuda_memory_fraction;
+    if (env.empty()) return;
     char* end = nullptr;
-    const double f = std::strtod(env, &end);
+    const double f = std::strtod(env.c_str(), &end);
     if (*end != '\0' || !(f > 0 && f <= 1))
-      throw std::invalid_argument(std::string("SIGMA_CUDA_MEMORY_FRACTION=") + env +
+      throw std::invalid_argument("SIGMA_CUDA_MEMORY_FRACTION=" + env +
                                   ": expected a fraction of the GPU's memory in (0, 1], e.g. 0.5");
     compat::cuda_set_memory_fraction(f);
   });
@@ -186,7 +187,7 @@ std::shared_ptr<Engine> Engine::load(const ModelSpec& spec) {
   // on the H200 it bought nothing warm (SD 1.5 step 12.84 ms off, 12.86 on) and cost ~2 s of
   // every cold start (30-step 512² command 4.6-4.9 s off, 6.5-7.1 s on; docs/performance.md).
   if (e->device_.is_cuda()) {
-    compat::set_cudnn_benchmark(models::env_switch("SIGMA_CUDNN_BENCHMARK").value_or(false));
+    compat::set_cudnn_benchmark(models::runtime_options().cudnn_benchmark);
     apply_cuda_memory_fraction();
   }
   // --lowvram: every network loads into host memory in the compute dtype; the UNet's small
@@ -328,10 +329,7 @@ std::string file_sha256(const std::string& path) {
   const auto size = fs::file_size(path, ec);
   if (ec) throw std::runtime_error(path + ": cannot read to hash");
   const auto mtime = fs::last_write_time(path).time_since_epoch().count();
-  const char* home = std::getenv("HOME");
-  const char* xdg = std::getenv("XDG_CACHE_HOME");
-  const fs::path cache_dir = xdg && *xdg ? fs::path(xdg) / "sigma-studio" : fs::path(home ? home : "/tmp") / ".cache" / "sigma-studio";
-  const fs::path cache_file = cache_dir / "hashes.json";
+  const fs::path cache_file = fs::path(cache_dir()) / "hashes.json";
   const std::string key = fs::absolute(path).string() + "|" + std::to_string(size) + "|" + std::to_string(mtime);
   nlohmann::json cache = nlohmann::json::object();
   try {
@@ -348,7 +346,7 @@ std::string file_sha256(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   const std::string out = sha256_hex(in);
   try {
-    fs::create_directories(cache_dir);
+    fs::create_directories(cache_file.parent_path());
     cache[key] = out;
     const auto tmp = cache_file.string() + ".tmp-" + std::to_string(::getpid()) + "-" +
                      std::to_string(std::hash<std::thread::id>{}(std::this_thread::get_id()));

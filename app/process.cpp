@@ -10,6 +10,26 @@
 
 namespace sigma::app {
 
+namespace {
+std::string env_or(const char* name, const std::string& fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? v : fallback;
+}
+}  // namespace
+
+std::string models_root() {
+  const char* home = std::getenv("HOME");
+  return env_or("SIGMA_MODELS", std::string(home && *home ? home : ".") + "/models");
+}
+
+std::string assets_override() { return env_or("SIGMA_ASSETS", ""); }
+
+std::string cache_dir() {
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) return std::string(xdg) + "/sigma-studio";
+  const char* home = std::getenv("HOME");
+  return std::string(home ? home : "/tmp") + "/.cache/sigma-studio";
+}
+
 void reexec_with_passive_openmp(char** argv) {
   if (std::getenv("OMP_WAIT_POLICY")) return;
   setenv("OMP_WAIT_POLICY", "PASSIVE", 1);

@@ -1,7 +1,19 @@
 // Process start-up shared by every Sigma Studio binary (CLI, desktop app, test suite).
 #pragma once
 
+#include <string>
+
 namespace sigma::app {
+
+// The environment the runtime reads, in this one file, on each call (a test or a front end
+// may change it). The models root of the command line and the server: $SIGMA_MODELS, else
+// ~/models (the GUI has its own setting, AppSettings::models_root, with the same ComfyUI
+// layout: loras/, embeddings/, ...).
+std::string models_root();
+// $SIGMA_ASSETS when set (the bundled model and vocabularies from elsewhere), else empty.
+std::string assets_override();
+// The per-user cache folder: $XDG_CACHE_HOME/sigma-studio, else ~/.cache/sigma-studio.
+std::string cache_dir();
 
 // libgomp reads OMP_WAIT_POLICY when it loads, before main. Its default (spin while
 // waiting) makes LibTorch's worker threads fight every other thread for the cores: on a

@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
   // CUDA run (the engine's device memory, CUDA graphs, cuDNN/cuBLAS handles, the context), all
   // of which the OS and the driver reclaim when the process ends. Every file is written and
   // closed by now (atomic renames), so only the buffered streams need flushing.
-  if (!sigma::models::env_switch("SIGMA_CLEAN_EXIT").value_or(false)) {
+  if (!sigma::models::runtime_options().clean_exit) {
     std::fflush(nullptr);
     std::_Exit(state.exit_code);
   }

@@ -6,17 +6,13 @@
 #include <regex>
 
 #include "app/model_files.h"
+#include "app/process.h"
 
 namespace fs = std::filesystem;
 
 namespace sigma::server {
 
-std::string default_models_root() {
-  // Same rule as app::models_root() (app/adapters.h), which this torch-free library cannot include.
-  if (const char* e = std::getenv("SIGMA_MODELS"); e && *e) return e;
-  const char* home = std::getenv("HOME");
-  return (fs::path(home && *home ? home : ".") / "models").string();
-}
+std::string default_models_root() { return app::models_root(); }
 
 namespace {
 

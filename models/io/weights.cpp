@@ -198,7 +198,7 @@ void load_module(torch::nn::Module& module, const TensorIndex& index, const std:
   // Every parameter and buffer is in `plan` (a missing one threw above).
   torch::NoGradGuard no_grad;
 #ifdef SIGMA_WITH_CUDA
-  if (device.is_cuda() && env_switch("SIGMA_PARALLEL_UPLOAD").value_or(true)) {
+  if (device.is_cuda() && runtime_options().parallel_upload) {
     Plan rest;
     upload_to_cuda(plan, dtype, device, rest);
     plan.swap(rest);

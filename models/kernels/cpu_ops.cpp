@@ -11,7 +11,7 @@
 namespace sigma::models {
 
 bool cpu_kernels_enabled() {
-  static const bool on = env_switch("SIGMA_CPU_KERNELS").value_or(true) && cpu::avx512_available();
+  static const bool on = runtime_options().cpu_kernels && cpu::avx512_available();
   return on;
 }
 

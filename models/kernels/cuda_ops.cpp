@@ -19,8 +19,7 @@ namespace sigma::models {
 
 bool fused_group_norm_enabled() {
 #ifdef SIGMA_WITH_CUDA_KERNELS
-  static const bool on = env_switch("SIGMA_FUSED_GROUPNORM").value_or(true);
-  return on;
+  return runtime_options().fused_group_norm;
 #else
   return false;
 #endif
@@ -28,8 +27,7 @@ bool fused_group_norm_enabled() {
 
 bool fused_bias_enabled() {
 #ifdef SIGMA_WITH_CUDA_KERNELS
-  static const bool on = env_switch("SIGMA_FUSED_BIAS").value_or(true);
-  return on;
+  return runtime_options().fused_bias;
 #else
   return false;
 #endif
@@ -138,7 +136,7 @@ bool add_bias_nhwc(torch::Tensor& y, const torch::Tensor& bias, const torch::Ten
 
 torch::Tensor cuda_geglu(const torch::Tensor& h) {
 #ifdef SIGMA_WITH_CUDA_KERNELS
-  static const bool on = env_switch("SIGMA_FUSED_GEGLU").value_or(true);
+  const bool on = runtime_options().fused_geglu;
   const auto dtype = kernel_dtype(h.scalar_type());
   if (!on || !dtype || !h.is_cuda() || h.dim() == 0 || h.size(-1) % 2 || !h.is_contiguous() || h.numel() == 0 ||
       (torch::GradMode::is_enabled() && h.requires_grad()))

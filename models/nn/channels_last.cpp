@@ -6,13 +6,11 @@
 namespace sigma::models {
 
 bool channels_last_enabled(const torch::Device& device) {
-  static const auto env = env_switch("SIGMA_CHANNELS_LAST");
-  return env.value_or(device.is_cuda());
+  return runtime_options().channels_last.value_or(device.is_cuda());
 }
 
 bool vae_channels_last_enabled(const torch::Device& device, torch::ScalarType dtype) {
-  static const auto env = env_switch("SIGMA_VAE_CHANNELS_LAST");
-  return env.value_or(device.is_cuda() ? fused_group_norm_enabled() : dtype == torch::kFloat32);
+  return runtime_options().vae_channels_last.value_or(device.is_cuda() ? fused_group_norm_enabled() : dtype == torch::kFloat32);
 }
 
 void use_channels_last(torch::nn::Module& module) {

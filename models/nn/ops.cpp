@@ -7,6 +7,7 @@
 
 #include "models/kernels/cpu_ops.h"
 #include "models/kernels/cuda_ops.h"
+#include "models/runtime/options.h"
 #include "models/runtime/torch_compat.h"
 
 namespace sigma::models {
@@ -44,11 +45,8 @@ torch::Tensor math_attention(const torch::Tensor& q, const torch::Tensor& k, con
   // call, and a slice's bf16 weights stay in cache between the product, the softmax and the
   // product with v (SD 1.5's 4096-token bf16 attention on 2 cores: 566 ms with 2 M, 745 ms
   // with 4 M and the per-slice copies). SIGMA_ATTENTION_SLICE=N overrides the 2 M.
-  static const int64_t kAttentionChunk = [] {
-    const char* env = std::getenv("SIGMA_ATTENTION_SLICE");
-    const long long n = env ? std::atoll(env) : 0;
-    return n > 0 ? static_cast<int64_t>(n) : int64_t(1) << 21;
-  }();
+  const int64_t slice = runtime_options().attention_slice;
+  const int64_t kAttentionChunk = slice > 0 ? slice : int64_t(1) << 21;
   auto sizes = q.sizes().vec();
   sizes.back() = v.size(-1);
   return in_query_slices(q3, k, kAttentionChunk, rows).view(sizes);
@@ -58,10 +56,7 @@ torch::Tensor math_attention(const torch::Tensor& q, const torch::Tensor& k, con
 
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, bool causal) {
   if (compat::kHasFusedAttention) {
-    static const bool math = [] {
-      const char* env = std::getenv("SIGMA_ATTENTION");
-      return env && std::string(env) == "math";
-    }();
+    const bool math = runtime_options().attention_math;
     // Flash attention takes head sizes up to 256; the VAE's one 512-wide head can fall to the
     // math kernel, whose weights at 1024² (16384 latent pixels) are 16384² floats: 1 GiB. Its
     // query rows go in slices of at most 64 M weights there.

@@ -24,8 +24,7 @@ GraphCache::~GraphCache() = default;
 
 bool GraphCache::enabled() {
 #ifdef SIGMA_WITH_CUDA
-  static const bool on = env_switch("SIGMA_CUDA_GRAPHS").value_or(true);
-  return on;
+  return runtime_options().cuda_graphs;
 #else
   return false;
 #endif

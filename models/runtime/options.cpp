@@ -21,16 +21,52 @@
 
 namespace sigma::models {
 
+namespace {
+
+std::optional<bool> env_switch(const char* name) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return std::nullopt;
+  return std::string(v) != "0";
+}
+
+RuntimeOptions read_environment() {
+  RuntimeOptions o;
+  if (const char* env = std::getenv("SIGMA_THREADS")) o.threads = std::atoi(env);
+  else if (const char* omp = std::getenv("OMP_NUM_THREADS")) o.threads = std::atoi(omp);
+  for (const char* name : {"SIGMA_THREADS", "OMP_NUM_THREADS"})
+    if (const char* v = std::getenv(name); v && std::atoi(v) > 0) o.threads_from_environment = true;
+  o.trace_times = env_switch("SIGMA_TRACE_TIMES").value_or(false);
+  o.cpu_bf16 = env_switch("SIGMA_CPU_BF16");
+  o.cpu_kernels = env_switch("SIGMA_CPU_KERNELS").value_or(true);
+  o.cuda_graphs = env_switch("SIGMA_CUDA_GRAPHS").value_or(true);
+  o.channels_last = env_switch("SIGMA_CHANNELS_LAST");
+  o.vae_channels_last = env_switch("SIGMA_VAE_CHANNELS_LAST");
+  if (const char* env = std::getenv("SIGMA_ATTENTION")) o.attention_math = std::string(env) == "math";
+  if (const char* env = std::getenv("SIGMA_ATTENTION_SLICE")) o.attention_slice = std::max<long long>(0, std::atoll(env));
+  o.fused_group_norm = env_switch("SIGMA_FUSED_GROUPNORM").value_or(true);
+  o.fused_bias = env_switch("SIGMA_FUSED_BIAS").value_or(true);
+  o.fused_geglu = env_switch("SIGMA_FUSED_GEGLU").value_or(true);
+  o.parallel_upload = env_switch("SIGMA_PARALLEL_UPLOAD").value_or(true);
+  o.cudnn_benchmark = env_switch("SIGMA_CUDNN_BENCHMARK").value_or(false);
+  o.clean_exit = env_switch("SIGMA_CLEAN_EXIT").value_or(false);
+  if (const char* env = std::getenv("SIGMA_CUDA_MEMORY_FRACTION")) o.cuda_memory_fraction = env;
+  return o;
+}
+
+}  // namespace
+
+const RuntimeOptions& runtime_options() {
+  static const RuntimeOptions options = read_environment();
+  return options;
+}
+
 void init_runtime() {
-  int threads = static_cast<int>(std::thread::hardware_concurrency());
-  if (const char* env = std::getenv("SIGMA_THREADS")) threads = std::atoi(env);
-  else if (const char* omp = std::getenv("OMP_NUM_THREADS")) threads = std::atoi(omp);
+  const int threads = runtime_options().threads.value_or(static_cast<int>(std::thread::hardware_concurrency()));
   if (threads > 0) at::set_num_threads(threads);
 }
 
 void trace_time(const std::string& what) {
-  static const bool on = env_switch("SIGMA_TRACE_TIMES").value_or(false);
-  if (!on) return;
+  if (!runtime_options().trace_times) return;
   // /proc/self/stat's 22nd field: the start time in clock ticks since boot (CLOCK_BOOTTIME).
   std::ifstream stat("/proc/self/stat");
   std::string line;
@@ -45,24 +81,12 @@ void trace_time(const std::string& what) {
   std::fprintf(stderr, "sigma: [%7.3f s] %s\n", double(now.tv_sec) + double(now.tv_nsec) * 1e-9 - started, what.c_str());
 }
 
-bool threads_from_environment() {
-  for (const char* name : {"SIGMA_THREADS", "OMP_NUM_THREADS"})
-    if (const char* v = std::getenv(name); v && std::atoi(v) > 0) return true;
-  return false;
-}
-
 ScopedThreads::ScopedThreads(int n) : previous_(at::get_num_threads()) {
   if (n > 0 && n != previous_) at::set_num_threads(n);
 }
 
 ScopedThreads::~ScopedThreads() {
   if (at::get_num_threads() != previous_) at::set_num_threads(previous_);
-}
-
-std::optional<bool> env_switch(const char* name) {
-  const char* v = std::getenv(name);
-  if (!v || !*v) return std::nullopt;
-  return std::string(v) != "0";
 }
 
 namespace {
@@ -94,7 +118,7 @@ bool detect_bf16_units() {
 }  // namespace
 
 bool cpu_has_bf16_units() {
-  static const bool has = env_switch("SIGMA_CPU_BF16").value_or(detect_bf16_units());
+  static const bool has = runtime_options().cpu_bf16.value_or(detect_bf16_units());
   return has;
 }
 

@@ -7,9 +7,31 @@
 
 namespace sigma::models {
 
-// An on/off switch from the environment (SIGMA_CUDA_GRAPHS=0 and the like): nullopt when
-// unset or empty, else on unless the value is "0".
-std::optional<bool> env_switch(const char* name);
+// Every environment variable the engine reads, read once (at first use, in
+// models/runtime/options.cpp, the one place that reads them). User-facing: the thread count
+// and SIGMA_TRACE_TIMES; the rest are the levers `sigma bench` measures against their absence
+// (docs/cli.md, "sigma bench"). A switch is on unless its value is "0"; unset or empty keeps
+// the default.
+struct RuntimeOptions {
+  std::optional<int> threads;             // SIGMA_THREADS, else OMP_NUM_THREADS, as given (unset: every core)
+  bool threads_from_environment = false;  // either of them set to a positive count
+  bool trace_times = false;               // SIGMA_TRACE_TIMES=1
+  std::optional<bool> cpu_bf16;           // SIGMA_CPU_BF16=0/1: overrides what the CPU reports
+  bool cpu_kernels = true;                // SIGMA_CPU_KERNELS=0: LibTorch's operators instead of ours
+  bool cuda_graphs = true;                // SIGMA_CUDA_GRAPHS=0
+  std::optional<bool> channels_last;      // SIGMA_CHANNELS_LAST=0/1 (the UNet's weights)
+  std::optional<bool> vae_channels_last;  // SIGMA_VAE_CHANNELS_LAST=0/1
+  bool attention_math = false;            // SIGMA_ATTENTION=math: the written-out attention on LibTorch 2.x too
+  int64_t attention_slice = 0;            // SIGMA_ATTENTION_SLICE=N weights per slice; 0: the default
+  bool fused_group_norm = true;           // SIGMA_FUSED_GROUPNORM=0
+  bool fused_bias = true;                 // SIGMA_FUSED_BIAS=0
+  bool fused_geglu = true;                // SIGMA_FUSED_GEGLU=0
+  bool parallel_upload = true;            // SIGMA_PARALLEL_UPLOAD=0
+  bool cudnn_benchmark = false;           // SIGMA_CUDNN_BENCHMARK=1
+  bool clean_exit = false;                // SIGMA_CLEAN_EXIT=1: static destructors at the end of a command
+  std::string cuda_memory_fraction;       // SIGMA_CUDA_MEMORY_FRACTION, checked where it is applied
+};
+const RuntimeOptions& runtime_options();
 
 // LibTorch starts with 1 intra-op thread on these VMs (c10's cpuinfo default);
 // use every core unless OMP_NUM_THREADS / SIGMA_THREADS say otherwise.
@@ -21,7 +43,7 @@ void init_runtime();
 void trace_time(const std::string& what);
 
 // Whether SIGMA_THREADS or OMP_NUM_THREADS chose the CPU thread count (then it is kept).
-bool threads_from_environment();
+inline bool threads_from_environment() { return runtime_options().threads_from_environment; }
 
 // While it lives, LibTorch's CPU work started from this thread uses `n` threads, then the
 // count before. For work too small to split: the bundled model's steps at 128x128 take
