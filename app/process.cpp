@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
 
 #if defined(SIGMA_TSAN) && defined(SIGMA_WITH_OPENCV)
 #include <opencv2/core/utility.hpp>
@@ -19,15 +20,15 @@ std::string env_or(const char* name, const std::string& fallback) {
 
 std::string models_root() {
   const char* home = std::getenv("HOME");
-  return env_or("SIGMA_MODELS", std::string(home && *home ? home : ".") + "/models");
+  return env_or("SIGMA_MODELS", (std::filesystem::path(home && *home ? home : ".") / "models").string());
 }
 
 std::string assets_override() { return env_or("SIGMA_ASSETS", ""); }
 
 std::string cache_dir() {
-  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) return std::string(xdg) + "/sigma-studio";
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) return (std::filesystem::path(xdg) / "sigma-studio").string();
   const char* home = std::getenv("HOME");
-  return std::string(home ? home : "/tmp") + "/.cache/sigma-studio";
+  return (std::filesystem::path(home ? home : "/tmp") / ".cache" / "sigma-studio").string();
 }
 
 void reexec_with_passive_openmp(char** argv) {

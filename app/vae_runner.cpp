@@ -37,10 +37,13 @@ auto whole_or_tiles(bool tiled, const char* what, Whole&& whole, Tiled&& in_tile
   return in_tiles(false);
 }
 
-torch::Tensor vae_decode(Engine& engine, models::AutoencoderKLImpl& vae, const torch::Tensor& z, bool tiled) {
-  return whole_or_tiles(
+// The sampler's latents through `vae` (the engine's, or its float32 twin) -> images in [0, 1].
+torch::Tensor decoded_pixels(Engine& engine, models::AutoencoderKLImpl& vae, const torch::Tensor& latents, bool tiled) {
+  const auto z = engine.latent_format().to_vae(latents);
+  auto images = whole_or_tiles(
       tiled, "decode", [&] { return vae.decode(z); },
       [&](bool after_oom) { return models::tiled_decode(vae, z, tiling_for(engine, z.sizes().vec(), z, after_oom)); });
+  return ((images + 1) / 2).clamp(0, 1);
 }
 
 }  // namespace
@@ -54,7 +57,7 @@ bool vae_tiled(Engine& engine, const Request& r, const std::vector<int64_t>& lat
 
 torch::Tensor decode_latents(Engine& engine, const torch::Tensor& latents, bool tiled) {
   const auto on_device = engine.visit(*engine.vae());
-  return ((vae_decode(engine, *engine.vae(), engine.latent_format().to_vae(latents), tiled) + 1) / 2).clamp(0, 1);
+  return decoded_pixels(engine, *engine.vae(), latents, tiled);
 }
 
 torch::Tensor encode_image(Engine& engine, const torch::Tensor& image, bool tiled) {
@@ -86,7 +89,7 @@ torch::Tensor decode_latents_checked(Engine& engine, const torch::Tensor& latent
   if (engine.dtype() == torch::kFloat16) {
     auto& vae = engine.vae_float32();
     const auto on_device = engine.visit(*vae);
-    images = ((vae_decode(engine, *vae, engine.latent_format().to_vae(latents.to(torch::kFloat32)), tiled) + 1) / 2).clamp(0, 1);
+    images = decoded_pixels(engine, *vae, latents.to(torch::kFloat32), tiled);
     if (all_finite(images)) {
       std::fprintf(stderr, "sigma: note: the float16 VAE decode gave NaN/Inf; decoded again in float32\n");
       if (retried) *retried = "float32 (float16 overflowed)";

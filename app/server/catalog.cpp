@@ -1,18 +1,14 @@
 #include "app/server/catalog.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <filesystem>
 #include <regex>
 
 #include "app/model_files.h"
-#include "app/process.h"
 
 namespace fs = std::filesystem;
 
 namespace sigma::server {
-
-std::string default_models_root() { return app::models_root(); }
 
 namespace {
 

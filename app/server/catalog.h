@@ -57,6 +57,5 @@ class ModelCatalog {
 };
 
 // The models root the CLI uses: $SIGMA_MODELS, else ~/models.
-std::string default_models_root();
 
 }  // namespace sigma::server

@@ -13,6 +13,7 @@
 
 #include "app/image_io.h"
 #include "app/parameters.h"
+#include "app/process.h"
 #include "app/server/base64.h"
 #include "app/server/connection.h"
 #include "app/server/context.h"
@@ -226,7 +227,7 @@ int run_server(const ServeOptions& opts_in, std::atomic<bool>& stop) {
     std::fprintf(stderr, "sigma serve: WARNING: listening on %s without --api-key: anyone who can reach this port can "
                          "run jobs and read every image\n", o.listen.c_str());
   }
-  if (o.models_root.empty()) o.models_root = default_models_root();
+  if (o.models_root.empty()) o.models_root = app::models_root();
   fs::create_directories(o.output);
   o.output = fs::canonical(o.output).string();
   const fs::path assets = app::assets_dir();
