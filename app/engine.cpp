@@ -183,13 +183,10 @@ std::shared_ptr<Engine> Engine::load(const ModelSpec& spec) {
     e->schedule_options_.steps_offset = j.value("steps_offset", 1);
     e->schedule_options_.set_alpha_to_one = j.value("set_alpha_to_one", false);
   }
-  // cuDNN autotuning (each conv shape's algorithms timed once) is off unless SIGMA_CUDNN_BENCHMARK=1:
+  // cuDNN autotuning (each conv shape's algorithms timed once) stays off, LibTorch's default:
   // on the H200 it bought nothing warm (SD 1.5 step 12.84 ms off, 12.86 on) and cost ~2 s of
   // every cold start (30-step 512² command 4.6-4.9 s off, 6.5-7.1 s on; docs/performance.md).
-  if (e->device_.is_cuda()) {
-    compat::set_cudnn_benchmark(models::runtime_options().cudnn_benchmark);
-    apply_cuda_memory_fraction();
-  }
+  if (e->device_.is_cuda()) apply_cuda_memory_fraction();
   // --lowvram: every network loads into host memory in the compute dtype; the UNet's small
   // embeddings and output layer then move to the GPU, its blocks stream in one at a time,
   // the text encoders and the VAE visit for their calls (Engine::visit).

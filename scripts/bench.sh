@@ -19,7 +19,6 @@ file=${BENCH_FILE:-/tmp/sigma-bench-sd15.safetensors}
 if [ "$mode" = gpu ]; then
   bench sd15-fp16 --random-weights sd15 --dtype fp16 --runs 20 --save "$file"
   SIGMA_CUDA_GRAPHS=0 bench sd15-fp16-eager --random-weights sd15 --dtype fp16 --runs 20
-  SIGMA_CUDNN_BENCHMARK=1 bench sd15-file-fp16-cudnnbench -m "$file" --dtype fp16 --runs 20
   SIGMA_ATTENTION=math bench sd15-fp16-math-attention --random-weights sd15 --dtype fp16 --runs 20
   bench sd15-fp32 --random-weights sd15 --dtype fp32 --runs 10
   bench sd15-bf16 --random-weights sd15 --dtype bf16 --runs 10
@@ -43,6 +42,3 @@ cold_runs() {
   done
 }
 cold_runs "" 5
-if [ "$mode" = gpu ]; then
-  cold_runs " (SIGMA_PARALLEL_UPLOAD=0)" 3 SIGMA_PARALLEL_UPLOAD=0
-fi

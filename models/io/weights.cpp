@@ -14,7 +14,6 @@
 #include <cuda_runtime_api.h>
 #endif
 
-#include "models/runtime/options.h"
 
 namespace sigma::models {
 
@@ -198,7 +197,7 @@ void load_module(torch::nn::Module& module, const TensorIndex& index, const std:
   // Every parameter and buffer is in `plan` (a missing one threw above).
   torch::NoGradGuard no_grad;
 #ifdef SIGMA_WITH_CUDA
-  if (device.is_cuda() && runtime_options().parallel_upload) {
+  if (device.is_cuda()) {
     Plan rest;
     upload_to_cuda(plan, dtype, device, rest);
     plan.swap(rest);

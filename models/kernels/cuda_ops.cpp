@@ -1,10 +1,10 @@
 #include "models/kernels/cuda_ops.h"
 
 #include <algorithm>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
-#include "models/runtime/options.h"
 
 #ifdef SIGMA_WITH_CUDA_KERNELS
 #include <c10/cuda/CUDAGuard.h>
@@ -19,7 +19,7 @@ namespace sigma::models {
 
 bool fused_group_norm_enabled() {
 #ifdef SIGMA_WITH_CUDA_KERNELS
-  return runtime_options().fused_group_norm;
+  return true;
 #else
   return false;
 #endif
@@ -27,7 +27,7 @@ bool fused_group_norm_enabled() {
 
 bool fused_bias_enabled() {
 #ifdef SIGMA_WITH_CUDA_KERNELS
-  return runtime_options().fused_bias;
+  return true;
 #else
   return false;
 #endif
@@ -136,9 +136,8 @@ bool add_bias_nhwc(torch::Tensor& y, const torch::Tensor& bias, const torch::Ten
 
 torch::Tensor cuda_geglu(const torch::Tensor& h) {
 #ifdef SIGMA_WITH_CUDA_KERNELS
-  const bool on = runtime_options().fused_geglu;
   const auto dtype = kernel_dtype(h.scalar_type());
-  if (!on || !dtype || !h.is_cuda() || h.dim() == 0 || h.size(-1) % 2 || !h.is_contiguous() || h.numel() == 0 ||
+  if (!dtype || !h.is_cuda() || h.dim() == 0 || h.size(-1) % 2 || !h.is_contiguous() || h.numel() == 0 ||
       (torch::GradMode::is_enabled() && h.requires_grad()))
     return {};
   const int64_t F = h.size(-1) / 2;

@@ -1,7 +1,6 @@
 // The LibTorch side of Sigma Studio's own CUDA kernels (models/kernels/cuda/): fused GroupNorm
 // + SiLU, the channels-last convolution bias, GEGLU. Each call runs its kernel where it applies
-// (a CUDA build with the kernels, a CUDA tensor they take, not turned off by its SIGMA_FUSED_*
-// switch) and otherwise says so (an undefined tensor, false), and the caller
+// (a CUDA build with the kernels, a CUDA tensor they take) and otherwise says so (an undefined tensor, false), and the caller
 // (models/nn/ops.cpp, models/nn/layers.cpp) runs LibTorch's operators.
 #pragma once
 
@@ -15,7 +14,7 @@ namespace sigma::models {
 torch::Tensor cuda_group_norm_act(const torch::Tensor& x, int64_t groups, const torch::Tensor& gamma,
                                   const torch::Tensor& beta, double eps, bool silu);
 
-// Built with the kernels, and not turned off by SIGMA_FUSED_GROUPNORM=0 (to compare).
+// Whether this build has the kernels (a CUDA build where nvcc compiled them).
 bool fused_group_norm_enabled();
 
 // The fused kernels alone (the GPU test compares them with LibTorch's GroupNorm): x must be a
@@ -29,11 +28,11 @@ torch::Tensor fused_group_norm(const torch::Tensor& x, int64_t groups, const tor
 // not apply (no kernels, not CUDA, not NHWC, another dtype). Conv2d (models/nn/layers.cpp) calls
 // it when nothing records gradients.
 bool add_bias_nhwc(torch::Tensor& y, const torch::Tensor& bias, const torch::Tensor& image_bias = {});
-// Built with the kernels, and not turned off by SIGMA_FUSED_BIAS=0 (to compare).
+// Whether this build has the bias kernel.
 bool fused_bias_enabled();
 
 // GEGLU's h[.., :F] * GELU(h[.., F:]) through models/kernels/cuda/geglu.h for a contiguous CUDA h, or
-// an undefined tensor where the kernel does not apply (no kernels, SIGMA_FUSED_GEGLU=0, another
+// an undefined tensor where the kernel does not apply (no kernels, another
 // device or dtype, autograd). models::geglu (models/nn/ops.h) calls it first.
 torch::Tensor cuda_geglu(const torch::Tensor& h);
 

@@ -1,16 +1,15 @@
 #include "models/nn/channels_last.h"
 
 #include "models/kernels/cuda_ops.h"
-#include "models/runtime/options.h"
 
 namespace sigma::models {
 
 bool channels_last_enabled(const torch::Device& device) {
-  return runtime_options().channels_last.value_or(device.is_cuda());
+  return device.is_cuda();
 }
 
 bool vae_channels_last_enabled(const torch::Device& device, torch::ScalarType dtype) {
-  return runtime_options().vae_channels_last.value_or(device.is_cuda() ? fused_group_norm_enabled() : dtype == torch::kFloat32);
+  return device.is_cuda() ? fused_group_norm_enabled() : dtype == torch::kFloat32;
 }
 
 void use_channels_last(torch::nn::Module& module) {

@@ -44,9 +44,8 @@ torch::Tensor math_attention(const torch::Tensor& q, const torch::Tensor& k, con
   // (32 MB), so the slices reuse heap memory instead of faulting in fresh pages for every
   // call, and a slice's bf16 weights stay in cache between the product, the softmax and the
   // product with v (SD 1.5's 4096-token bf16 attention on 2 cores: 566 ms with 2 M, 745 ms
-  // with 4 M and the per-slice copies). SIGMA_ATTENTION_SLICE=N overrides the 2 M.
-  const int64_t slice = runtime_options().attention_slice;
-  const int64_t kAttentionChunk = slice > 0 ? slice : int64_t(1) << 21;
+  // with 4 M and the per-slice copies).
+  const int64_t kAttentionChunk = int64_t(1) << 21;
   auto sizes = q.sizes().vec();
   sizes.back() = v.size(-1);
   return in_query_slices(q3, k, kAttentionChunk, rows).view(sizes);

@@ -39,15 +39,7 @@ RuntimeOptions read_environment() {
   o.cpu_bf16 = env_switch("SIGMA_CPU_BF16");
   o.cpu_kernels = env_switch("SIGMA_CPU_KERNELS").value_or(true);
   o.cuda_graphs = env_switch("SIGMA_CUDA_GRAPHS").value_or(true);
-  o.channels_last = env_switch("SIGMA_CHANNELS_LAST");
-  o.vae_channels_last = env_switch("SIGMA_VAE_CHANNELS_LAST");
   if (const char* env = std::getenv("SIGMA_ATTENTION")) o.attention_math = std::string(env) == "math";
-  if (const char* env = std::getenv("SIGMA_ATTENTION_SLICE")) o.attention_slice = std::max<long long>(0, std::atoll(env));
-  o.fused_group_norm = env_switch("SIGMA_FUSED_GROUPNORM").value_or(true);
-  o.fused_bias = env_switch("SIGMA_FUSED_BIAS").value_or(true);
-  o.fused_geglu = env_switch("SIGMA_FUSED_GEGLU").value_or(true);
-  o.parallel_upload = env_switch("SIGMA_PARALLEL_UPLOAD").value_or(true);
-  o.cudnn_benchmark = env_switch("SIGMA_CUDNN_BENCHMARK").value_or(false);
   o.clean_exit = env_switch("SIGMA_CLEAN_EXIT").value_or(false);
   if (const char* env = std::getenv("SIGMA_CUDA_MEMORY_FRACTION")) o.cuda_memory_fraction = env;
   return o;

@@ -8,10 +8,11 @@
 namespace sigma::models {
 
 // Every environment variable the engine reads, read once (at first use, in
-// models/runtime/options.cpp, the one place that reads them). User-facing: the thread count
-// and SIGMA_TRACE_TIMES; the rest are the levers `sigma bench` measures against their absence
-// (docs/cli.md, "sigma bench"). A switch is on unless its value is "0"; unset or empty keeps
-// the default.
+// models/runtime/options.cpp, the one place that reads them; docs/cli.md, "Environment").
+// The thread count, SIGMA_TRACE_TIMES and the memory cap are settings; the others turn off a
+// fast path (to measure it with `sigma bench`, or to step around it on a machine where it
+// misbehaves). The finished A/B experiments' switches are gone (docs/performance.md,
+// "Switches removed"). A switch is on unless its value is "0"; unset or empty keeps the default.
 struct RuntimeOptions {
   std::optional<int> threads;             // SIGMA_THREADS, else OMP_NUM_THREADS, as given (unset: every core)
   bool threads_from_environment = false;  // either of them set to a positive count
@@ -19,15 +20,7 @@ struct RuntimeOptions {
   std::optional<bool> cpu_bf16;           // SIGMA_CPU_BF16=0/1: overrides what the CPU reports
   bool cpu_kernels = true;                // SIGMA_CPU_KERNELS=0: LibTorch's operators instead of ours
   bool cuda_graphs = true;                // SIGMA_CUDA_GRAPHS=0
-  std::optional<bool> channels_last;      // SIGMA_CHANNELS_LAST=0/1 (the UNet's weights)
-  std::optional<bool> vae_channels_last;  // SIGMA_VAE_CHANNELS_LAST=0/1
   bool attention_math = false;            // SIGMA_ATTENTION=math: the written-out attention on LibTorch 2.x too
-  int64_t attention_slice = 0;            // SIGMA_ATTENTION_SLICE=N weights per slice; 0: the default
-  bool fused_group_norm = true;           // SIGMA_FUSED_GROUPNORM=0
-  bool fused_bias = true;                 // SIGMA_FUSED_BIAS=0
-  bool fused_geglu = true;                // SIGMA_FUSED_GEGLU=0
-  bool parallel_upload = true;            // SIGMA_PARALLEL_UPLOAD=0
-  bool cudnn_benchmark = false;           // SIGMA_CUDNN_BENCHMARK=1
   bool clean_exit = false;                // SIGMA_CLEAN_EXIT=1: static destructors at the end of a command
   std::string cuda_memory_fraction;       // SIGMA_CUDA_MEMORY_FRACTION, checked where it is applied
 };

@@ -41,9 +41,6 @@ inline void set_allow_tf32(bool allow) {
   at::globalContext().setAllowTF32CuDNN(allow);
 }
 
-// cuDNN's per-shape algorithm search (the first call of each conv shape is slower).
-inline void set_cudnn_benchmark(bool on) { at::globalContext().setBenchmarkCuDNN(on); }
-
 inline bool cuda_available() { return torch::cuda::is_available(); }
 
 // Waits for the current CUDA device's queued work (timing); a no-op in CPU-only builds.
