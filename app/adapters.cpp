@@ -16,42 +16,6 @@ namespace sigma::app {
 namespace {
 
 
-double strength(const std::string& v, const std::string& tag) {
-  size_t used = 0;
-  double w = 0;
-  try {
-    w = std::stod(v, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || used != v.size())
-    throw std::invalid_argument("prompt tag " + tag + ": '" + v + "' is not a number (AUTOMATIC1111's form is <lora:name:0.8>)");
-  return w;
-}
-
-// A1111's extensions-builtin/Lora/extra_networks_lora.py: positional[1] is the text-encoder
-// multiplier (default 1), positional[2] the UNet's (default: the text one); te= and unet= override.
-LoraRef lora_from_tag(const ExtraNetworkTag& t) {
-  std::string tag = "<" + t.type;
-  for (const auto& i : t.items) tag += ":" + i;
-  tag += ">";
-  std::vector<std::string> positional;
-  std::map<std::string, std::string> named;
-  for (const auto& item : t.items) {
-    const auto eq = item.find('=');
-    if (eq != std::string::npos) named[item.substr(0, eq)] = item.substr(eq + 1);
-    else positional.push_back(item);
-  }
-  if (positional.empty() || positional[0].empty()) throw std::invalid_argument("prompt tag " + tag + ": no LoRA name");
-  LoraRef l;
-  l.name = positional[0];
-  l.text = positional.size() > 1 ? strength(positional[1], tag) : 1.0;
-  if (named.count("te")) l.text = strength(named["te"], tag);
-  l.unet = positional.size() > 2 ? strength(positional[2], tag) : l.text;
-  if (named.count("unet")) l.unet = strength(named["unet"], tag);
-  return l;
-}
-
 // A name given as a file path is recorded by its stem (A1111's mentioned name is the stem too).
 bool looks_like_path(const std::string& name) {
   const auto ext = fs::path(name).extension().string();
@@ -77,16 +41,10 @@ std::string resolve_lora(const std::string& name, const std::string& folder, con
   }
 }
 
-std::vector<LoraUse> request_loras(const Request& r) {
-  std::vector<ExtraNetworkTag> tags;
-  strip_extra_networks(r.prompt, &tags);
-  std::vector<LoraRef> refs;
-  for (const auto& t : tags)
-    if (t.type == "lora" || t.type == "lyco") refs.push_back(lora_from_tag(t));
-  refs.insert(refs.end(), r.lora.begin(), r.lora.end());
+std::vector<LoraUse> request_loras(const Request& r, const RequestPrompts& prompts) {
   const std::string folder = lora_folder(r);
   std::vector<LoraUse> out;
-  for (const auto& ref : refs) {
+  for (const auto& ref : prompts.loras) {
     for (double w : {ref.unet, ref.text})
       if (!std::isfinite(w) || w < -10 || w > 10)
         throw std::invalid_argument("LoRA " + ref.name + ": strength " + std::to_string(w) + " must be between -10 and 10");
@@ -137,9 +95,9 @@ EngineAdapters& engine_adapters(Engine& engine) {
   return *engine.adapters_;
 }
 
-RequestAdapters prepare_adapters(Engine& engine, const Request& r) {
+RequestAdapters prepare_adapters(Engine& engine, const Request& r, const RequestPrompts& prompts) {
   RequestAdapters out;
-  out.loras = request_loras(r);
+  out.loras = request_loras(r, prompts);
   auto& state = engine_adapters(engine);
   models::PatchSet set;
   for (const auto& u : out.loras) {
@@ -158,18 +116,24 @@ RequestAdapters prepare_adapters(Engine& engine, const Request& r) {
   }
   out.merged = state.patcher.apply(set);
   if (out.merged) ++state.merges;
-  out.embeddings = prompt_embeddings(engine, r);
+  out.embeddings = prompt_embeddings(engine, r, prompts);
   return out;
 }
 
-PromptEmbeddings prompt_embeddings(Engine& engine, const Request& r) {
+PromptEmbeddings prompt_embeddings(Engine& engine, const Request& r, const RequestPrompts& prompts) {
   PromptEmbeddings pe;
-  const std::string text = ascii_lower(prompt_text(r.prompt) + "\n" + prompt_text(r.negative));
+  const std::string text = ascii_lower(prompts.positive.text + "\n" + prompts.negative.text);
   const auto files = named_files(embeddings_folder(r), {r.confine_to}).by_stem;
   if (files.empty()) return pe;
   const auto& tok = engine.tokenizer();
-  // The prompt's ids, to tell a word from a part of a longer one.
-  std::vector<int> ids = tok.encode(text);
+  // A name is used where its ids stand whole in an attention run of either prompt's tokens
+  // (tokenize_prompt replaces it within a run), so a word is told from a part of a longer one.
+  auto in_tokens = [&](const std::vector<int>& word) {
+    for (const auto* tokens : {&prompts.positive_tokens, &prompts.negative_tokens})
+      for (const auto& run : tokens->runs)
+        if (std::search(run.ids.begin(), run.ids.end(), word.begin(), word.end()) != run.ids.end()) return true;
+    return false;
+  };
   auto& state = engine_adapters(engine);
   const int64_t vocab_size = engine.text_encoder(0)->config.vocab_size;  // later encoders share its ids
   std::vector<int64_t> widths;  // SDXL: clip_l and clip_g vectors
@@ -182,7 +146,7 @@ PromptEmbeddings prompt_embeddings(Engine& engine, const Request& r) {
   for (const auto& [stem, path] : files) {
     if (text.find(ascii_lower(stem)) == std::string::npos) continue;
     auto word = tok.encode(stem);
-    if (word.empty() || std::search(ids.begin(), ids.end(), word.begin(), word.end()) == ids.end()) continue;
+    if (word.empty() || !in_tokens(word)) continue;
     const std::string key = fs::absolute(path).lexically_normal().string();
     auto it = state.embeddings.find(key);
     if (it == state.embeddings.end()) {

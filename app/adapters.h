@@ -44,11 +44,10 @@ struct LoraUse {
   bool operator==(const LoraUse&) const = default;
 };
 
-// The prompt's <lora:...> tags, then r.lora; names resolved in lora_folder(r). Tags of the
-// negative prompt are removed from its text and not applied (as in AUTOMATIC1111, which only
-// activates the extra networks of the positive prompt). Throws std::invalid_argument: an
-// unknown name (listing the closest names in the folder), a strength that is not a number.
-std::vector<LoraUse> request_loras(const Request& r);
+// The request's LoRAs (RequestPrompts::loras: the positive prompt's tags, then r.lora), names
+// resolved in lora_folder(r). Throws std::invalid_argument: an unknown name (listing the
+// closest names in the folder), a strength outside -10..10.
+std::vector<LoraUse> request_loras(const Request& r, const RequestPrompts& prompts);
 
 // NAME -> a file: an existing path as is, else the .safetensors (or pickle, to be refused by
 // load_adapter) file named NAME under `folder`, subfolders included (app/model_files.h: the
@@ -93,9 +92,11 @@ struct RequestAdapters {
 // Makes the request's LoRA set the applied one on the engine (none: the base model, restored
 // bit for bit), loading each file once per engine, and finds its embeddings. Throws
 // models::AdapterError / EmbeddingError (naming the file) and std::invalid_argument.
-RequestAdapters prepare_adapters(Engine& engine, const Request& r);
+// `prompts`: read_prompts(r), tokenized (app/prompt.h).
+RequestAdapters prepare_adapters(Engine& engine, const Request& r, const RequestPrompts& prompts);
 
-// The embeddings under embeddings_folder(r) whose names occur in the prompt or the negative prompt.
-PromptEmbeddings prompt_embeddings(Engine& engine, const Request& r);
+// The embeddings under embeddings_folder(r) whose names occur in the prompt or the negative
+// prompt (`prompts` tokenized).
+PromptEmbeddings prompt_embeddings(Engine& engine, const Request& r, const RequestPrompts& prompts);
 
 }  // namespace sigma::app

@@ -34,15 +34,21 @@ torch::Tensor encode_chunks(Engine& engine, const PromptChunks& chunks, int64_t 
 Conditioning encode_prompts(Engine& engine, const std::string& prompt, const std::string& negative, int64_t clip_skip,
                             const std::string& emphasis, const TokenEmbeddings* embeddings) {
   const bool use_emphasis = emphasis != "none";
+  return encode_prompts(engine, tokenize_runs(engine.tokenizer(), prompt, use_emphasis),
+                        tokenize_runs(engine.tokenizer(), negative, use_emphasis), clip_skip, emphasis, embeddings);
+}
+
+Conditioning encode_prompts(Engine& engine, const PromptTokens& prompt, const PromptTokens& negative, int64_t clip_skip,
+                            const std::string& emphasis, const TokenEmbeddings* embeddings) {
   const size_t encoders = engine.family().text_encoders.size();
-  // Each encoder tokenizes with its own tokenizer (they differ in padding only).
+  // Each encoder chunks the same ids with its own tokenizer's start, end and padding: they all
+  // read CLIP's vocabulary, so the embeddings' placeholder ids are the same for each too.
   std::vector<PromptChunks> pos, neg;
   size_t n = 0;
   for (size_t e = 0; e < encoders; ++e) {
-    // The encoders share CLIP's vocabulary, so the embeddings' placeholder ids are the same for each.
     const auto* tokens = embeddings && !embeddings->tokens.empty() ? &embeddings->tokens : nullptr;
-    pos.push_back(tokenize_prompt(engine.tokenizer(e), prompt, use_emphasis, tokens));
-    neg.push_back(tokenize_prompt(engine.tokenizer(e), negative, use_emphasis, tokens));
+    pos.push_back(chunk_prompt(engine.tokenizer(e), prompt, tokens));
+    neg.push_back(chunk_prompt(engine.tokenizer(e), negative, tokens));
     n = std::max({n, pos.back().ids.size(), neg.back().ids.size()});
   }
   std::vector<torch::Tensor> cond, uncond;
@@ -66,8 +72,8 @@ std::array<double, 6> micro_conditioning(const Request& r) {
           static_cast<double>(r.crop_left),       or_canvas(r.target_height, r.height), or_canvas(r.target_width, r.width)};
 }
 
-Conditioning encode_request(Engine& engine, const Request& r, const TokenEmbeddings* embeddings) {
-  auto c = encode_prompts(engine, prompt_text(r.prompt), prompt_text(r.negative), r.clip_skip, r.emphasis, embeddings);
+Conditioning encode_request(Engine& engine, const Request& r, const RequestPrompts& prompts, const TokenEmbeddings* embeddings) {
+  auto c = encode_prompts(engine, prompts.positive_tokens, prompts.negative_tokens, r.clip_skip, r.emphasis, embeddings);
   const auto& family = engine.family();
   if (!family.has_additional_embedding()) return c;
   const auto m = micro_conditioning(r);

@@ -37,15 +37,19 @@ struct TokenEmbeddings {
   std::vector<PromptEmbedding> tokens;
   std::vector<torch::Tensor> extra;  // [n, width of that encoder]; empty: no embeddings
 };
+// The prompts as tokens (app/prompt.h, tokenized with the emphasis setting), chunked for each encoder.
+Conditioning encode_prompts(Engine& engine, const PromptTokens& prompt, const PromptTokens& negative, int64_t clip_skip,
+                            const std::string& emphasis, const TokenEmbeddings* embeddings = nullptr);
+// The same from plain prompt texts (no extra-network tags), tokenized here.
 Conditioning encode_prompts(Engine& engine, const std::string& prompt, const std::string& negative, int64_t clip_skip,
                             const std::string& emphasis, const TokenEmbeddings* embeddings = nullptr);
 
 // SDXL's micro-conditioning of a resolved request: (original h, w, crop top, left, target h, w),
 // original and target defaulting to the canvas, crop to 0, 0.
 std::array<double, 6> micro_conditioning(const Request& r);
-// encode_prompts of the request's prompt_text()s (extra-network tags out, `embedding:NAME` as
-// NAME), plus y for families with an additional embedding (the same time ids for cond and
-// uncond, as diffusers and ComfyUI).
-Conditioning encode_request(Engine& engine, const Request& r, const TokenEmbeddings* embeddings = nullptr);
+// encode_prompts of the request's prompts (read_prompts(r), tokenized), plus y for families with
+// an additional embedding (the same time ids for cond and uncond, as diffusers and ComfyUI).
+Conditioning encode_request(Engine& engine, const Request& r, const RequestPrompts& prompts,
+                            const TokenEmbeddings* embeddings = nullptr);
 
 }  // namespace sigma::app

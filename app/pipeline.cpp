@@ -141,8 +141,9 @@ struct BatchContext {
   models::DiffusionConditioning cond, pair;
 };
 
-BatchContext batch_context(Engine& engine, const Request& r, int64_t batch, const RequestAdapters& adapters) {
-  auto text = encode_request(engine, r, &adapters.embeddings);  // tags out, embeddings in (app/adapters.h)
+BatchContext batch_context(Engine& engine, const Request& r, int64_t batch, const RequestPrompts& prompts,
+                           const RequestAdapters& adapters) {
+  auto text = encode_request(engine, r, prompts, &adapters.embeddings);  // embeddings in (app/adapters.h)
   if (!all_finite(text.cond) || !all_finite(text.uncond))
     throw GenerationError("the text encoder produced NaN/Inf in " + dtype_name(engine.dtype()) +
                           (engine.dtype() == torch::kFloat32
@@ -406,10 +407,14 @@ GenerateResult generate_stages(Engine& engine, const Request& r, const GenerateH
     stage = std::move(next);
     models::trace_time(stage);
   };
+  // The prompts are read and tokenized once; the LoRA set, the embeddings and the text
+  // encoders all read this value.
+  RequestPrompts prompts = read_prompts(r);
+  tokenize(prompts, engine.tokenizer(), r.emphasis != "none");
   enter("the LoRA merge");
-  const RequestAdapters adapters = prepare_adapters(engine, r);
+  const RequestAdapters adapters = prepare_adapters(engine, r, prompts);
   enter("the text encoder");
-  const BatchContext context = batch_context(engine, r, B, adapters);
+  const BatchContext context = batch_context(engine, r, B, prompts, adapters);
   enter("the init image / mask encode");
   const ImageInputs inputs = image_inputs(engine, r, shape);
   enter("the ControlNet hints");

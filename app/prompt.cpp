@@ -279,6 +279,8 @@ std::string strip_extra_networks(const std::string& prompt, std::vector<ExtraNet
           if (tags) {
             ExtraNetworkTag t;
             t.type = prompt.substr(i + 1, j - i - 1);
+            t.begin = i;
+            t.length = close + 1 - i;
             const std::string args = prompt.substr(j + 1, close - j - 1);
             size_t a = 0;
             for (size_t b; (b = args.find(':', a)) != std::string::npos; a = b + 1) t.items.push_back(args.substr(a, b - a));
@@ -295,11 +297,23 @@ std::string strip_extra_networks(const std::string& prompt, std::vector<ExtraNet
   return out;
 }
 
+PromptTokens tokenize_runs(const models::ClipTokenizer& tok, const std::string& prompt, bool emphasis) {
+  PromptTokens out;
+  for (auto& [text, weight] : emphasis ? parse_prompt_attention(prompt) : std::vector<WeightedText>{{prompt, 1.0}}) {
+    const bool chunk_break = text == "BREAK" && weight == -1;
+    out.runs.push_back({chunk_break ? std::vector<int>{} : tok.encode(text), weight, chunk_break});
+  }
+  return out;
+}
+
 PromptChunks tokenize_prompt(const models::ClipTokenizer& tok, const std::string& prompt, bool emphasis,
                              const std::vector<PromptEmbedding>* embeddings) {
+  return chunk_prompt(tok, tokenize_runs(tok, prompt, emphasis), embeddings);
+}
+
+PromptChunks chunk_prompt(const models::ClipTokenizer& tok, const PromptTokens& prompt_tokens,
+                          const std::vector<PromptEmbedding>* embeddings) {
   constexpr int kCommaBacktrack = 20;  // A1111's default comma_padding_backtrack
-  const std::vector<WeightedText> parsed =
-      emphasis ? parse_prompt_attention(prompt) : std::vector<WeightedText>{{prompt, 1.0}};
   const int comma = tok.token_id(",</w>");
   std::map<int, int> embedding_starts;  // first extra id -> vectors
   if (embeddings)
@@ -317,12 +331,12 @@ PromptChunks tokenize_prompt(const models::ClipTokenizer& tok, const std::string
     last_comma = -1;
   };
 
-  for (const auto& [text, weight] : parsed) {
-    if (text == "BREAK" && weight == -1) {
+  for (const auto& [ids, weight, chunk_break] : prompt_tokens.runs) {
+    if (chunk_break) {
       next_chunk(false);
       continue;
     }
-    std::vector<int> encoded = tok.encode(text);
+    std::vector<int> encoded = ids;
     if (embeddings)
       for (const auto& e : *embeddings) encoded = expand_word(encoded, e);
     for (int id : encoded) {
@@ -365,9 +379,10 @@ int target_token_count(int token_count) {
   return chunks * kChunkTokens;
 }
 
-std::string prompt_text(const std::string& prompt) {
-  std::string s = strip_extra_networks(prompt);
-  // ComfyUI's `embedding:NAME` (also embedding:sub/NAME.safetensors): the word NAME.
+namespace {
+
+// ComfyUI's `embedding:NAME` (also embedding:sub/NAME.safetensors): the word NAME.
+std::string comfy_embedding_words(const std::string& s) {
   static const std::string kPrefix = "embedding:";
   std::string out;
   size_t i = 0;
@@ -392,6 +407,65 @@ std::string prompt_text(const std::string& prompt) {
     out.push_back(s[i++]);
   }
   return out;
+}
+
+double strength(const std::string& v, const std::string& tag) {
+  size_t used = 0;
+  double w = 0;
+  try {
+    w = std::stod(v, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != v.size())
+    throw std::invalid_argument("prompt tag " + tag + ": '" + v + "' is not a number (AUTOMATIC1111's form is <lora:name:0.8>)");
+  return w;
+}
+
+// A1111's extensions-builtin/Lora/extra_networks_lora.py: positional[1] is the text-encoder
+// multiplier (default 1), positional[2] the UNet's (default: the text one); te= and unet= override.
+LoraRef lora_from_tag(const ExtraNetworkTag& t) {
+  std::string tag = "<" + t.type;
+  for (const auto& i : t.items) tag += ":" + i;
+  tag += ">";
+  std::vector<std::string> positional;
+  std::map<std::string, std::string> named;
+  for (const auto& item : t.items) {
+    const auto eq = item.find('=');
+    if (eq != std::string::npos) named[item.substr(0, eq)] = item.substr(eq + 1);
+    else positional.push_back(item);
+  }
+  if (positional.empty() || positional[0].empty()) throw std::invalid_argument("prompt tag " + tag + ": no LoRA name");
+  LoraRef l;
+  l.name = positional[0];
+  l.text = positional.size() > 1 ? strength(positional[1], tag) : 1.0;
+  if (named.count("te")) l.text = strength(named["te"], tag);
+  l.unet = positional.size() > 2 ? strength(positional[2], tag) : l.text;
+  if (named.count("unet")) l.unet = strength(named["unet"], tag);
+  return l;
+}
+
+}  // namespace
+
+ParsedPrompt parse_prompt(const std::string& prompt) {
+  ParsedPrompt p;
+  p.text = comfy_embedding_words(strip_extra_networks(prompt, &p.tags));
+  return p;
+}
+
+RequestPrompts read_prompts(const Request& r) {
+  RequestPrompts p;
+  p.positive = parse_prompt(r.prompt);
+  p.negative = parse_prompt(r.negative);
+  for (const auto& t : p.positive.tags)
+    if (t.type == "lora" || t.type == "lyco") p.loras.push_back(lora_from_tag(t));
+  p.loras.insert(p.loras.end(), r.lora.begin(), r.lora.end());
+  return p;
+}
+
+void tokenize(RequestPrompts& p, const models::ClipTokenizer& tokenizer, bool emphasis) {
+  p.positive_tokens = tokenize_runs(tokenizer, p.positive.text, emphasis);
+  p.negative_tokens = tokenize_runs(tokenizer, p.negative.text, emphasis);
 }
 
 

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "app/request.h"
 #include "models/text/clip_tokenizer.h"
 
 namespace sigma::app {
@@ -52,6 +53,20 @@ struct PromptEmbedding {
 PromptChunks tokenize_prompt(const models::ClipTokenizer& tokenizer, const std::string& prompt,
                              bool emphasis = true, const std::vector<PromptEmbedding>* embeddings = nullptr);
 
+// tokenize_prompt in its two steps, for a prompt tokenized once and chunked for several text
+// encoders: the attention runs as token ids, then the 77-token chunks.
+struct PromptTokens {
+  struct Run {
+    std::vector<int> ids;
+    double weight = 1.0;
+    bool chunk_break = false;  // BREAK: the chunk ends here (ids empty)
+  };
+  std::vector<Run> runs;
+};
+PromptTokens tokenize_runs(const models::ClipTokenizer& tokenizer, const std::string& prompt, bool emphasis = true);
+PromptChunks chunk_prompt(const models::ClipTokenizer& tokenizer, const PromptTokens& tokens,
+                          const std::vector<PromptEmbedding>* embeddings = nullptr);
+
 // AUTOMATIC1111's extra-network tags (modules/extra_networks.py: re_extra_net = <(\w+):([^>]+)>):
 // `<lora:name:te:unet>`, `<hypernet:name:1>`, ... Each tag's text is removed and nothing else,
 // so "a red circle <lora:x:0.8>, blue" becomes "a red circle , blue" (the spaces stay).
@@ -59,12 +74,35 @@ PromptChunks tokenize_prompt(const models::ClipTokenizer& tokenizer, const std::
 struct ExtraNetworkTag {
   std::string type;                // "lora", "lyco", "hypernet", ...
   std::vector<std::string> items;  // {"x", "0.8"}
+  size_t begin = 0, length = 0;    // the tag's bytes in the prompt (the GUI edits them in place)
 };
 std::string strip_extra_networks(const std::string& prompt, std::vector<ExtraNetworkTag>* tags = nullptr);
 
-// The text the tokenizer sees: extra-network tags removed, ComfyUI's `embedding:NAME` (also
-// `embedding:sub/NAME.safetensors`) as the word NAME.
-std::string prompt_text(const std::string& prompt);
+// A prompt read once: the text the tokenizer sees (extra-network tags removed, ComfyUI's
+// `embedding:NAME`, also `embedding:sub/NAME.safetensors`, as the word NAME) and the tags.
+struct ParsedPrompt {
+  std::string text;
+  std::vector<ExtraNetworkTag> tags;
+};
+ParsedPrompt parse_prompt(const std::string& prompt);
+inline std::string prompt_text(const std::string& prompt) { return parse_prompt(prompt).text; }
+
+// A request's prompts, read once when the request is resolved; the later steps (LoRA set,
+// embeddings, text encoders) read this value, never the prompt strings again.
+struct RequestPrompts {
+  ParsedPrompt positive, negative;
+  // The positive prompt's <lora:...>/<lyco:...> tags, then Request::lora. The negative prompt's
+  // tags are removed from its text and not applied (AUTOMATIC1111 activates the extra networks
+  // of the positive prompt only).
+  std::vector<LoraRef> loras;
+  // Both texts as the model's tokens (tokenize()): every text encoder of today's families reads
+  // CLIP's BPE vocabulary, so each chunks these ids with its own padding.
+  PromptTokens positive_tokens, negative_tokens;
+};
+// Throws std::invalid_argument naming the tag: a strength that is not a number, no LoRA name.
+RequestPrompts read_prompts(const Request& r);
+// Fills the tokens; emphasis false: brackets are plain text (Request::emphasis "none").
+void tokenize(RequestPrompts& prompts, const models::ClipTokenizer& tokenizer, bool emphasis);
 
 // Appends empty chunks ([start] [end] [pad]..) until there are n, as A1111 pads a negative
 // prompt to the positive's length; never removes chunks.

@@ -37,6 +37,13 @@ std::string any_error(const std::function<void()>& f) {
 }
 
 // A small, fast request on the tiny model (the test device and dtype).
+// The request's prompts as the pipeline reads them: parsed once, tokenized by the model's tokenizer.
+RequestPrompts prompts_of(const Engine& engine, const Request& r) {
+  auto p = read_prompts(r);
+  tokenize(p, engine.tokenizer(), r.emphasis != "none");
+  return p;
+}
+
 Request small_request() {
   auto r = test::diffusers_ddim8_request(model_file(), tokenizer_dir());
   r.width = r.height = 64;
@@ -96,6 +103,34 @@ TEST_SUITE("unit.lora_app") {
     CHECK((with_tag.ids != tokenize_prompt(tok, "a red circle <lora:x:0.8>, blue").ids));
   }
 
+  TEST_CASE("a request's prompts are read once: text, tags with their places, LoRAs of the positive prompt") {
+    Request r;
+    r.prompt = "a cat <lora:a:0.5> (dog:-1) <hypernet:h:1> BREAK embedding:sub/tinyemb.safetensors";
+    r.negative = "<lora:n:1> blurry";
+    r.lora.push_back({"extra", 0.7, 0.7});
+    const auto p = read_prompts(r);
+    CHECK(p.positive.text == "a cat  (dog:-1)  BREAK tinyemb");
+    REQUIRE(p.positive.tags.size() == 2);
+    CHECK(r.prompt.substr(p.positive.tags[0].begin, p.positive.tags[0].length) == "<lora:a:0.5>");
+    CHECK(r.prompt.substr(p.positive.tags[1].begin, p.positive.tags[1].length) == "<hypernet:h:1>");
+    CHECK(p.negative.text == " blurry");
+    REQUIRE(p.loras.size() == 2);  // the negative prompt's tag is not applied
+    CHECK(p.loras[0].name == "a");
+    CHECK(p.loras[0].unet == 0.5);
+    CHECK(p.loras[1].name == "extra");
+
+    // Tokenized once, the runs chunk into tokenize_prompt's chunks; a weight of -1 is a weight,
+    // only BREAK ends a chunk.
+    const auto tok = models::ClipTokenizer::from_dir(tokenizer_dir());
+    auto t = p;
+    tokenize(t, tok, true);
+    const auto chunks = chunk_prompt(tok, t.positive_tokens);
+    CHECK((chunks.ids == tokenize_prompt(tok, p.positive.text).ids));
+    CHECK((chunks.weights == tokenize_prompt(tok, p.positive.text).weights));
+    CHECK(chunks.ids.size() == 2);
+    CHECK(std::count(chunks.weights[0].begin(), chunks.weights[0].end(), -1.0f) == 1);  // "dog"
+  }
+
   TEST_CASE("tags and --lora entries resolve by name in the LoRA folder; A1111's strength order") {
     Request r;
     r.lora_dir = lora_fixtures();
@@ -103,7 +138,7 @@ TEST_SUITE("unit.lora_app") {
                "<lora:tiny-sd15-locon-kohya:unet=0.3:te=0.2>";
     r.negative = "<lora:tiny-sd15-lora-diffusers:1> blurry";  // ignored, as in A1111
     r.lora.push_back(parse_lora_ref(lora_fixtures() + "/tiny-sd15-lora-diffusers.safetensors:0.6"));
-    const auto loras = request_loras(r);
+    const auto loras = request_loras(r, read_prompts(r));
     REQUIRE(loras.size() == 5);
     CHECK(loras[0].name == "tiny-sd15-loha");
     CHECK(loras[0].path == lora_fixtures() + "/tiny-sd15-loha.safetensors");
@@ -129,15 +164,15 @@ TEST_SUITE("unit.lora_app") {
     Request r;
     r.lora_dir = lora_fixtures();
     r.prompt = "<lora:tiny-sd15-lohaa:0.9>";
-    const auto e = test::error_of([&] { request_loras(r); });
+    const auto e = test::error_of([&] { request_loras(r, read_prompts(r)); });
     INFO(e);
     CHECK(has(e, "unknown LoRA 'tiny-sd15-lohaa'"));
     CHECK(has(e, "closest names: tiny-sd15-loha, tiny-sd15-lokr"));
     r.prompt = "<lora:tiny-sd15-loha:strong>";
-    CHECK(has(test::error_of([&] { request_loras(r); }), "'strong' is not a number"));
+    CHECK(has(test::error_of([&] { request_loras(r, read_prompts(r)); }), "'strong' is not a number"));
     r.lora_dir = (test::scratch("empty-loras")).string();
     r.prompt = "<lora:x>";
-    CHECK(has(test::error_of([&] { request_loras(r); }), "which has no LoRA files; set the folder with --lora-dir"));
+    CHECK(has(test::error_of([&] { request_loras(r, read_prompts(r)); }), "which has no LoRA files; set the folder with --lora-dir"));
     CHECK((closest_names("abd", {"xyz", "abc", "abcd", "q"}, 2) == std::vector<std::string>{"abc", "abcd"}));
 
     Request v;
@@ -262,7 +297,7 @@ TEST_SUITE("e2e.lora_app") {
     const auto second = generate(*engine, with);
     CHECK(engine_adapters(*engine).merges == 1);
     CHECK(torch::equal(second.latents, first.latents));
-    CHECK(prepare_adapters(*engine, with).merged == false);
+    CHECK(prepare_adapters(*engine, with, prompts_of(*engine, with)).merged == false);
     CHECK(engine_adapters(*engine).loras.size() == 1);
 
     // Another set (text encoder too): restore + merge, no reload.
@@ -291,7 +326,7 @@ TEST_SUITE("e2e.lora_app") {
     auto r = small_request();
     r.lora.push_back({"tiny-sd15-lora-kohya", 0.8, 0.8});
     auto engine = Engine::load(model_spec(r));
-    prepare_adapters(*engine, r);
+    prepare_adapters(*engine, r, prompts_of(*engine, r));
     auto comps = models::SafeTensors::open(test::sd15() + "/refs/components.safetensors");
     auto refs = models::SafeTensors::open(lora_fixtures() + "/lora_refs.safetensors");
     c10::InferenceMode guard;
@@ -322,7 +357,8 @@ TEST_SUITE("e2e.lora_app") {
     r.prompt = c["ti_prompt"].get<std::string>();
     r.negative = "";
     auto engine = Engine::load(model_spec(r));
-    const auto pe = prompt_embeddings(*engine, r);
+    const auto prompts = prompts_of(*engine, r);
+    const auto pe = prompt_embeddings(*engine, r, prompts);
     REQUIRE(pe.tokens.size() == 1);
     CHECK(pe.tokens[0].count == c["ti_vectors"].get<int>());
     REQUIRE(pe.hashes.size() == 1);
@@ -335,18 +371,19 @@ TEST_SUITE("e2e.lora_app") {
     std::vector<int64_t> ours(chunks.ids[0].begin(), chunks.ids[0].end());
     CHECK(torch::equal(torch::tensor(ours), ref_ids));
     c10::InferenceMode guard;
-    const auto cond = encode_request(*engine, r, &pe);
+    const auto cond = encode_request(*engine, r, prompts, &pe);
     CHECK(test::rel_error(cond.cond, refs->load("ti.clip.last_hidden")) < test::tolerance(1e-4));
     // The ComfyUI spelling gives the same conditioning; without the folder the word is plain text.
     auto comfy = r;
     comfy.prompt = "a photo of embedding:tinyemb on the left";
-    const auto comfy_embeddings = prompt_embeddings(*engine, comfy);
-    CHECK(torch::equal(encode_request(*engine, comfy, &comfy_embeddings).cond, cond.cond));
+    const auto comfy_prompts = prompts_of(*engine, comfy);
+    const auto comfy_embeddings = prompt_embeddings(*engine, comfy, comfy_prompts);
+    CHECK(torch::equal(encode_request(*engine, comfy, comfy_prompts, &comfy_embeddings).cond, cond.cond));
     auto plain = r;
     plain.embeddings_dir = test::scratch("no-embeddings").string();
-    const auto none = prompt_embeddings(*engine, plain);
+    const auto none = prompt_embeddings(*engine, plain, prompts);
     CHECK(none.tokens.empty());
-    CHECK(test::rel_error(encode_request(*engine, plain, &none).cond, cond.cond) > 1e-3);
+    CHECK(test::rel_error(encode_request(*engine, plain, prompts, &none).cond, cond.cond) > 1e-3);
   }
 
   TEST_CASE("sigma generate with a LoRA tag and an embedding in the negative prompt: hashes recorded, picture changed, --from-png repeats it") {

@@ -8,8 +8,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
-#include <regex>
 
+#include "app/prompt.h"
 #include "ui/actions.h"
 #include "ui/panels.h"
 #include "ui/style.h"
@@ -27,25 +27,22 @@ struct LoraTag {
   std::string rest;     // ":W_TEXT" or named items after the first strength, kept as written
 };
 
-// A1111's extra-network syntax (modules/extra_networks.py: <(\w+):([^>]+)>), lora and lyco.
+// The prompt's lora and lyco tags, as the generation reads them (app::parse_prompt).
 std::vector<LoraTag> lora_tags(const std::string& prompt) {
-  static const std::regex re(R"(<(lora|lyco):([^>]+)>)");
   std::vector<LoraTag> tags;
-  for (auto it = std::sregex_iterator(prompt.begin(), prompt.end(), re); it != std::sregex_iterator(); ++it) {
+  for (const auto& tag : app::parse_prompt(prompt).tags) {
+    if (tag.type != "lora" && tag.type != "lyco") continue;
     LoraTag t;
-    t.begin = static_cast<size_t>(it->position(0));
-    t.length = static_cast<size_t>(it->length(0));
-    const std::string items = (*it)[2];
-    const size_t c1 = items.find(':');
-    t.name = items.substr(0, c1);
-    if (c1 != std::string::npos) {
-      const size_t c2 = items.find(':', c1 + 1);
+    t.begin = tag.begin;
+    t.length = tag.length;
+    t.name = tag.items.at(0);
+    if (tag.items.size() > 1) {
       try {
-        t.weight = std::stof(items.substr(c1 + 1, c2 - c1 - 1));
+        t.weight = std::stof(tag.items[1]);
       } catch (const std::exception&) {
         t.weight = 1.0f;  // "te=0.5" style items: the generation reads them; shown at 1
       }
-      if (c2 != std::string::npos) t.rest = items.substr(c2);
+      for (size_t i = 2; i < tag.items.size(); ++i) t.rest += ":" + tag.items[i];
     }
     tags.push_back(t);
   }

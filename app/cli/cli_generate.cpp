@@ -166,7 +166,7 @@ void precheck(const Request& r) {
   if (!r.init_image.empty()) image_file(r.init_image, "--init-img");
   if (!r.mask.empty()) image_file(r.mask, "--mask");
   for (const auto& u : r.controlnets) image_file(u.image, "--control-image");
-  request_loras(r);  // unknown LoRA names fail before the model loads
+  request_loras(r, read_prompts(r));  // unknown LoRA names and bad tags fail before the model loads
 }
 
 // The output folder exists (made if missing) and is writable, before minutes of generating.

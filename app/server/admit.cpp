@@ -152,10 +152,8 @@ void admit(app::Request& r, const AdmitContext& ctx) {
   r.confine_to = cat.confinement();
   for (auto& l : r.lora) l.name = cat.resolve(ModelCatalog::Kind::lora, l.name, field("--lora"));
   for (const auto* text : {&r.prompt, &r.negative}) {
-    std::vector<app::ExtraNetworkTag> tags;
-    app::strip_extra_networks(*text, &tags);
     const std::string f = field(text == &r.prompt ? "--prompt" : "--negative");
-    for (const auto& t : tags)
+    for (const auto& t : app::parse_prompt(*text).tags)
       if ((t.type == "lora" || t.type == "lyco") && !t.items.empty()) cat.resolve(ModelCatalog::Kind::lora, t.items[0], f);
   }
   r.output = ctx.output_dir;

@@ -2,9 +2,10 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <regex>
+#include <optional>
 #include <sstream>
 
+#include "models/io/keymaps.h"
 #include "models/io/safetensors.h"
 
 namespace sigma::models {
@@ -24,32 +25,6 @@ int64_t product(const std::vector<int64_t>& v) {
   int64_t n = 1;
   for (auto d : v) n *= d;
   return n;
-}
-
-// Inverse of keymaps.cpp's diffusers ResnetBlock2D renames.
-std::string resnet_diffusers(const std::string& rest) {
-  static const std::vector<std::pair<std::string, std::string>> map = {
-      {"in_layers.0.", "norm1."},  {"in_layers.2.", "conv1."},  {"emb_layers.1.", "time_emb_proj."},
-      {"out_layers.0.", "norm2."}, {"out_layers.3.", "conv2."}, {"skip_connection.", "conv_shortcut."}};
-  for (const auto& [from, to] : map)
-    if (starts_with(rest, from)) return to + rest.substr(from.size());
-  return "";
-}
-
-// The UNet's num_res_blocks from its LDM names: the first downsampler sits at input_blocks.(nrb+1).
-int64_t num_res_blocks(const AdapterTarget& unet) {
-  static const std::regex op(R"(input_blocks\.(\d+)\.0\.op\.weight)");
-  int64_t best = -1, highest = 0;
-  std::smatch m;
-  for (const auto& [name, shape] : unet.weights) {
-    if (std::regex_match(name, m, op)) {
-      const int64_t n = std::stoll(m[1]) - 1;
-      best = best < 0 ? n : std::min(best, n);
-    } else if (starts_with(name, "input_blocks.")) {
-      highest = std::max<int64_t>(highest, std::stoll(name.substr(13)));
-    }
-  }
-  return best >= 0 ? best : highest;  // one level: no downsampler, every input block after conv_in is a resnet
 }
 
 // ---- File keys -> modules ---------------------------------------------------------
@@ -226,50 +201,6 @@ AdapterTarget adapter_target(const TensorIndex& index) {
   return t;
 }
 
-std::string unet_diffusers_name(const std::string& k, int64_t nrb) {
-  static const std::regex in(R"(input_blocks\.(\d+)\.(\d+)\.(.*))");
-  static const std::regex mid(R"(middle_block\.(\d+)\.(.*))");
-  static const std::regex out(R"(output_blocks\.(\d+)\.(\d+)\.(.*))");
-  static const std::vector<std::pair<std::string, std::string>> plain = {
-      {"time_embed.0.", "time_embedding.linear_1."}, {"time_embed.2.", "time_embedding.linear_2."},
-      {"label_emb.0.0.", "add_embedding.linear_1."}, {"label_emb.0.2.", "add_embedding.linear_2."},
-      {"input_blocks.0.0.", "conv_in."},             {"out.0.", "conv_norm_out."},
-      {"out.2.", "conv_out."}};
-  for (const auto& [from, to] : plain)
-    if (starts_with(k, from)) return to + k.substr(from.size());
-  const int64_t per_level = nrb + 1;
-  std::smatch m;
-  if (std::regex_match(k, m, in)) {
-    const int64_t n = std::stoll(m[1]) - 1, part = std::stoll(m[2]);
-    const std::string rest = m[3], level = "down_blocks." + std::to_string(n / per_level) + ".";
-    const int64_t j = n % per_level;
-    if (j == nrb) return starts_with(rest, "op.") ? level + "downsamplers.0.conv." + rest.substr(3) : "";
-    if (part == 0) {
-      const auto r = resnet_diffusers(rest);
-      return r.empty() ? "" : level + "resnets." + std::to_string(j) + "." + r;
-    }
-    return level + "attentions." + std::to_string(j) + "." + rest;
-  }
-  if (std::regex_match(k, m, mid)) {
-    const std::string part = m[1], rest = m[2];
-    if (part == "1") return "mid_block.attentions.0." + rest;
-    const auto r = resnet_diffusers(rest);
-    return r.empty() ? "" : "mid_block.resnets." + std::string(part == "0" ? "0." : "1.") + r;
-  }
-  if (std::regex_match(k, m, out)) {
-    const int64_t n = std::stoll(m[1]), part = std::stoll(m[2]);
-    const std::string rest = m[3], level = "up_blocks." + std::to_string(n / per_level) + ".";
-    if (part == 0) {
-      const auto r = resnet_diffusers(rest);
-      return r.empty() ? "" : level + "resnets." + std::to_string(n % per_level) + "." + r;
-    }
-    // The upsampler follows the attention (part 2) or, in levels without one, the resnet (part 1).
-    if (part == 2 || starts_with(rest, "conv.")) return level + "upsamplers.0." + rest;
-    return level + "attentions." + std::to_string(n % per_level) + "." + rest;
-  }
-  return "";
-}
-
 std::map<std::string, std::pair<std::string, std::string>> adapter_key_map(const AdapterModel& model) {
   std::map<std::string, std::pair<std::string, std::string>> map;
   auto add = [&](const std::string& key, const std::string& component, const std::string& name) {
@@ -279,13 +210,14 @@ std::map<std::string, std::pair<std::string, std::string>> adapter_key_map(const
     std::vector<std::string> names;
     for (const auto& [name, shape] : target.weights) names.push_back(name);
     for (const auto& name : target.skipped) names.push_back(name);
-    const int64_t nrb = component == kUnet ? num_res_blocks(target) : 0;
+    // The UNet's diffusers spellings: keymaps.cpp's table, read from our LDM names back.
+    const auto unet_names = component == kUnet ? std::optional<UnetKeyMap>(UnetKeyMap::from_ldm(names)) : std::nullopt;
     for (const auto& name : names) {
       if (!ends_with(name, ".weight")) continue;  // adapters change weights, not biases or norms' shifts
       const std::string module = name.substr(0, name.size() - 7);
       if (component == kUnet) {
         add("lora_unet_" + underscores(module), component, name);  // SGM/LDM spelling (SDXL kohya)
-        const auto d = unet_diffusers_name(name, nrb);
+        const auto d = unet_names->to_diffusers(name);
         if (!d.empty()) {
           const std::string dm = d.substr(0, d.size() - 7);
           add("lora_unet_" + underscores(dm), component, name);  // SD 1.x/2.x kohya

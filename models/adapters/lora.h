@@ -106,11 +106,6 @@ std::shared_ptr<const Adapter> load_adapter(const std::string& path, const Adapt
 // Value: (component, canonical weight name).
 std::map<std::string, std::pair<std::string, std::string>> adapter_key_map(const AdapterModel& model);
 
-// The diffusers name of an LDM UNet weight ("input_blocks.1.1.proj_in.weight" ->
-// "down_blocks.0.attentions.0.proj_in.weight"): the inverse of unet_from_diffusers.
-// `num_res_blocks` is the UNet's; "" for names diffusers does not have.
-std::string unet_diffusers_name(const std::string& ldm_name, int64_t num_res_blocks);
-
 // ---- Patching ----------------------------------------------------------------------
 
 // One weight change: a module of an adapter (kept alive by `adapter`) at a strength.

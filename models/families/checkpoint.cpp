@@ -65,55 +65,6 @@ void reject_other_kinds(const SafeTensors& f) {
                        (sample.empty() ? "none" : sample) + ")");
 }
 
-// OpenCLIP (SD 2.x, SDXL's encoder 2) text encoder names -> Hugging Face CLIP names; q/k/v come
-// stacked in in_proj. with_projection: `text_projection` (stored for x @ P) becomes
-// CLIPTextModelWithProjection's `text_projection.weight` = Pᵀ.
-TensorIndex clip_from_openclip(const TensorIndex& oc, std::vector<std::string>& ignored, bool with_projection) {
-  TensorIndex out;
-  auto put = [&](const std::string& name, const TensorRef& ref) { out["text_model." + name] = ref; };
-  for (const auto& [k, ref] : oc) {
-    if (k == "token_embedding.weight") put("embeddings.token_embedding.weight", ref);
-    else if (k == "positional_embedding") put("embeddings.position_embedding.weight", ref);
-    else if (k.rfind("ln_final.", 0) == 0) put("final_layer_norm." + k.substr(9), ref);
-    else if (k.rfind("transformer.resblocks.", 0) == 0) {
-      const auto rest = k.substr(22);
-      const auto dot = rest.find('.');
-      const std::string layer = "encoder.layers." + rest.substr(0, dot) + ".";
-      const std::string p = rest.substr(dot + 1);
-      if (p == "attn.in_proj_weight" || p == "attn.in_proj_bias") {
-        auto full = ref.file->load(ref.key);  // split once in memory, in the stored dtype: q, k, v
-        auto parts = full.chunk(3, 0);
-        const char* names[] = {"q_proj", "k_proj", "v_proj"};
-        for (int i = 0; i < 3; ++i) {
-          TensorRef part;
-          part.value = parts[i].contiguous();
-          part.shape = part.value.sizes().vec();
-          put(layer + "self_attn." + names[i] + (p == "attn.in_proj_weight" ? ".weight" : ".bias"), part);
-        }
-      } else {
-        static const std::vector<std::pair<std::string, std::string>> map = {
-            {"attn.out_proj.", "self_attn.out_proj."}, {"ln_1.", "layer_norm1."}, {"ln_2.", "layer_norm2."},
-            {"mlp.c_fc.", "mlp.fc1."}, {"mlp.c_proj.", "mlp.fc2."}};
-        bool done = false;
-        for (const auto& [from, to] : map)
-          if (p.rfind(from, 0) == 0) {
-            put(layer + to + p.substr(from.size()), ref);
-            done = true;
-          }
-        if (!done) put("unknown." + k, ref);
-      }
-    } else if (k == "text_projection" && with_projection) {
-      TensorRef t;
-      t.value = ref.file->load(ref.key).t().contiguous();
-      t.shape = t.value.sizes().vec();
-      out["text_projection.weight"] = t;
-    } else {
-      ignored.push_back(k);  // logit_scale (and SD 2.x's text_projection): the image-text head, unused for conditioning
-    }
-  }
-  return out;
-}
-
 // Drops the text-encoder layer a family never runs: SD 2.x reads the penultimate block of
 // OpenCLIP, and its single files carry the last one too (diffusers folders already omit it).
 void drop_unused_clip_layers(Checkpoint& ck) {
