@@ -19,6 +19,7 @@
 
 #include "app/request.h"
 #include "imaging/image.h"
+#include "models/families/family.h"
 #include "models/text/clip_tokenizer.h"
 
 namespace sigma::app {
@@ -34,6 +35,8 @@ struct ModelInfo {
   std::string details;                           // the full `sigma info` text
   std::string device, dtype;                     // where it runs
   int native_size = 0;                           // the model's default width/height
+  int latent_downscale = 8;                      // pixels per latent pixel (the VAE's factor)
+  std::vector<models::FamilyDescription::SizePreset> size_presets;  // the family's usual canvases
   double load_seconds = 0;
   std::optional<models::ClipTokenizer> tokenizer;  // for the prompt's token counts (cheap to copy)
 };

@@ -11,6 +11,8 @@
 #include "app/image_io.h"
 #include "app/parameters.h"
 #include "app/pipeline.h"
+#include "models/adapters/embedding.h"
+#include "models/families/loader.h"
 #include "models/io/safetensors.h"
 #include "tests/reference_request.h"
 #include "tests/support.h"
@@ -442,5 +444,57 @@ TEST_SUITE("e2e.lora_app") {
     auto plain = sigma_cli(common + " -p \"a red circle\" -n \"tinyxlemb\" -o " + without);
     REQUIRE(plain.code == 0);
     CHECK((load_image(with).pixels != load_image(without).pixels));
+  }
+}
+
+// The embedding files and the text encoder's extra table, below the app (models/adapters/embedding.h).
+TEST_SUITE("unit.adapters") {
+  TEST_CASE("embeddings: layouts, widths and families are checked; the placeholder expands") {
+    const auto sd15_emb = test::sd15() + "/embeddings/tinyemb.safetensors";
+    const auto xl_emb = test::fixtures() + "/sdxl-tiny/embeddings/tinyxlemb.safetensors";
+    auto ti = models::load_embedding(sd15_emb, {"Stable Diffusion 1.x", {32}});
+    CHECK(ti.name == "tinyemb");
+    CHECK(ti.vectors.size() == 1);
+    CHECK(ti.vectors[0].sizes().vec() == std::vector<int64_t>{3, 32});
+    const auto e = test::error_of([&] { models::load_embedding(sd15_emb, {"Stable Diffusion 2.x", {1024}}); });
+    CHECK(has(e, "tinyemb.safetensors: the embedding's vectors are 32 wide, the text encoder of the "
+                      "Stable Diffusion 2.x model is 1024 wide"));
+    auto xl = models::load_embedding(xl_emb, {"SDXL", {16, 16}});
+    CHECK(xl.vectors.size() == 2);
+    CHECK(xl.vectors[0].sizes().vec() == std::vector<int64_t>{2, 16});
+    CHECK(xl.vectors[1].sizes().vec() == std::vector<int64_t>{2, 16});
+    CHECK(has(test::error_of([&] { models::load_embedding(xl_emb, {"Stable Diffusion 1.x", {16}}); }),
+                   "tinyxlemb.safetensors: this embedding is for SDXL (clip_l + clip_g vectors), the model is Stable Diffusion 1.x"));
+    CHECK(has(test::error_of([&] { models::load_embedding(sd15_emb, {"SDXL", {32, 16}}); }), "needs clip_l and clip_g"));
+    // string_to_param-style names and a bare [width] vector.
+    const auto dir = test::scratch("embeddings");
+    const auto s2p = (dir / "oldstyle.safetensors").string();
+    models::save_safetensors(s2p, {{"string_to_param.*", torch::ones({32})}});
+    auto old = models::load_embedding(s2p, {"Stable Diffusion 1.x", {32}});
+    CHECK(old.vectors[0].sizes().vec() == std::vector<int64_t>{1, 32});
+    CHECK(old.name == "oldstyle");
+
+    CHECK(models::expand_embedding({1, 7, 8, 2, 7, 8}, {7, 8}, 100, 3) == std::vector<int>{1, 100, 101, 102, 2, 100, 101, 102});
+    CHECK(models::expand_embedding({1, 7, 2}, {7, 8}, 100, 3) == std::vector<int>{1, 7, 2});
+  }
+
+  TEST_CASE("extra token vectors: ids past the vocabulary read the extra table, the rest is unchanged") {
+    c10::InferenceMode guard;
+    const auto ck = models::open_checkpoint(test::sd15() + "/models/tiny-sd15.safetensors");
+    auto clip = models::load_text_encoder(ck, {});
+    auto ids = torch::full({1, 77}, 49407, torch::kLong);
+    ids[0][0] = 49406;
+    ids[0][1] = 320;
+    const auto plain = clip->forward(ids);
+    CHECK(torch::equal(clip->forward_with_extra_tokens(ids, torch::randn({2, 32})), plain));
+    // An extra row equal to a vocabulary row gives the same states as that token.
+    auto extra = torch::stack({torch::randn({32}), clip->text_model->embeddings->token_embedding->weight[320]});
+    auto with = ids.clone();
+    with[0][1] = 49409;
+    CHECK(torch::equal(clip->forward_with_extra_tokens(with, extra), plain));
+    with[0][1] = 49408;
+    CHECK_FALSE(torch::equal(clip->forward_with_extra_tokens(with, extra), plain));
+    with[0][1] = 49410;
+    CHECK(test::error_of([&] { clip->forward_with_extra_tokens(with, extra); }) != "");
   }
 }

@@ -144,11 +144,11 @@ void draw_prompt(AppState& s) {
   ImGui::Spacing();
 }
 
-void draw_sampling_tab(AppState& s) {
-  const float k = s.scale;
-  auto& r = s.request;
-  const float field = std::max(140 * k, ImGui::GetContentRegionAvail().x - 130 * k);
+namespace {
 
+// Sampler, schedule, steps and guidance.
+void draw_sampler_section(AppState& s, float field) {
+  auto& r = s.request;
   section("Sampler");
   ImGui::SetNextItemWidth(field);
   catalog_combo("Sampler", r.sampler, s.samplers);
@@ -167,7 +167,12 @@ void draw_sampling_tab(AppState& s) {
   float rescale = static_cast<float>(r.cfg_rescale);
   if (ImGui::SliderFloat("CFG rescale", &rescale, 0.0f, 1.0f, "%.2f")) r.cfg_rescale = rescale;
   tooltip("Guidance rescale phi (Lin et al. 2023): tames over-saturation at high CFG; 0 = off.");
+}
 
+// The seed, random or kept, and the shown image's.
+void draw_seed_section(AppState& s, float field) {
+  const float k = s.scale;
+  auto& r = s.request;
   section("Seed");
   ImGui::BeginDisabled(s.random_seed);
   ImGui::SetNextItemWidth(std::max(100 * k, field - 150 * k));
@@ -186,39 +191,29 @@ void draw_sampling_tab(AppState& s) {
     ImGui::SameLine();
     ImGui::TextColored(kDimV, "shown image: %lld", static_cast<long long>(last->seed));
   }
+}
 
+// The canvas: the family's presets, width and height, the aspect lock.
+void draw_size_section(AppState& s, float field) {
+  auto& r = s.request;
   section("Size");
-  struct Preset {
-    const char* name;
-    int w, h;
-  };
-  // SD 1.x/2.x sizes, then SDXL's training buckets (about one megapixel each), as the
-  // A1111/ComfyUI resolution pickers list them.
-  static const Preset presets[] = {{"512 x 512  square", 512, 512},
-                                   {"512 x 768  portrait", 512, 768},
-                                   {"768 x 512  landscape", 768, 512},
-                                   {"640 x 448  3:2 landscape", 640, 448},
-                                   {"448 x 640  2:3 portrait", 448, 640},
-                                   {"768 x 768  SD 2.x", 768, 768},
-                                   {"1024 x 1024  SDXL square", 1024, 1024},
-                                   {"1152 x 896  SDXL 9:7", 1152, 896},
-                                   {"896 x 1152  SDXL 7:9", 896, 1152},
-                                   {"1216 x 832  SDXL 3:2", 1216, 832},
-                                   {"832 x 1216  SDXL 2:3", 832, 1216},
-                                   {"1344 x 768  SDXL 16:9", 1344, 768},
-                                   {"768 x 1344  SDXL 9:16", 768, 1344},
-                                   {"256 x 256  quick", 256, 256},
-                                   {"128 x 128  tiny test model", 128, 128}};
+  // The loaded family's usual canvases (models/families/family.cpp), after the model's own size.
   ImGui::SetNextItemWidth(field);
   if (ImGui::BeginCombo("Preset", (std::to_string(r.width) + " x " + std::to_string(r.height)).c_str())) {
-    if (s.snap.model && ImGui::Selectable("model's native size")) r.width = r.height = s.snap.model->native_size;
-    for (const auto& p : presets)
-      if (ImGui::Selectable(p.name, r.width == p.w && r.height == p.h)) {
-        s.size_from_model = false;
-        r.width = p.w;
-        r.height = p.h;
-        s.aspect = static_cast<double>(p.w) / p.h;
+    if (s.snap.model) {
+      if (ImGui::Selectable("model's native size")) r.width = r.height = s.snap.model->native_size;
+      for (const auto& p : s.snap.model->size_presets) {
+        const std::string name = std::to_string(p.width) + " x " + std::to_string(p.height) + "  " + p.label;
+        if (ImGui::Selectable(name.c_str(), r.width == p.width && r.height == p.height)) {
+          s.size_from_model = false;
+          r.width = p.width;
+          r.height = p.height;
+          s.aspect = static_cast<double>(p.width) / p.height;
+        }
       }
+    } else {
+      ImGui::TextDisabled("load a model for its sizes");
+    }
     ImGui::EndCombo();
   }
   int w = static_cast<int>(r.width), h = static_cast<int>(r.height);
@@ -244,9 +239,14 @@ void draw_sampling_tab(AppState& s) {
     r.width = w;
     r.height = h;
   }
-  ImGui::TextColored(kDimV, "latent %lld x %lld  \xC2\xB7  multiples of 8", static_cast<long long>(r.width / 8),
-                     static_cast<long long>(r.height / 8));
+  const int64_t f = s.snap.model ? s.snap.model->latent_downscale : 8;
+  ImGui::TextColored(kDimV, "latent %lld x %lld  \xC2\xB7  multiples of %lld", static_cast<long long>(r.width / f),
+                     static_cast<long long>(r.height / f), static_cast<long long>(f));
+}
 
+// Batch size and count, clip skip.
+void draw_batch_section(AppState& s, float field) {
+  auto& r = s.request;
   section("Batch");
   const float third = (field - 2 * ImGui::GetStyle().ItemInnerSpacing.x) / 3;
   int bs = static_cast<int>(r.batch_size), bc = static_cast<int>(r.batch_count), cs = static_cast<int>(r.clip_skip);
@@ -261,7 +261,11 @@ void draw_sampling_tab(AppState& s) {
   ImGui::SetNextItemWidth(third);
   if (ImGui::DragInt("##cs", &cs, 0.05f, 1, 12, "clip skip %d")) r.clip_skip = cs;
   tooltip("Text encoder layer counted from the end (1 = last; anime models often use 2).");
+}
 
+// eta, seed mode, emphasis, the guidance interval.
+void draw_advanced_section(AppState& s, float field) {
+  auto& r = s.request;
   if (ImGui::CollapsingHeader("Advanced")) {
     float eta = static_cast<float>(r.eta);
     ImGui::SetNextItemWidth(field);
@@ -290,6 +294,17 @@ void draw_sampling_tab(AppState& s) {
     }
     tooltip("Apply guidance only for sigma in this interval (Kynkaanniemi et al. 2024); 0..max = everywhere.");
   }
+}
+
+}  // namespace
+
+void draw_sampling_tab(AppState& s) {
+  const float field = std::max(140 * s.scale, ImGui::GetContentRegionAvail().x - 130 * s.scale);
+  draw_sampler_section(s, field);
+  draw_seed_section(s, field);
+  draw_size_section(s, field);
+  draw_batch_section(s, field);
+  draw_advanced_section(s, field);
 }
 
 }  // namespace sigma::ui

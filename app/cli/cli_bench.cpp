@@ -173,23 +173,10 @@ void profile_runs(const torch::Device& device, const std::string& path, int64_t 
   }
 }
 
-int run_bench(const BenchArgs& a) {
-  if (a.random_weights.empty() == a.model.empty())
-    throw std::invalid_argument("sigma bench: give exactly one of --random-weights sd15|sd2|sdxl and -m MODEL");
-  Request req;
-  req.device = a.device;
-  req.dtype = a.dtype;
-  req.model = a.model;
-  req.tokenizer = a.tokenizer;
-  req.lowvram = a.lowvram;
-  if (a.lowvram && a.model.empty()) throw std::invalid_argument("sigma bench: --lowvram needs -m MODEL");
-  if (!a.profile.empty() && !std::filesystem::is_directory(a.profile))
-    throw std::invalid_argument("sigma bench --profile " + a.profile + ": not a folder; create it first (one trace per part is written into it)");
-  const ModelSpec spec = model_spec(req);
-  const torch::Device device = parse_device(spec.device);
-  const auto t_load = std::chrono::steady_clock::now();
+// The networks to time: random ones of a family's published sizes, or a checkpoint through
+// the Engine (then `engine` holds it, for --lowvram's visits and the whole-image part).
+Networks bench_networks(const BenchArgs& a, const ModelSpec& spec, torch::Device device, std::shared_ptr<Engine>& engine) {
   Networks n;
-  std::shared_ptr<Engine> engine;
   if (!a.random_weights.empty()) {
     n = random_networks(a.random_weights);
     if (!a.save.empty()) save_checkpoint(n, a.save);
@@ -197,27 +184,28 @@ int run_bench(const BenchArgs& a) {
     n.vae->to(device, spec.dtype);
     for (auto& t : n.text) t->to(device, spec.dtype);
     models::apply_channels_last(*n.unet, *n.vae, device);  // as Engine::load
-  } else {
-    engine = Engine::load(spec);
-    n.family = models::to_string(engine->checkpoint().family);
-    // The bench times the UNet families' step; another network would need its own inputs.
-    auto* unet = dynamic_cast<models::UNetImpl*>(&engine->diffusion_model());
-    if (!unet) throw std::invalid_argument("sigma bench: " + spec.model + ": only UNet models (SD 1.x, 2.x, SDXL) can be timed");
-    n.unet = models::UNet(std::shared_ptr<models::UNetImpl>(engine->diffusion_module(), unet));
-    n.vae = engine->vae();
-    n.text.push_back(engine->text_encoder(0));
-    n.native = engine->native_size();
-    n.context = n.unet->config.context_dim;
-    n.adm = n.unet->config.adm_in_channels;
+    return n;
   }
-  if (device.is_cuda()) compat::cuda_synchronize();
-  // After the load, as generation: weights made under InferenceMode could not be swapped
-  // between host and GPU memory (--lowvram's set_data).
-  c10::InferenceMode guard;
-  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
+  engine = Engine::load(spec);
+  n.family = models::to_string(engine->checkpoint().family);
+  // The bench times the UNet families' step; another network would need its own inputs.
+  auto* unet = dynamic_cast<models::UNetImpl*>(&engine->diffusion_model());
+  if (!unet) throw std::invalid_argument("sigma bench: " + spec.model + ": only UNet models (SD 1.x, 2.x, SDXL) can be timed");
+  n.unet = models::UNet(std::shared_ptr<models::UNetImpl>(engine->diffusion_module(), unet));
+  n.vae = engine->vae();
+  n.text.push_back(engine->text_encoder(0));
+  n.native = engine->native_size();
+  n.context = n.unet->config.context_dim;
+  n.adm = n.unet->config.adm_in_channels;
+  return n;
+}
 
-  const int64_t W = a.width ? a.width : n.native, H = a.height ? a.height : n.native, B = a.batch;
-  const auto opt = torch::TensorOptions().device(device).dtype(spec.dtype);
+// Times every part into j (`PART_ms`, and on CUDA `PART_peak_gb`: the allocator's peak while it
+// ran, what it adds to the weights), with --profile's traces.
+void time_parts(const BenchArgs& a, Networks& n, Engine* engine, torch::Device device, torch::ScalarType dtype,
+                int64_t W, int64_t H, nlohmann::json& j) {
+  const int64_t B = a.batch;
+  const auto opt = torch::TensorOptions().device(device).dtype(dtype);
   auto latents = torch::randn({B, 4, H / 8, W / 8}, opt);
   auto x_cfg = torch::cat({latents, latents});                   // [uncond; cond]
   auto t = torch::full({2 * B}, 500.0, torch::TensorOptions().device(device).dtype(torch::kFloat32));
@@ -227,9 +215,6 @@ int run_bench(const BenchArgs& a) {
   auto ids = torch::randint(0, clip.vocab_size - 2, {2, clip.max_positions}, torch::TensorOptions().device(device).dtype(torch::kLong));
   auto pixels = torch::rand({B, 3, H, W}, opt) * 2 - 1;
 
-  nlohmann::json j = {{"family", n.family}, {"device", device.str()}, {"dtype", a.dtype}, {"width", W}, {"height", H},
-                      {"batch", B}, {"warmup", a.warmup}, {"runs", a.runs}, {"load_s", load_s}};
-  // Each part's time, and on CUDA the allocator's peak while it ran (what it adds to the weights).
   auto part = [&](const std::string& key, int64_t warmup, int64_t runs, auto&& fn) {
     compat::cuda_reset_peak();
     j[key + "_ms"] = median_ms(device, warmup, runs, fn);
@@ -240,9 +225,9 @@ int run_bench(const BenchArgs& a) {
     std::printf("sigma bench: %s profiled over %lld runs\n", key.c_str(), static_cast<long long>(n_runs));
     profile_runs(device, path, n_runs, fn);
   };
-  if (device.is_cuda()) j["weights_allocated_gb"] = compat::cuda_reserved_allocated().second / 1e9;
   // --lowvram: each network visits the GPU for its call, as in generation (Engine::visit).
   auto visit = [&](torch::nn::Module& m) { return engine ? engine->visit(m) : nullptr; };
+  const bool graphs_on = !engine || !engine->lowvram();
   part("text_encoder_eager", a.warmup, a.runs, [&] {
     for (auto& enc : n.text) {
       const auto on_device = visit(*enc);
@@ -251,19 +236,16 @@ int run_bench(const BenchArgs& a) {
   });
   // Both parts as generation makes them: through CUDA graphs where those are on (models/runtime/cuda_graph.h).
   std::optional<models::GraphCache> graphs(std::in_place);
-  if (!engine || !engine->lowvram()) part("text_encoder", a.warmup, a.runs, [&] {
+  if (graphs_on) part("text_encoder", a.warmup, a.runs, [&] {
     for (size_t e = 0; e < n.text.size(); ++e)
       graphs->run_all({ids}, [&](const std::vector<torch::Tensor>& in) { return std::vector<torch::Tensor>{n.text[e]->forward(in[0])}; },
                       "encoder " + std::to_string(e));
   });
   part("unet_cfg_step_eager", a.warmup, a.runs, [&] { n.unet->forward(x_cfg, t, ctx, nullptr, y); });
-  if (!engine || !engine->lowvram()) part("unet_cfg_step", a.warmup, a.runs, [&] {
+  if (graphs_on) part("unet_cfg_step", a.warmup, a.runs, [&] {
     graphs->run({x_cfg, t, ctx, y}, [&](const std::vector<torch::Tensor>& in) { return n.unet->forward(in[0], in[1], in[2], nullptr, in[3]); });
   });
   j["cuda_graphs"] = graphs->captured() > 0;
-  j["channels_last"] = models::channels_last_enabled(device);
-  j["vae_channels_last"] = models::vae_channels_last_enabled(device, n.vae->parameters().front().scalar_type());
-  j["fused_group_norm"] = device.is_cuda() && models::fused_group_norm_enabled();
   part("vae_decode", a.warmup, a.runs, [&] {
     const auto on_device = visit(*n.vae);
     n.vae->decode(latents);
@@ -298,20 +280,14 @@ int run_bench(const BenchArgs& a) {
       for (const auto& g : generate(*engine, r).images) encode_png(g.image, {{"parameters", g.parameters}});
     });
   }
-  j["peak_rss_gb"] = peak_rss_gb();
-  if (device.is_cuda()) {
-    j["cuda_peak_allocated_gb"] = 0.0;
-    for (const auto& [k, v] : j.items())
-      if (k.size() > 8 && k.substr(k.size() - 8) == "_peak_gb") j["cuda_peak_allocated_gb"] = std::max(j["cuda_peak_allocated_gb"].get<double>(), v.get<double>());
-    const auto [free, total] = compat::cuda_memory_info();
-    j["cuda_driver_used_gb"] = static_cast<double>(total - free) / 1e9;  // nvidia-smi's figure: context + allocator's reserve
-  }
+}
 
+void print_report(const BenchArgs& a, const nlohmann::json& j, torch::ScalarType dtype) {
   std::printf("sigma bench: %s, %s, %s, %lldx%lld, batch %lld (CFG: UNet at batch %lld), median of %lld after %lld warm-ups\n",
-              n.family.c_str(), device.str().c_str(), c10::toString(spec.dtype), static_cast<long long>(W),
-              static_cast<long long>(H), static_cast<long long>(B), static_cast<long long>(2 * B),
-              static_cast<long long>(a.runs), static_cast<long long>(a.warmup));
-  std::printf("  %-26s %10.2f s\n", a.random_weights.empty() ? "load" : "build (random weights)", load_s);
+              j["family"].get<std::string>().c_str(), j["device"].get<std::string>().c_str(), c10::toString(dtype),
+              j["width"].get<long long>(), j["height"].get<long long>(), static_cast<long long>(a.batch),
+              static_cast<long long>(2 * a.batch), static_cast<long long>(a.runs), static_cast<long long>(a.warmup));
+  std::printf("  %-26s %10.2f s\n", a.random_weights.empty() ? "load" : "build (random weights)", j["load_s"].get<double>());
   for (const std::string k : {"text_encoder_eager", "text_encoder", "unet_cfg_step_eager", "unet_cfg_step", "vae_decode", "vae_encode", "vae_decode_tiled", "vae_decode_tiled_offload", "image"}) {
     if (!j.contains(k + "_ms")) continue;
     std::printf("  %-26s %10.2f ms", (k + "_ms").c_str(), j[k + "_ms"].get<double>());
@@ -326,6 +302,48 @@ int run_bench(const BenchArgs& a) {
                 j["weights_allocated_gb"].get<double>());
     std::printf("  %-26s %10.2f GB\n", "CUDA used (driver)", j["cuda_driver_used_gb"].get<double>());
   }
+}
+
+int run_bench(const BenchArgs& a) {
+  if (a.random_weights.empty() == a.model.empty())
+    throw std::invalid_argument("sigma bench: give exactly one of --random-weights sd15|sd2|sdxl and -m MODEL");
+  if (a.lowvram && a.model.empty()) throw std::invalid_argument("sigma bench: --lowvram needs -m MODEL");
+  if (!a.profile.empty() && !std::filesystem::is_directory(a.profile))
+    throw std::invalid_argument("sigma bench --profile " + a.profile + ": not a folder; create it first (one trace per part is written into it)");
+  Request req;
+  req.device = a.device;
+  req.dtype = a.dtype;
+  req.model = a.model;
+  req.tokenizer = a.tokenizer;
+  req.lowvram = a.lowvram;
+  const ModelSpec spec = model_spec(req);
+  const torch::Device device = parse_device(spec.device);
+  const auto t_load = std::chrono::steady_clock::now();
+  std::shared_ptr<Engine> engine;
+  Networks n = bench_networks(a, spec, device, engine);
+  if (device.is_cuda()) compat::cuda_synchronize();
+  // After the load, as generation: weights made under InferenceMode could not be swapped
+  // between host and GPU memory (--lowvram's set_data).
+  c10::InferenceMode guard;
+  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
+
+  const int64_t W = a.width ? a.width : n.native, H = a.height ? a.height : n.native;
+  nlohmann::json j = {{"family", n.family}, {"device", device.str()}, {"dtype", a.dtype}, {"width", W}, {"height", H},
+                      {"batch", a.batch}, {"warmup", a.warmup}, {"runs", a.runs}, {"load_s", load_s}};
+  if (device.is_cuda()) j["weights_allocated_gb"] = compat::cuda_reserved_allocated().second / 1e9;
+  j["channels_last"] = models::channels_last_enabled(device);
+  j["vae_channels_last"] = models::vae_channels_last_enabled(device, n.vae->parameters().front().scalar_type());
+  j["fused_group_norm"] = device.is_cuda() && models::fused_group_norm_enabled();
+  time_parts(a, n, engine.get(), device, spec.dtype, W, H, j);
+  j["peak_rss_gb"] = peak_rss_gb();
+  if (device.is_cuda()) {
+    j["cuda_peak_allocated_gb"] = 0.0;
+    for (const auto& [k, v] : j.items())
+      if (k.size() > 8 && k.substr(k.size() - 8) == "_peak_gb") j["cuda_peak_allocated_gb"] = std::max(j["cuda_peak_allocated_gb"].get<double>(), v.get<double>());
+    const auto [free, total] = compat::cuda_memory_info();
+    j["cuda_driver_used_gb"] = static_cast<double>(total - free) / 1e9;  // nvidia-smi's figure: context + allocator's reserve
+  }
+  print_report(a, j, spec.dtype);
   if (!a.json.empty()) std::ofstream(a.json) << j.dump(2) << "\n";
   return 0;
 }

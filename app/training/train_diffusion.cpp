@@ -70,33 +70,117 @@ Base load_base(const std::string& path, torch::Device device) {
   return b;
 }
 
+// The frozen parts: the VAE (unet stage), or the whole ε model (flow, controlnet).
+struct Frozen {
+  Base base;  // empty for the unet stage
+  models::AutoencoderKL vae{nullptr};
+  double scale = 1;
+  std::map<std::string, std::string> vae_meta;  // carried into the exported checkpoint
+};
+
+Frozen frozen_parts(const TrainOptions& o, torch::Device device) {
+  Frozen fr;
+  if (o.stage == "unet") {
+    if (o.vae.empty()) throw std::invalid_argument("sigma train unet needs --vae (the output of `sigma train vae`)");
+    auto f = models::SafeTensors::open(o.vae);
+    fr.vae_meta = f->metadata();
+    fr.scale = std::stod(fr.vae_meta.at("sigma.vae_scaling_factor"));
+    fr.vae = models::load_vae_file(o.vae, fr.scale, {device, torch::kFloat32});
+    for (auto& p : fr.vae->parameters()) p.set_requires_grad(false);
+    return fr;
+  }
+  if (o.base.empty()) throw std::invalid_argument("sigma train " + o.stage + " needs --base (the ε model from `sigma train unet`)");
+  fr.base = load_base(o.base, device);
+  fr.vae = fr.base.vae;
+  fr.scale = fr.base.scale;
+  fr.vae_meta = fr.base.ck.metadata;
+  return fr;
+}
+
+// The networks a stage trains (and the frozen ones it runs), with the parameters the optimizer moves.
+struct Trained {
+  models::ClipTextModel clip{nullptr};
+  models::UNet unet{nullptr};
+  controlnet::ControlNet cn{nullptr};
+  std::vector<torch::nn::Module*> modules;
+  std::vector<torch::Tensor> params;
+};
+
+Trained trained_parts(const TrainOptions& o, const Base& base, const models::ClipTokenizer& tokenizer, torch::Device device) {
+  const bool flow = o.stage == "flow", control = o.stage == "controlnet";
+  Trained t;
+  t.clip = base.clip ? base.clip : models::ClipTextModel(shapes_clip(static_cast<int64_t>(tokenizer.vocab_size())));
+  t.unet = control ? base.unet : models::UNet(shapes_unet());
+  t.clip->to(device);
+  t.unet->to(device);
+  if (!o.init.empty() && !control) {
+    // Continue from an earlier run's exported weights (a fresh optimizer; the EMA starts there).
+    const auto init = models::open_checkpoint(o.init);
+    models::load_module(*t.unet, init.unet, "UNet of " + o.init, torch::kFloat32, device);
+    if (!flow) models::load_module(*t.clip, init.text_encoders[0].weights, "text encoder of " + o.init, torch::kFloat32, device);
+    std::fprintf(stderr, "%s: starting from %s\n", o.stage.c_str(), o.init.c_str());
+  }
+  if (control) {
+    t.cn = controlnet::ControlNet(shapes_controlnet());
+    t.cn->to(device);
+    torch::NoGradGuard no_grad;
+    // Start from the ε UNet's encoder (Zhang et al. 2023); zero convs and the hint encoder's output start at 0.
+    auto unet_params = t.unet->named_parameters();
+    for (auto& p : t.cn->named_parameters())
+      if (auto* src = unet_params.find(p.key())) p.value().copy_(*src);
+    for (auto& p : t.cn->zero_convs->parameters()) p.zero_();
+    for (auto& p : t.cn->middle_block_out->parameters()) p.zero_();
+    for (auto& p : t.cn->input_hint_block[t.cn->input_hint_block->size() - 1]->parameters()) p.zero_();
+    t.modules = {t.cn.get()};
+    t.params = trainable(*t.cn);
+  } else if (flow) {
+    t.modules = {t.unet.get()};
+    t.params = trainable(*t.unet);
+  } else {
+    t.modules = {t.unet.get(), t.clip.get()};
+    t.params = trainable(*t.unet);
+    for (auto& p : trainable(*t.clip)) t.params.push_back(p);
+  }
+  return t;
+}
+
+// Writes the stage's checkpoint (and, beside the text-conditioned ones, the tokenizer, where
+// the loader looks for it); returns its path.
+std::string export_stage(const TrainOptions& o, const Run& run, Frozen& fr, Trained& t, int64_t steps_done,
+                         const std::vector<double>& alphas_cumprod) {
+  const bool flow = o.stage == "flow", control = o.stage == "controlnet";
+  auto meta = base_metadata(o.stage, o, steps_done);
+  for (const char* k : {"sigma.vae_scaling_factor", "sigma.latent_rgb", "sigma.vae_heldout_psnr_db"})
+    if (fr.vae_meta.count(k)) meta[k] = fr.vae_meta.at(k);
+  const auto out = (run.dir / (o.stage == "unet" ? "sigma-shapes.safetensors"
+                               : flow          ? "sigma-shapes-flow.safetensors"
+                                               : "sigma-shapes-canny.safetensors"))
+                       .string();
+  if (control) {
+    export_checkpoint(out, {{"control_model.", t.cn.get()}}, {}, meta);
+    return out;
+  }
+  meta["sigma.prediction"] = flow ? "flow" : "eps";
+  if (flow) meta["sigma.flow_shift"] = "1";
+  std::vector<std::pair<std::string, torch::Tensor>> extra;
+  if (!flow) extra.emplace_back("alphas_cumprod", torch::tensor(alphas_cumprod, torch::kFloat64).to(torch::kFloat32));
+  export_checkpoint(out, {{"model.diffusion_model.", t.unet.get()}, {"first_stage_model.", fr.vae.get()},
+                          {"cond_stage_model.transformer.", t.clip.get()}},
+                    extra, meta);
+  const fs::path tok_dir = fs::path(out).replace_extension(".tokenizer");
+  fs::create_directories(tok_dir);
+  for (const char* f : {"vocab.json", "merges.txt", "tokenizer_config.json"})
+    fs::copy_file(run.dir / "tokenizer" / f, tok_dir / f, fs::copy_options::overwrite_existing);
+  return out;
+}
+
 }  // namespace
 
 std::string train_diffusion(const TrainOptions& o, torch::Device device, bool amp) {
   Run run{o, device, amp, o.out_dir};
   auto tokenizer = shapes_tokenizer(run.dir / "tokenizer");
   const bool flow = o.stage == "flow", control = o.stage == "controlnet";
-
-  // Frozen parts: the VAE (unet stage), or the whole ε model (flow, controlnet).
-  Base base;
-  models::AutoencoderKL vae{nullptr};
-  double scale = 1;
-  std::map<std::string, std::string> vae_meta;
-  if (o.stage == "unet") {
-    if (o.vae.empty()) throw std::invalid_argument("sigma train unet needs --vae (the output of `sigma train vae`)");
-    auto f = models::SafeTensors::open(o.vae);
-    vae_meta = f->metadata();
-    scale = std::stod(vae_meta.at("sigma.vae_scaling_factor"));
-    vae = models::load_vae_file(o.vae, scale, {device, torch::kFloat32});
-    for (auto& p : vae->parameters()) p.set_requires_grad(false);
-  } else {
-    if (o.base.empty()) throw std::invalid_argument("sigma train " + o.stage + " needs --base (the ε model from `sigma train unet`)");
-    base = load_base(o.base, device);
-    vae = base.vae;
-    scale = base.scale;
-    vae_meta = base.ck.metadata;
-  }
-
+  Frozen fr = frozen_parts(o, device);
   uint64_t first_seed = o.seed;
   torch::Tensor hints;
   int64_t pool_size = o.pool;
@@ -107,52 +191,20 @@ std::string train_diffusion(const TrainOptions& o, torch::Device device, bool am
   }
   std::fprintf(stderr, "%s: generating %lld samples and encoding them\n", o.stage.c_str(), static_cast<long long>(pool_size));
   auto pool = make_pool(first_seed, pool_size, tokenizer, o.threads, true, o.min_objects, o.max_objects);
-  auto data = encode_pool(vae, scale, pool, device);
+  auto vae = fr.vae;
+  auto data = encode_pool(vae, fr.scale, pool, device);
   const auto empty_ids = torch::tensor(tokenizer.encode_padded("", 77), torch::kLong).to(device);
-
-  // Trained parts.
-  models::ClipTextModel clip = base.clip ? base.clip : models::ClipTextModel(shapes_clip(static_cast<int64_t>(tokenizer.vocab_size())));
-  models::UNet unet = control ? base.unet : models::UNet(shapes_unet());
-  controlnet::ControlNet cn{nullptr};
-  clip->to(device);
-  unet->to(device);
-  if (!o.init.empty() && !control) {
-    // Continue from an earlier run's exported weights (a fresh optimizer; the EMA starts there).
-    const auto init = models::open_checkpoint(o.init);
-    models::load_module(*unet, init.unet, "UNet of " + o.init, torch::kFloat32, device);
-    if (!flow) models::load_module(*clip, init.text_encoders[0].weights, "text encoder of " + o.init, torch::kFloat32, device);
-    std::fprintf(stderr, "%s: starting from %s\n", o.stage.c_str(), o.init.c_str());
-  }
-  std::vector<torch::nn::Module*> modules;
-  std::vector<torch::Tensor> params;
-  if (control) {
-    cn = controlnet::ControlNet(shapes_controlnet());
-    cn->to(device);
-    torch::NoGradGuard no_grad;
-    // Start from the ε UNet's encoder (Zhang et al. 2023); zero convs and the hint encoder's output start at 0.
-    auto unet_params = unet->named_parameters();
-    for (auto& p : cn->named_parameters())
-      if (auto* src = unet_params.find(p.key())) p.value().copy_(*src);
-    for (auto& p : cn->zero_convs->parameters()) p.zero_();
-    for (auto& p : cn->middle_block_out->parameters()) p.zero_();
-    for (auto& p : cn->input_hint_block[cn->input_hint_block->size() - 1]->parameters()) p.zero_();
-    modules = {cn.get()};
-    params = trainable(*cn);
-  } else if (flow) {
-    modules = {unet.get()};
-    params = trainable(*unet);
-  } else {
-    modules = {unet.get(), clip.get()};
-    params = trainable(*unet);
-    for (auto& p : trainable(*clip)) params.push_back(p);
-  }
+  Trained t = trained_parts(o, fr.base, tokenizer, device);
+  auto& clip = t.clip;
+  auto& unet = t.unet;
+  auto& cn = t.cn;
 
   auto ms = samplers::ModelSampling::discrete(samplers::Prediction::eps);
   std::vector<double> ac = ms.alphas_cumprod();
   auto alphas = torch::tensor(ac, torch::kFloat64).to(torch::kFloat32).to(device);
   auto gen = at::detail::createCPUGenerator(o.seed ^ 0x5eed);
   const double dropout = control ? kControlCaptionDropout : kCaptionDropout;
-  const int64_t steps_done = loop(run, modules, params, [&](int64_t) {
+  const int64_t steps_done = loop(run, t.modules, t.params, [&](int64_t) {
     const int64_t B = o.batch;
     auto idx = torch::randint(data.z.size(0), {B}, gen).to(device);
     auto x0 = data.z.index_select(0, idx);
@@ -187,32 +239,7 @@ std::string train_diffusion(const TrainOptions& o, torch::Device device, bool am
     return F::mse_loss(unet->forward(xt, tf, ctx).to(torch::kFloat32), noise);
   }, o.stage);
 
-  auto meta = base_metadata(o.stage, o, steps_done);
-  for (const char* k : {"sigma.vae_scaling_factor", "sigma.latent_rgb", "sigma.vae_heldout_psnr_db"})
-    if (vae_meta.count(k)) meta[k] = vae_meta.at(k);
-  const auto out = (run.dir / (o.stage == "unet" ? "sigma-shapes.safetensors"
-                               : flow          ? "sigma-shapes-flow.safetensors"
-                                               : "sigma-shapes-canny.safetensors"))
-                       .string();
-  if (control) {
-    export_checkpoint(out, {{"control_model.", cn.get()}}, {}, meta);
-  } else {
-    meta["sigma.prediction"] = flow ? "flow" : "eps";
-    if (flow) meta["sigma.flow_shift"] = "1";
-    std::vector<std::pair<std::string, torch::Tensor>> extra;
-    if (!flow) extra.emplace_back("alphas_cumprod", torch::tensor(ac, torch::kFloat64).to(torch::kFloat32));
-    export_checkpoint(out, {{"model.diffusion_model.", unet.get()}, {"first_stage_model.", vae.get()},
-                            {"cond_stage_model.transformer.", clip.get()}},
-                      extra, meta);
-  }
-  // The tokenizer travels beside the checkpoint, where the loader looks for it.
-  const fs::path tok_dir = fs::path(out).replace_extension(".tokenizer");
-  if (!control) {
-    fs::create_directories(tok_dir);
-    for (const char* f : {"vocab.json", "merges.txt", "tokenizer_config.json"})
-      fs::copy_file(run.dir / "tokenizer" / f, tok_dir / f, fs::copy_options::overwrite_existing);
-  }
-  return out;
+  return export_stage(o, run, fr, t, steps_done, ac);
 }
 
 }  // namespace sigma::app

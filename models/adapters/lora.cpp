@@ -289,19 +289,14 @@ void AdapterModule::add_to(torch::Tensor& weight, double strength) const {
   weight.add_(delta(weight.sizes().vec(), weight.device()), strength);
 }
 
-std::shared_ptr<const Adapter> load_adapter(const std::string& path, const AdapterModel& model,
-                                            const AdapterOptions& options) {
-  const std::string name = file_name(path);
-  const auto ext = std::filesystem::path(path).extension().string();
-  if (ext == ".pt" || ext == ".ckpt" || ext == ".pth" || ext == ".bin")
-    throw AdapterError(path + ": pickle files (" + ext + ") can run code when loaded and are not supported; "
-                              "convert it to .safetensors (e.g. with the safetensors package) and pass that");
-  auto f = SafeTensors::open(path);
+namespace {
 
-  // Group the keys into modules by their known suffixes.
+// The file's keys grouped into modules by their known suffixes; throws for a file that is
+// not an adapter, or one with keys of a format we do not read.
+std::map<std::string, FileModule> group_modules(const SafeTensors& f, const std::string& path) {
   std::map<std::string, FileModule> modules;
   std::vector<std::string> unknown_suffix;
-  for (const auto& t : f->tensors()) {
+  for (const auto& t : f.tensors()) {
     bool found = false;
     for (const auto& [suffix, role] : suffix_roles()) {
       if (!ends_with(t.name, suffix)) continue;
@@ -318,7 +313,95 @@ std::shared_ptr<const Adapter> load_adapter(const std::string& path, const Adapt
     throw AdapterError(path + ": " + std::to_string(unknown_suffix.size()) +
                        " keys of a format Sigma Studio does not know (DoRA's dora_scale, bias diffs, ...): " +
                        join(unknown_suffix));
+  return modules;
+}
 
+// One module's factors, kind, delta shape and alpha/rank scale.
+AdapterModule read_module(const SafeTensors& f, const std::string& path, const std::string& source, const FileModule& fm) {
+  AdapterModule m;
+  m.source = source;
+  auto role = [&](const std::string& r) { return fm.roles.count(r) > 0; };
+  for (const auto& [r, key] : fm.roles) {
+    const auto dot = r.find('.');
+    m.factors[dot == std::string::npos ? r : r.substr(dot + 1)] = f.load(key);
+  }
+  m.factors.erase("alpha");
+  if (role("up") || role("down")) {
+    if (!role("up") || !role("down")) throw AdapterError(path + ": " + source + " has only one of its up/down factors");
+    m.kind = AdapterKind::LoRA;
+  } else if (role("hada.w1_a")) {
+    for (const char* r : {"w1_b", "w2_a", "w2_b"})
+      if (!m.factors.count(r)) throw AdapterError(path + ": LoHa module " + source + " lacks hada_" + r);
+    m.kind = AdapterKind::LoHa;
+  } else if (std::any_of(fm.roles.begin(), fm.roles.end(), [](const auto& kv) { return starts_with(kv.first, "lokr."); })) {
+    m.kind = AdapterKind::LoKr;
+  } else if (role("diff")) {
+    m.kind = AdapterKind::Diff;
+  } else {
+    throw AdapterError(path + ": " + source + " has an alpha but no factors");
+  }
+  m.delta_shape = formula_shape(m, path + ": " + source);
+  // alpha / rank; LoKr only when a factor is low-rank (the rank of the last one, as ComfyUI).
+  if (role("alpha")) {
+    const double alpha = f.load(fm.roles.at("alpha"), torch::kFloat64).item<double>();
+    int64_t rank = 0;
+    if (m.kind == AdapterKind::LoRA) rank = m.factors.at("down").size(0);
+    if (m.kind == AdapterKind::LoHa) rank = m.factors.at("w1_b").size(0);
+    if (m.kind == AdapterKind::LoKr) {
+      if (m.factors.count("w1_b")) rank = m.factors.at("w1_b").size(0);
+      if (m.factors.count("w2_b")) rank = m.factors.at("w2_b").size(0);
+    }
+    if (rank > 0) m.scale = alpha / static_cast<double>(rank);
+  }
+  return m;
+}
+
+// Modules that fit no weight: one error that says why (another family's LoRA, wrong widths,
+// unknown names), unless the caller allows unmatched names.
+void check_unfitted(const SafeTensors& f, const std::string& path, const AdapterModel& model,
+                    const std::map<std::string, FileModule>& modules, const std::vector<std::string>& unmatched,
+                    const std::vector<std::string>& mismatched, const AdapterOptions& options) {
+  const size_t failed = unmatched.size() + mismatched.size();
+  if (failed == 0) return;
+  bool missing_component = false;
+  for (const auto& [source, fm] : modules)
+    missing_component = missing_component ||
+                        ((starts_with(source, "lora_te2_") || starts_with(source, "text_encoder_2.")) &&
+                         !model.components.count(kTextEncoder2));
+  const auto family = guess_family(f, modules);
+  if (!family.empty() && !same_family(family, model.family) &&
+      (missing_component || 2 * failed >= modules.size() || !mismatched.empty()))
+    throw AdapterError(path + ": this LoRA is for " + family + ", the model is " + model.family + " (" +
+                       std::to_string(failed) + " of " + std::to_string(modules.size()) +
+                       " modules fit no weight of the model)");
+  if (!mismatched.empty())
+    throw AdapterError(path + ": " + std::to_string(mismatched.size()) +
+                       " modules do not fit the shape of their weight: " + join(mismatched, 4));
+  if (!unmatched.empty() && !options.allow_unmatched)
+    throw AdapterError(path + ": " + std::to_string(unmatched.size()) + " of " + std::to_string(modules.size()) +
+                       " modules match no weight of the " + model.family + " model: " + join(unmatched));
+}
+
+// A name for the UI and logs: "kohya LoRA + LoCon", "LyCORIS LoHa", "diffusers/PEFT LoRA".
+std::string format_name(const std::set<std::string>& kinds, const std::set<std::string>& spellings) {
+  std::string kind_list;
+  for (const auto& k : kinds) kind_list += (kind_list.empty() ? "" : " + ") + k;
+  if (kinds.count("LoCon") && kinds.count("LoRA")) kind_list = "LoRA + LoCon";
+  const bool lycoris = kinds.count("LoHa") || kinds.count("LoKr") || kinds.count("full diff");
+  return (lycoris ? std::string("LyCORIS") : join(std::vector<std::string>(spellings.begin(), spellings.end()))) + " " +
+         kind_list;
+}
+
+}  // namespace
+
+std::shared_ptr<const Adapter> load_adapter(const std::string& path, const AdapterModel& model,
+                                            const AdapterOptions& options) {
+  const auto ext = std::filesystem::path(path).extension().string();
+  if (ext == ".pt" || ext == ".ckpt" || ext == ".pth" || ext == ".bin")
+    throw AdapterError(path + ": pickle files (" + ext + ") can run code when loaded and are not supported; "
+                              "convert it to .safetensors (e.g. with the safetensors package) and pass that");
+  auto f = SafeTensors::open(path);
+  const auto modules = group_modules(*f, path);
   auto adapter = std::make_shared<Adapter>();
   adapter->path = path;
   adapter->metadata = f->metadata();
@@ -337,44 +420,9 @@ std::shared_ptr<const Adapter> load_adapter(const std::string& path, const Adapt
       adapter->skipped.push_back(source);
       continue;
     }
-    AdapterModule m;
-    m.source = source;
+    AdapterModule m = read_module(*f, path, source, fm);
     m.component = component;
     m.target = target;
-    auto role = [&](const std::string& r) { return fm.roles.count(r) > 0; };
-    for (const auto& [r, key] : fm.roles) {
-      const auto dot = r.find('.');
-      m.factors[dot == std::string::npos ? r : r.substr(dot + 1)] = f->load(key);
-    }
-    m.factors.erase("alpha");
-    if (role("up") || role("down")) {
-      if (!role("up") || !role("down")) throw AdapterError(path + ": " + source + " has only one of its up/down factors");
-      m.kind = AdapterKind::LoRA;
-    } else if (role("hada.w1_a")) {
-      for (const char* r : {"w1_b", "w2_a", "w2_b"})
-        if (!m.factors.count(r)) throw AdapterError(path + ": LoHa module " + source + " lacks hada_" + r);
-      m.kind = AdapterKind::LoHa;
-    } else if (std::any_of(fm.roles.begin(), fm.roles.end(), [](const auto& kv) { return starts_with(kv.first, "lokr."); })) {
-      m.kind = AdapterKind::LoKr;
-    } else if (role("diff")) {
-      m.kind = AdapterKind::Diff;
-    } else {
-      throw AdapterError(path + ": " + source + " has an alpha but no factors");
-    }
-    const std::string where = path + ": " + source;
-    m.delta_shape = formula_shape(m, where);
-    // alpha / rank; LoKr only when a factor is low-rank (the rank of the last one, as ComfyUI).
-    if (role("alpha")) {
-      const double alpha = f->load(fm.roles.at("alpha"), torch::kFloat64).item<double>();
-      int64_t rank = 0;
-      if (m.kind == AdapterKind::LoRA) rank = m.factors.at("down").size(0);
-      if (m.kind == AdapterKind::LoHa) rank = m.factors.at("w1_b").size(0);
-      if (m.kind == AdapterKind::LoKr) {
-        if (m.factors.count("w1_b")) rank = m.factors.at("w1_b").size(0);
-        if (m.factors.count("w2_b")) rank = m.factors.at("w2_b").size(0);
-      }
-      if (rank > 0) m.scale = alpha / static_cast<double>(rank);
-    }
     const auto& shape = comp.weights.at(target);
     if (shape.empty() || shape[0] != m.delta_shape[0] || product(shape) != product(m.delta_shape)) {
       mismatched.push_back(source + " (" + component + " " + target + "): delta " + shape_string(m.delta_shape) +
@@ -387,39 +435,11 @@ std::shared_ptr<const Adapter> load_adapter(const std::string& path, const Adapt
     spellings.insert(starts_with(source, "lora_") ? "kohya" : "diffusers/PEFT");
     adapter->modules.push_back(std::move(m));
   }
-
-  const size_t fitted = adapter->modules.size() + adapter->skipped.size();
-  const size_t failed = unmatched.size() + mismatched.size();
-  if (failed > 0) {
-    // Mostly failures, with names or widths of another family: one error that says so.
-    bool missing_component = false;
-    for (const auto& [source, fm] : modules)
-      missing_component = missing_component ||
-                          ((starts_with(source, "lora_te2_") || starts_with(source, "text_encoder_2.")) &&
-                           !model.components.count(kTextEncoder2));
-    const auto family = guess_family(*f, modules);
-    if (!family.empty() && !same_family(family, model.family) &&
-        (missing_component || 2 * failed >= modules.size() || !mismatched.empty()))
-      throw AdapterError(path + ": this LoRA is for " + family + ", the model is " + model.family + " (" +
-                         std::to_string(failed) + " of " + std::to_string(modules.size()) +
-                         " modules fit no weight of the model)");
-    if (!mismatched.empty())
-      throw AdapterError(path + ": " + std::to_string(mismatched.size()) +
-                         " modules do not fit the shape of their weight: " + join(mismatched, 4));
-    if (!unmatched.empty() && !options.allow_unmatched)
-      throw AdapterError(path + ": " + std::to_string(unmatched.size()) + " of " + std::to_string(modules.size()) +
-                         " modules match no weight of the " + model.family + " model: " + join(unmatched));
-  }
+  check_unfitted(*f, path, model, modules, unmatched, mismatched, options);
   adapter->unmatched = unmatched;
-  if (fitted == 0) throw AdapterError(path + ": no module of " + name + " fits the model");
-
-  // A name for the UI and logs: "kohya LoRA + LoCon", "LyCORIS LoHa", "diffusers/PEFT LoRA".
-  std::string kind_list;
-  for (const auto& k : kinds) kind_list += (kind_list.empty() ? "" : " + ") + k;
-  if (kinds.count("LoCon") && kinds.count("LoRA")) kind_list = "LoRA + LoCon";
-  const bool lycoris = kinds.count("LoHa") || kinds.count("LoKr") || kinds.count("full diff");
-  adapter->format = (lycoris ? std::string("LyCORIS") : join(std::vector<std::string>(spellings.begin(), spellings.end()))) +
-                    " " + kind_list;
+  if (adapter->modules.empty() && adapter->skipped.empty())
+    throw AdapterError(path + ": no module of " + file_name(path) + " fits the model");
+  adapter->format = format_name(kinds, spellings);
   return adapter;
 }
 

@@ -76,8 +76,8 @@ UNetConfig infer_unet_config(const TensorIndex& u, Family family, const std::str
     }
   if (u.count("label_emb.0.0.weight")) c.adm_in_channels = dim(u, "label_emb.0.0.weight", 1, what);
   const auto& d = family_description(family);
-  c.num_heads = d.unet_num_heads;
-  c.head_dim = d.unet_head_dim;
+  c.num_heads = d.unet.num_heads;
+  c.head_dim = d.unet.head_dim;
   return c;
 }
 

@@ -36,8 +36,10 @@ FamilyDescription sd1() {
   d.latent_rgb = sd_latent_rgb();
   d.native_size = 512;
   d.default_prediction = "eps";
-  d.unet_num_heads = 8;
-  d.unet_head_dim = -1;
+  d.unet.num_heads = 8;
+  d.unet.head_dim = -1;
+  d.size_presets = {{512, 512, "square"}, {512, 768, "portrait"}, {768, 512, "landscape"},
+                    {448, 640, "2:3 portrait"}, {640, 448, "3:2 landscape"}};
   return d;
 }
 
@@ -56,8 +58,10 @@ FamilyDescription sd2() {
   d.native_size = 512;
   d.native_size_v = 768;
   d.default_prediction = "v";  // single files are the 768-v models unless told otherwise
-  d.unet_num_heads = -1;
-  d.unet_head_dim = 64;
+  d.unet.num_heads = -1;
+  d.unet.head_dim = 64;
+  d.size_presets = {{768, 768, "square (768-v)"}, {512, 512, "square (512 base)"}, {576, 1024, "9:16 portrait"},
+                    {1024, 576, "16:9 landscape"}, {640, 896, "5:7 portrait"}, {896, 640, "7:5 landscape"}};
   return d;
 }
 
@@ -82,8 +86,11 @@ FamilyDescription sdxl() {
   d.latent_rgb = sdxl_latent_rgb();
   d.native_size = 1024;
   d.default_prediction = "eps";
-  d.unet_num_heads = -1;
-  d.unet_head_dim = 64;
+  d.unet.num_heads = -1;
+  d.unet.head_dim = 64;
+  // SDXL's training buckets, about one megapixel each.
+  d.size_presets = {{1024, 1024, "square"}, {1152, 896, "9:7"}, {896, 1152, "7:9"}, {1216, 832, "3:2"},
+                    {832, 1216, "2:3"},     {1344, 768, "16:9"}, {768, 1344, "9:16"}};
   return d;
 }
 

@@ -51,8 +51,18 @@ struct FamilyDescription {
   int64_t native_size = 512;      // default canvas
   int64_t native_size_v = 0;      // the canvas of the family's v-prediction models when it differs (SD 2.x-768)
   std::string default_prediction = "eps";  // of single files; diffusers folders say so in scheduler/
-  // UNet attention heads: a fixed count (SD 1.x: 8) or a fixed width (SD 2.x, SDXL: 64).
-  int64_t unet_num_heads = 8, unet_head_dim = -1;
+  // What only the family's UNet needs (a transformer family fills its own network's rules):
+  // attention heads of a fixed count (SD 1.x: 8) or a fixed width (SD 2.x, SDXL: 64).
+  struct UNetRules {
+    int64_t num_heads = 8, head_dim = -1;
+  } unet;
+  // The sizes its users pick (A1111's and ComfyUI's resolution menus for the family), for the
+  // GUI's size menu; the model's own native size is offered besides.
+  struct SizePreset {
+    int width, height;
+    std::string label;
+  };
+  std::vector<SizePreset> size_presets;
 
   bool has_additional_embedding() const { return adm_in_channels > 0; }
   std::string describe() const;   // one line for `sigma info`

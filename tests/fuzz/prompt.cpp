@@ -39,6 +39,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   } catch (const std::exception&) {
   }
+  try {  // the request's one read: every tag's recorded place holds that tag's text
+    Request r;
+    r.prompt = prompt;
+    const auto p = read_prompts(r);
+    for (const auto& t : p.positive.tags)
+      if (t.begin + t.length > prompt.size() || prompt[t.begin] != '<' || prompt[t.begin + t.length - 1] != '>') __builtin_trap();
+  } catch (const std::invalid_argument&) {  // a tag strength that is not a number
+  }
   try {
     const std::string text = prompt_text(prompt);
     for (bool emphasis : {true, false}) {
