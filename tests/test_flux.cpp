@@ -5,6 +5,7 @@
 #include "models/io/safetensors.h"
 #include "models/io/weights.h"
 #include "models/nn/layers.h"
+#include "models/diffusion/dit/flux.h"
 #include "models/text/t5_encoder.h"
 #include "tests/support.h"
 
@@ -24,6 +25,13 @@ models::T5Encoder load_t5(const std::string& path, torch::Device device, torch::
   // encoder.embed_tokens is `shared` again (tied), stored twice by Hugging Face.
   models::load_module(*t5, index, "T5 of " + path, dtype, device, {"encoder.embed_tokens.weight"});
   return t5;
+}
+
+models::FluxTransformer load_flux(const std::string& path, torch::Device device, torch::ScalarType dtype) {
+  const auto index = models::index_file(models::SafeTensors::open(path));
+  auto tr = models::build_uninitialised<models::FluxTransformer>(models::flux_config_from_shapes(shapes_of(index), path));
+  models::load_module(*tr, index, "Flux transformer of " + path, dtype, device);
+  return tr;
 }
 
 }  // namespace
@@ -46,6 +54,46 @@ TEST_SUITE("conformance.flux") {
                      test::tolerance(1e-4)));
     CHECK(test::error_of([&] { t5->forward(torch::full({1, 4}, 300, torch::kLong)); }).find("--t5-tokenizer") !=
           std::string::npos);
+    report.close();
+    CHECK(report.passed == report.total);
+  }
+
+  TEST_CASE("Flux parts: the transformer (dev and schnell), packing and ids") {
+    auto refs = models::SafeTensors::open(flux() + "/refs/refs.safetensors");
+    auto variants = models::SafeTensors::open(flux() + "/refs/variants.safetensors");
+    auto ref = [&](const std::string& n) { return refs->load(n, torch::kFloat32); };
+    const auto device = test::test_device();
+    const auto dtype = test::test_dtype();
+    auto in = [&](const std::string& n) { return ref(n).to(device, dtype); };
+    test::CaseReport report("flux");
+    c10::InferenceMode guard;
+    CHECK(report.add_exact("2x2 packing of tr.latent", torch::equal(models::flux_pack(ref("tr.latent")), ref("tr.hidden_states"))));
+    const auto ids = models::flux_image_ids(16, 16, 2, torch::TensorOptions().dtype(torch::kFloat32));
+    CHECK(report.add_exact("image ids (0, row, col)", torch::equal(ids[0], ref("tr.img_ids"))));
+    CHECK(torch::equal(models::flux_unpack(ref("tr.hidden_states"), 16, 16), ref("tr.latent")));
+
+    auto dev = load_flux(flux() + "/models/flux-tiny.safetensors", device, dtype);
+    CHECK(dev->config.guidance_embed);
+    CHECK((dev->config.axes_dim == std::vector<int64_t>{4, 6, 6}));
+    const auto t = ref("tr.timestep").to(device) * 1000;
+    auto packed = dev->forward_packed(in("tr.hidden_states"), in("tr.img_ids").unsqueeze(0), in("tr.encoder_hidden_states"),
+                                      in("tr.txt_ids").unsqueeze(0), t, in("tr.pooled"), ref("tr.guidance").to(device) * 1000);
+    const double tol = test::tolerance(1e-4);
+    CHECK(report.add("tr.out (dev, packed tokens)", test::rel_error(packed, ref("tr.out")), tol));
+    // The same through the DiffusionModel interface: the unpacked latent, σ·1000, the guidance value.
+    models::DiffusionConditioning c;
+    c.context = in("tr.encoder_hidden_states");
+    c.y = in("tr.pooled");
+    c.guidance = ref("tr.guidance").to(device);
+    auto out = dev->forward(in("tr.latent"), t, c);
+    CHECK(report.add("tr.out (dev, DiffusionModel on the latent)", test::rel_error(models::flux_pack(out), ref("tr.out")), tol));
+    c.guidance = torch::Tensor();
+    CHECK(test::error_of([&] { dev->forward(in("tr.latent"), t, c); }).find("--guidance") != std::string::npos);
+
+    auto schnell = load_flux(flux() + "/models/flux-tiny-schnell.safetensors", device, dtype);
+    CHECK_FALSE(schnell->config.guidance_embed);
+    CHECK(report.add("schnell.tr.out", test::rel_error(models::flux_pack(schnell->forward(in("tr.latent"), t, c)),
+                                                       variants->load("schnell.tr.out", torch::kFloat32)), tol));
     report.close();
     CHECK(report.passed == report.total);
   }

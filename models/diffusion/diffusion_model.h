@@ -20,7 +20,8 @@ struct ControlResiduals {
 // What a network is given besides x and t, for one call (all on the network's device).
 struct DiffusionConditioning {
   torch::Tensor context;  // [B, tokens, width]: the text encoders' states (cross-attention)
-  torch::Tensor y;        // [B, width]: a vector input (SDXL: label_emb's [pooled, Fourier(time ids)]), else undefined
+  torch::Tensor y;        // [B, width]: a vector input (SDXL: label_emb's [pooled, Fourier(time ids)]; Flux: CLIP's pooled), else undefined
+  torch::Tensor guidance; // [B]: a distilled guidance value (Flux dev's guidance_in, e.g. 3.5), else undefined
   const ControlResiduals* control = nullptr;  // ControlNet residuals, or none
 };
 
