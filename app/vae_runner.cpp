@@ -51,7 +51,7 @@ torch::Tensor decoded_pixels(Engine& engine, models::AutoencoderKLImpl& vae, con
 bool vae_tiled(Engine& engine, const Request& r, const std::vector<int64_t>& latent_shape) {
   if (r.vae_tiling || engine.lowvram()) return true;
   const auto& vae = engine.vae();  // its own dtype: SDXL's runs in float32 under float16
-  const double need = models::untiled_decode_bytes(vae->config, latent_shape, vae->post_quant_conv->weight.scalar_type());
+  const double need = models::untiled_decode_bytes(vae->config, latent_shape, vae->weight_dtype());
   return need > models::available_memory_bytes(engine.device().is_cuda());
 }
 

@@ -6,7 +6,11 @@
 #include "models/io/weights.h"
 #include "models/nn/layers.h"
 #include "models/diffusion/dit/flux.h"
+#include "models/families/checkpoint.h"
+#include "models/families/loader.h"
+#include "models/text/clip_text.h"
 #include "models/text/t5_encoder.h"
+#include "models/vae/tiling.h"
 #include "tests/support.h"
 
 namespace {
@@ -94,6 +98,39 @@ TEST_SUITE("conformance.flux") {
     CHECK_FALSE(schnell->config.guidance_embed);
     CHECK(report.add("schnell.tr.out", test::rel_error(models::flux_pack(schnell->forward(in("tr.latent"), t, c)),
                                                        variants->load("schnell.tr.out", torch::kFloat32)), tol));
+    report.close();
+    CHECK(report.passed == report.total);
+  }
+
+  TEST_CASE("Flux parts: CLIP-L's pooled vector and the 16-channel VAE without quant convs") {
+    auto refs = models::SafeTensors::open(flux() + "/refs/refs.safetensors");
+    auto ref = [&](const std::string& n) { return refs->load(n, torch::kFloat32); };
+    const auto device = test::test_device();
+    const auto dtype = test::test_dtype();
+    auto in = [&](const std::string& n) { return ref(n).to(device, dtype); };
+    const double tol = test::tolerance(1e-4);
+    test::CaseReport report("flux");
+    c10::InferenceMode guard;
+
+    const auto clip_path = flux() + "/models/clip_l.safetensors";
+    const auto clip_index = models::index_file(models::SafeTensors::open(clip_path));
+    // CLIP-L as SD 1.x reads it (quick GELU, end token 49407): Flux's first encoder.
+    auto clip = models::build_uninitialised<models::ClipTextModel>(
+        models::infer_clip_config(clip_index, models::Family::SD1, clip_path));
+    models::load_module(*clip, clip_index, "CLIP-L of " + clip_path, dtype, device);
+    const auto pooled = clip->forward_pooled(refs->load("clip.ids").to(device), 1, true).second;
+    CHECK(report.add("clip.pooled (no projection)", test::rel_error(pooled, ref("clip.pooled")), tol));
+
+    auto vae = models::load_vae_file(flux() + "/models/flux-tiny-ae.safetensors", 0.3611, {device, dtype});
+    CHECK_FALSE(vae->config.quant_convs);
+    CHECK(vae->config.z_channels == 16);
+    CHECK(report.add("vae.decoded", test::rel_error(vae->decode(in("vae.z")), ref("vae.decoded")), tol));
+    const auto [mean, logvar] = vae->encode_moments(in("vae.image"));
+    CHECK(report.add("vae.mean", test::rel_error(mean, ref("vae.mean")), tol));
+    CHECK(report.add("vae.logvar", test::rel_error(logvar, ref("vae.logvar")), tol));
+    models::VaeTiling tiling;
+    tiling.tile = 8;  // 4 tiles of the 16x16 latent: the tiled path without quant convs too
+    CHECK(report.add("vae.decoded, tiled", test::rel_error(models::tiled_decode(*vae, in("vae.z"), tiling), ref("vae.decoded")), tol));
     report.close();
     CHECK(report.passed == report.total);
   }

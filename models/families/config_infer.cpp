@@ -92,6 +92,7 @@ VaeConfig infer_vae_config(const TensorIndex& v, const std::string& what) {
   for (int64_t i = 0; v.count("encoder.down." + std::to_string(i) + ".block.0.conv1.weight"); ++i)
     c.ch_mult.push_back(dim(v, "encoder.down." + std::to_string(i) + ".block.0.conv2.weight", 0, what) / c.ch);
   if (c.ch_mult.empty() || c.num_res_blocks == 0) throw ModelLoadError(what + ": no VAE encoder levels found");
+  c.quant_convs = v.count("quant_conv.weight") > 0;
   return c;
 }
 

@@ -133,7 +133,6 @@ torch::Tensor ClipTextModelImpl::forward_with_extra_tokens(const torch::Tensor& 
 std::pair<torch::Tensor, torch::Tensor> ClipTextModelImpl::forward_pooled(const torch::Tensor& ids, int64_t clip_skip,
                                                                            bool final_norm, const torch::Tensor& extra) {
   check_skip(config, clip_skip);
-  if (!text_projection) throw std::invalid_argument("this text encoder has no text_projection: it gives no pooled vector");
   auto x = embed(ids, extra);
   const int64_t keep = config.layers - clip_skip + 1;  // the state after this many layers is the hidden state read
   torch::Tensor hidden;
@@ -148,7 +147,10 @@ std::pair<torch::Tensor, torch::Tensor> ClipTextModelImpl::forward_pooled(const 
   auto is_end = ids_d == config.eos_token_id;
   auto index = torch::where(is_end.any(1), is_end.to(torch::kInt).argmax(1), ids_d.argmax(1));
   auto rows = torch::arange(ids_d.size(0), index.options());
-  auto pooled = text_projection->forward(last.index({rows, index}));
+  // CLIPTextModelWithProjection's text_embeds (SDXL's encoder 2), else CLIPTextModel's
+  // pooler_output, the final-normed state itself (Flux's CLIP-L, vector_in's input).
+  auto pooled = last.index({rows, index});
+  if (text_projection) pooled = text_projection->forward(pooled);
   return {hidden, pooled};
 }
 

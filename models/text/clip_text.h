@@ -79,9 +79,10 @@ struct ClipTextModelImpl : torch::nn::Module {
                                           bool final_norm = true);
   // Token embeddings [B,L,width] of ids, on the model's device, extra ids as above.
   torch::Tensor embed_tokens(const torch::Tensor& ids, const torch::Tensor& extra = {});
-  // The same hidden state, and the pooled vector [B, projection_dim]: the final-LayerNorm'ed
-  // last-layer state at each row's first end token (argmax of the ids where there is none),
-  // times text_projection, as transformers' CLIPTextModelWithProjection.text_embeds.
+  // The same hidden state, and the pooled vector: the final-LayerNorm'ed last-layer state at
+  // each row's first end token (argmax of the ids where there is none), times text_projection
+  // where the model has one (transformers' CLIPTextModelWithProjection.text_embeds, [B,
+  // projection_dim]), else as it is (CLIPTextModel's pooler_output, [B, width]: Flux's CLIP-L).
   std::pair<torch::Tensor, torch::Tensor> forward_pooled(const torch::Tensor& ids, int64_t clip_skip, bool final_norm,
                                                          const torch::Tensor& extra = {});
   ClipTextConfig config;

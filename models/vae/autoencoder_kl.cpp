@@ -124,14 +124,19 @@ torch::Tensor VaeDecoderImpl::forward(const torch::Tensor& z) {
 AutoencoderKLImpl::AutoencoderKLImpl(VaeConfig c) : config(std::move(c)) {
   encoder = register_module("encoder", VaeEncoder(config));
   decoder = register_module("decoder", VaeDecoder(config));
-  quant_conv = register_module("quant_conv", conv(2 * config.z_channels, 2 * config.z_channels, 1));
-  post_quant_conv = register_module("post_quant_conv", conv(config.z_channels, config.z_channels, 1));
+  if (config.quant_convs) {
+    quant_conv = register_module("quant_conv", conv(2 * config.z_channels, 2 * config.z_channels, 1));
+    post_quant_conv = register_module("post_quant_conv", conv(config.z_channels, config.z_channels, 1));
+  }
 }
+
+torch::Tensor AutoencoderKLImpl::quantize(const torch::Tensor& moments) { return quant_conv ? quant_conv->forward(moments) : moments; }
+torch::Tensor AutoencoderKLImpl::post_quantize(const torch::Tensor& z) { return post_quant_conv ? post_quant_conv->forward(z) : z; }
+torch::ScalarType AutoencoderKLImpl::weight_dtype() const { return decoder->conv_in->weight.scalar_type(); }
 
 // Inputs run in the module's dtype (a VAE kept in float32 for a float16 pipeline), outputs come back in theirs.
 std::pair<torch::Tensor, torch::Tensor> AutoencoderKLImpl::encode_moments(const torch::Tensor& image) {
-  const auto dtype = quant_conv->weight.scalar_type();
-  return posterior(quant_conv->forward(encoder->forward(image.to(dtype))), image.scalar_type());
+  return posterior(quantize(encoder->forward(image.to(weight_dtype()))), image.scalar_type());
 }
 
 std::pair<torch::Tensor, torch::Tensor> AutoencoderKLImpl::posterior(const torch::Tensor& moments, torch::ScalarType dtype) {
@@ -140,8 +145,7 @@ std::pair<torch::Tensor, torch::Tensor> AutoencoderKLImpl::posterior(const torch
 }
 
 torch::Tensor AutoencoderKLImpl::decode(const torch::Tensor& z) {
-  const auto dtype = post_quant_conv->weight.scalar_type();
-  return decoder->forward(post_quant_conv->forward(z.to(dtype))).to(z.scalar_type());
+  return decoder->forward(post_quantize(z.to(weight_dtype()))).to(z.scalar_type());
 }
 
 }  // namespace sigma::models

@@ -17,6 +17,7 @@ struct VaeConfig {
   std::vector<int64_t> ch_mult{1, 2, 4, 4};
   int64_t num_res_blocks = 2;
   double scaling_factor = 0.18215;  // latents are z · scaling_factor
+  bool quant_convs = true;  // the 1x1 quant_conv / post_quant_conv (SD's KL-VAEs); Flux's ae has none
   int64_t downscale() const { return int64_t(1) << (ch_mult.size() - 1); }
   std::string describe() const;
 };
@@ -94,11 +95,15 @@ struct AutoencoderKLImpl : torch::nn::Module {
   torch::Tensor decode(const torch::Tensor& z);
   // quant_conv's output -> (mean, logvar) in `dtype` (encode_moments' last step)
   static std::pair<torch::Tensor, torch::Tensor> posterior(const torch::Tensor& moments, torch::ScalarType dtype);
+  // The encoder's moments through quant_conv, and z through post_quant_conv, where the VAE has them.
+  torch::Tensor quantize(const torch::Tensor& moments);
+  torch::Tensor post_quantize(const torch::Tensor& z);
+  torch::ScalarType weight_dtype() const;  // what inputs are converted to
 
   VaeConfig config;
   VaeEncoder encoder{nullptr};
   VaeDecoder decoder{nullptr};
-  layers::Conv2d quant_conv{nullptr}, post_quant_conv{nullptr};
+  layers::Conv2d quant_conv{nullptr}, post_quant_conv{nullptr};  // unset without quant_convs
 };
 TORCH_MODULE(AutoencoderKL);
 

@@ -220,12 +220,12 @@ void run_levels(Tiles& tiles, const std::vector<VaeLevelImpl*>& levels, int64_t 
 }  // namespace
 
 torch::Tensor tiled_decode(AutoencoderKLImpl& vae, const torch::Tensor& z, const VaeTiling& tiling) {
-  const auto dtype = vae.post_quant_conv->weight.scalar_type();
+  const auto dtype = vae.weight_dtype();
   auto& d = *vae.decoder;
   std::vector<VaeLevelImpl*> levels;  // from the coarsest, as VaeDecoderImpl::forward runs them
   for (size_t i = d.up->size(); i-- > 0;) levels.push_back(d.up[i]->as<VaeLevel>());
   // conv_in and the mid block (its attention sees every pixel) at latent resolution, untiled.
-  Tiles tiles(d.mid->forward(d.conv_in->forward(vae.post_quant_conv->forward(z.to(dtype)))), tiling.tile,
+  Tiles tiles(d.mid->forward(d.conv_in->forward(vae.post_quantize(z.to(dtype)))), tiling.tile,
               tiling.margin >= 0 ? tiling.margin : decoder_margin(vae.config), 1, tiling.offload,
               block(*levels.front(), 0).norm1.get());
   run_levels(tiles, levels, 2, 1, d.norm_out.get());
@@ -236,7 +236,7 @@ torch::Tensor tiled_decode(AutoencoderKLImpl& vae, const torch::Tensor& z, const
 
 std::pair<torch::Tensor, torch::Tensor> tiled_encode_moments(AutoencoderKLImpl& vae, const torch::Tensor& image,
                                                              const VaeTiling& tiling) {
-  const auto dtype = vae.quant_conv->weight.scalar_type();
+  const auto dtype = vae.weight_dtype();
   auto& e = *vae.encoder;
   const int64_t f = vae.config.downscale();
   std::vector<VaeLevelImpl*> levels;  // from the finest
@@ -246,7 +246,7 @@ std::pair<torch::Tensor, torch::Tensor> tiled_encode_moments(AutoencoderKLImpl& 
   run_levels(tiles, levels, 1, 2, nullptr);
   // The mid block (whole-image attention), norm_out and conv_out at latent resolution, untiled.
   auto h = e.mid->forward(tiles.assemble());
-  return AutoencoderKLImpl::posterior(vae.quant_conv->forward(e.conv_out->forward(group_norm_act(*e.norm_out, h, true))), image.scalar_type());
+  return AutoencoderKLImpl::posterior(vae.quantize(e.conv_out->forward(group_norm_act(*e.norm_out, h, true))), image.scalar_type());
 }
 
 }  // namespace sigma::models
