@@ -218,6 +218,12 @@ Renoising ModelSampling::renoising() const {
   return prediction_ == Prediction::flow ? flow_renoising(shift_) : Renoising{};
 }
 
+double flux_mu(int64_t image_tokens) {
+  constexpr double kBaseTokens = 256, kMaxTokens = 4096, kBaseShift = 0.5, kMaxShift = 1.15;
+  const double slope = (kMaxShift - kBaseShift) / (kMaxTokens - kBaseTokens);
+  return kBaseShift + slope * (static_cast<double>(image_tokens) - kBaseTokens);
+}
+
 Renoising flow_renoising(double shift) {
   Renoising r;
   r.alpha = [](double sigma) { return 1 - sigma; };

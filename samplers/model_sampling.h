@@ -105,6 +105,12 @@ class ModelSampling {
   double shift_ = 1.0, multiplier_ = 1000;
 };
 
+// Flux's resolution-dependent shift μ for an image of `image_tokens` packed 2x2 patches: linear
+// from 0.5 at 256 tokens to 1.15 at 4096 (diffusers' calculate_shift, ComfyUI's
+// ModelSamplingFlux). Flux's σ schedule is flow(exp(μ)): e^μ/(e^μ + 1/t − 1) is SD3's shift
+// s·t/(1 + (s − 1)·t) with s = e^μ. (Flux.1 schnell and flow models without dynamic shifting: shift 1.)
+double flux_mu(int64_t image_tokens);
+
 // Rectified flow's noise path (α = 1 − σ) and ComfyUI's renoising rule for ancestral steps:
 // σ_down = σ_n·(1 + (σ_n/σ − 1)·η), x_scale = α_n/α_down, σ_up = √(σ_n² − σ_down²·x_scale²).
 Renoising flow_renoising(double shift = 1.0);

@@ -11,6 +11,9 @@
 #include "models/text/clip_text.h"
 #include "models/text/t5_encoder.h"
 #include "models/vae/tiling.h"
+#include "samplers/model_sampling.h"
+#include "samplers/registry.h"
+#include "samplers/schedules.h"
 #include "tests/support.h"
 
 namespace {
@@ -131,6 +134,54 @@ TEST_SUITE("conformance.flux") {
     models::VaeTiling tiling;
     tiling.tile = 8;  // 4 tiles of the 16x16 latent: the tiled path without quant convs too
     CHECK(report.add("vae.decoded, tiled", test::rel_error(models::tiled_decode(*vae, in("vae.z"), tiling), ref("vae.decoded")), tol));
+    report.close();
+    CHECK(report.passed == report.total);
+  }
+
+  TEST_CASE("Flux pipelines: dev (shifted by the image's tokens, guidance 3.5) and schnell (shift 1), 4 Euler steps") {
+    auto refs = models::SafeTensors::open(flux() + "/refs/refs.safetensors");
+    auto variants = models::SafeTensors::open(flux() + "/refs/variants.safetensors");
+    auto ref = [&](const std::string& n) { return refs->load(n, torch::kFloat32); };
+    const auto device = test::test_device();
+    const auto dtype = test::test_dtype();
+    auto in = [&](const std::string& n) { return ref(n).to(device, dtype); };
+    const double tol = test::tolerance(1e-3);
+    test::CaseReport report("flux");
+    c10::InferenceMode guard;
+    auto vae = models::load_vae_file(flux() + "/models/flux-tiny-ae.safetensors", 0.3611, {device, dtype});
+    constexpr double kScale = 0.3611, kShift = 0.1159;  // latent = (z − shift)·scale
+
+    struct Case {
+      std::string name, model, prefix;
+      const models::SafeTensors* refs;
+      bool dynamic_shift;
+    };
+    for (const Case& k : {Case{"dev", "flux-tiny.safetensors", "pipe.euler4.", refs.get(), true},
+                          Case{"schnell", "flux-tiny-schnell.safetensors", "schnell.pipe.euler4.", variants.get(), false}}) {
+      auto tr = load_flux(flux() + "/models/" + k.model, device, dtype);
+      // 128x128: a 16x16 latent, 64 packed tokens.
+      const double mu = samplers::flux_mu(64);
+      CHECK(mu == doctest::Approx(0.4675).epsilon(1e-12));  // the fixture's case.json
+      const auto ms = samplers::ModelSampling::flow(k.dynamic_shift ? std::exp(mu) : 1.0);
+      const auto sigmas = samplers::make_sigmas("simple", ms, 4);
+      const auto ref_sigmas = k.refs->load(k.prefix + "sigmas", torch::kFloat64);
+      CHECK(report.add(k.name + " sigmas (simple schedule)", test::rel_error(torch::tensor(sigmas, torch::kFloat64), ref_sigmas), 1e-6));
+      models::DiffusionConditioning c;
+      c.context = in("tr.encoder_hidden_states");
+      c.y = in("tr.pooled");
+      if (tr->config.guidance_embed) c.guidance = torch::full({1}, 3.5, torch::TensorOptions().device(device));
+      const samplers::Denoiser denoiser = [&](const torch::Tensor& x, double sigma) {
+        const auto t = torch::full({x.size(0)}, ms.c_noise(sigma), torch::TensorOptions().device(device));
+        return ms.denoise(x, sigma, tr->forward(x, t, c));
+      };
+      samplers::SamplerOptions options;
+      ms.configure(options);
+      auto x = ms.noise_scaling(sigmas.front(), in("pipe.latents"), torch::zeros_like(in("pipe.latents")), true);
+      auto out = samplers::sample(samplers::find_sampler("euler"), denoiser, x, sigmas, options).x;
+      CHECK(report.add(k.name + " latent_packed", test::rel_error(models::flux_pack(out), k.refs->load(k.prefix + "latent_packed", torch::kFloat32)), tol));
+      auto image = ((vae->decode(out / kScale + kShift) + 1) / 2).clamp(0, 1);
+      CHECK(report.add(k.name + " image", test::rel_error(image, k.refs->load(k.prefix + "image", torch::kFloat32)), tol));
+    }
     report.close();
     CHECK(report.passed == report.total);
   }
