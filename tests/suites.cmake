@@ -56,8 +56,9 @@ sigma_add_suite(gpu.vae_tiling gpu ARGS --require-cuda)
 sigma_add_suite(gpu.lowvram gpu ARGS --require-cuda)
 sigma_add_suite(conformance.sdxl conformance)
 sigma_add_suite(unit.sdxl unit)
-# Flux.1 on flux-tiny (tests/test_flux.cpp).
+# Flux.1 on flux-tiny and T5's tokenizer (tests/test_flux.cpp).
 sigma_add_suite(conformance.flux conformance)
+sigma_add_suite(conformance.t5_tokenizer conformance)
 # The app side of LoRA and textual inversion (app/adapters.h, tests/test_lora_app.cpp).
 sigma_add_suite(unit.lora_app unit)
 sigma_add_suite(e2e.lora_app e2e)

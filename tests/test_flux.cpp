@@ -1,6 +1,12 @@
 // The Flux.1 family on flux-tiny (../shared/fixtures/flux-tiny/README.md), part by part against
-// the references diffusers and transformers computed in float32 on the same weights.
+// the references diffusers and transformers computed in float32 on the same weights, and T5's
+// tokenization against Hugging Face's fast tokenizer on T5's real vocabulary
+// (../shared/t5-tokenizer/cases.json).
 #include <doctest/doctest.h>
+
+#include <fstream>
+
+#include <nlohmann/json.hpp>
 
 #include "models/io/safetensors.h"
 #include "models/io/weights.h"
@@ -10,6 +16,7 @@
 #include "models/families/loader.h"
 #include "models/text/clip_text.h"
 #include "models/text/t5_encoder.h"
+#include "models/text/t5_tokenizer.h"
 #include "models/vae/tiling.h"
 #include "samplers/model_sampling.h"
 #include "samplers/registry.h"
@@ -41,7 +48,37 @@ models::FluxTransformer load_flux(const std::string& path, torch::Device device,
   return tr;
 }
 
+std::vector<int64_t> flat(const std::vector<std::vector<int>>& rows) {
+  std::vector<int64_t> out;
+  for (const auto& r : rows) out.insert(out.end(), r.begin(), r.end());
+  return out;
+}
+
 }  // namespace
+
+TEST_SUITE("conformance.t5_tokenizer") {
+  TEST_CASE("T5's bundled vocabulary gives Hugging Face's fast tokenizer's ids for every reference string") {
+    const auto tok = models::T5Tokenizer::from_file(test::source_dir() + std::string("/assets/t5-tokenizer/spiece.model"));
+    CHECK(tok.vocab_size() == 32100);
+    const auto cases = nlohmann::json::parse(std::ifstream(test::fixtures() + "/../t5-tokenizer/cases.json"))["cases"];
+    REQUIRE(cases.size() > 100);
+    int same = 0;
+    for (const auto& c : cases) {
+      const auto text = c["text"].get<std::string>();
+      INFO(text);
+      const bool ok = tok.encode(text) == c["ids"].get<std::vector<int>>();
+      CHECK(ok);
+      same += ok;
+    }
+    std::printf("t5 tokenizer: %d/%d strings give the reference ids\n", same, static_cast<int>(cases.size()));
+    // Truncated to the length with </s> kept last, or padded with <pad>.
+    CHECK(tok.encode_padded("a photograph of an astronaut riding a horse", 16) ==
+          std::vector<int>{3, 9, 6419, 13, 46, 30059, 7494, 3, 9, 4952, 1, 0, 0, 0, 0, 0});
+    CHECK(tok.encode_padded("a photograph of an astronaut riding a horse", 4) == std::vector<int>{3, 9, 6419, 1});
+    CHECK_THROWS_WITH_AS(models::T5Tokenizer::from_file(test::source_dir() + std::string("/assets/clip-bpe/vocab.json")),
+                         doctest::Contains("--t5-tokenizer"), std::runtime_error);
+  }
+}
 
 TEST_SUITE("conformance.flux") {
   TEST_CASE("Flux parts: the T5 encoder") {
@@ -52,7 +89,10 @@ TEST_SUITE("conformance.flux") {
     std::printf("flux on %s, %s:\n", device.str().c_str(), c10::toString(dtype));
     test::CaseReport report("flux");
 
-    const auto ids = refs->load("t5.ids");
+    // The fixture's own small SentencePiece model, padded to the fixture's 64 tokens.
+    const auto tok = models::T5Tokenizer::from_file(flux() + "/models/t5-spiece.model");
+    const auto ids = torch::tensor(flat({tok.encode_padded("a red circle on the left", 64), tok.encode_padded("", 64)})).view({2, 64});
+    CHECK(report.add_exact("t5 ids (the fixture's tokenizer, padded to 64)", torch::equal(ids, refs->load("t5.ids"))));
 
     c10::InferenceMode guard;
     auto t5 = load_t5(flux() + "/models/t5xxl.safetensors", device, dtype);
