@@ -56,12 +56,14 @@ struct Wire {
     return f;
   }
   void skip(int type) {
-    if (type == 0) varint();
-    else if (type == 1) pos += 8;
-    else if (type == 2) pos += varint();
-    else if (type == 5) pos += 4;
+    uint64_t n = 0;
+    if (type == 0) return (void)varint();
+    if (type == 1) n = 8;
+    else if (type == 2) n = varint();
+    else if (type == 5) n = 4;
     else throw std::runtime_error("unknown wire type");
-    if (pos > end) throw std::runtime_error("truncated field");
+    if (n > end - pos) throw std::runtime_error("truncated field");
+    pos += n;
   }
 };
 
