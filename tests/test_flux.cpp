@@ -54,6 +54,16 @@ std::vector<int64_t> flat(const std::vector<std::vector<int>>& rows) {
   return out;
 }
 
+// The fixture's references and the suite's device and dtype, as every case reads them.
+struct FluxRefs {
+  decltype(models::SafeTensors::open(std::string())) refs = models::SafeTensors::open(flux() + "/refs/refs.safetensors");
+  decltype(models::SafeTensors::open(std::string())) variants = models::SafeTensors::open(flux() + "/refs/variants.safetensors");
+  torch::Device device = test::test_device();
+  torch::ScalarType dtype = test::test_dtype();
+  torch::Tensor ref(const std::string& n) const { return refs->load(n, torch::kFloat32); }
+  torch::Tensor in(const std::string& n) const { return ref(n).to(device, dtype); }  // an input, on the suite's device
+};
+
 }  // namespace
 
 TEST_SUITE("conformance.t5_tokenizer") {
@@ -82,17 +92,17 @@ TEST_SUITE("conformance.t5_tokenizer") {
 
 TEST_SUITE("conformance.flux") {
   TEST_CASE("Flux parts: the T5 encoder") {
-    auto refs = models::SafeTensors::open(flux() + "/refs/refs.safetensors");
-    auto ref = [&](const std::string& n) { return refs->load(n, torch::kFloat32); };
-    const auto device = test::test_device();
-    const auto dtype = test::test_dtype();
+    const FluxRefs f;
+    const auto device = f.device;
+    const auto dtype = f.dtype;
+    auto ref = [&](const std::string& n) { return f.ref(n); };
     std::printf("flux on %s, %s:\n", device.str().c_str(), c10::toString(dtype));
     test::CaseReport report("flux");
 
     // The fixture's own small SentencePiece model, padded to the fixture's 64 tokens.
     const auto tok = models::T5Tokenizer::from_file(flux() + "/models/t5-spiece.model");
     const auto ids = torch::tensor(flat({tok.encode_padded("a red circle on the left", 64), tok.encode_padded("", 64)})).view({2, 64});
-    CHECK(report.add_exact("t5 ids (the fixture's tokenizer, padded to 64)", torch::equal(ids, refs->load("t5.ids"))));
+    CHECK(report.add_exact("t5 ids (the fixture's tokenizer, padded to 64)", torch::equal(ids, f.refs->load("t5.ids"))));
 
     c10::InferenceMode guard;
     auto t5 = load_t5(flux() + "/models/t5xxl.safetensors", device, dtype);
@@ -106,12 +116,11 @@ TEST_SUITE("conformance.flux") {
   }
 
   TEST_CASE("Flux parts: the transformer (dev and schnell), packing and ids") {
-    auto refs = models::SafeTensors::open(flux() + "/refs/refs.safetensors");
-    auto variants = models::SafeTensors::open(flux() + "/refs/variants.safetensors");
-    auto ref = [&](const std::string& n) { return refs->load(n, torch::kFloat32); };
-    const auto device = test::test_device();
-    const auto dtype = test::test_dtype();
-    auto in = [&](const std::string& n) { return ref(n).to(device, dtype); };
+    const FluxRefs f;
+    const auto device = f.device;
+    const auto dtype = f.dtype;
+    auto ref = [&](const std::string& n) { return f.ref(n); };
+    auto in = [&](const std::string& n) { return f.in(n); };
     test::CaseReport report("flux");
     c10::InferenceMode guard;
     CHECK(report.add_exact("2x2 packing of tr.latent", torch::equal(models::flux_pack(ref("tr.latent")), ref("tr.hidden_states"))));
@@ -140,17 +149,17 @@ TEST_SUITE("conformance.flux") {
     auto schnell = load_flux(flux() + "/models/flux-tiny-schnell.safetensors", device, dtype);
     CHECK_FALSE(schnell->config.guidance_embed);
     CHECK(report.add("schnell.tr.out", test::rel_error(models::flux_pack(schnell->forward(in("tr.latent"), t, c)),
-                                                       variants->load("schnell.tr.out", torch::kFloat32)), tol));
+                                                       f.variants->load("schnell.tr.out", torch::kFloat32)), tol));
     report.close();
     CHECK(report.passed == report.total);
   }
 
   TEST_CASE("Flux parts: CLIP-L's pooled vector and the 16-channel VAE without quant convs") {
-    auto refs = models::SafeTensors::open(flux() + "/refs/refs.safetensors");
-    auto ref = [&](const std::string& n) { return refs->load(n, torch::kFloat32); };
-    const auto device = test::test_device();
-    const auto dtype = test::test_dtype();
-    auto in = [&](const std::string& n) { return ref(n).to(device, dtype); };
+    const FluxRefs f;
+    const auto device = f.device;
+    const auto dtype = f.dtype;
+    auto ref = [&](const std::string& n) { return f.ref(n); };
+    auto in = [&](const std::string& n) { return f.in(n); };
     const double tol = test::tolerance(1e-4);
     test::CaseReport report("flux");
     c10::InferenceMode guard;
@@ -161,7 +170,7 @@ TEST_SUITE("conformance.flux") {
     auto clip = models::build_uninitialised<models::ClipTextModel>(
         models::infer_clip_config(clip_index, models::Family::SD1, clip_path));
     models::load_module(*clip, clip_index, "CLIP-L of " + clip_path, dtype, device);
-    const auto pooled = clip->forward_pooled(refs->load("clip.ids").to(device), 1, true).second;
+    const auto pooled = clip->forward_pooled(f.refs->load("clip.ids").to(device), 1, true).second;
     CHECK(report.add("clip.pooled (no projection)", test::rel_error(pooled, ref("clip.pooled")), tol));
 
     auto vae = models::load_vae_file(flux() + "/models/flux-tiny-ae.safetensors", 0.3611, {device, dtype});
@@ -179,12 +188,10 @@ TEST_SUITE("conformance.flux") {
   }
 
   TEST_CASE("Flux pipelines: dev (shifted by the image's tokens, guidance 3.5) and schnell (shift 1), 4 Euler steps") {
-    auto refs = models::SafeTensors::open(flux() + "/refs/refs.safetensors");
-    auto variants = models::SafeTensors::open(flux() + "/refs/variants.safetensors");
-    auto ref = [&](const std::string& n) { return refs->load(n, torch::kFloat32); };
-    const auto device = test::test_device();
-    const auto dtype = test::test_dtype();
-    auto in = [&](const std::string& n) { return ref(n).to(device, dtype); };
+    const FluxRefs f;
+    const auto device = f.device;
+    const auto dtype = f.dtype;
+    auto in = [&](const std::string& n) { return f.in(n); };
     const double tol = test::tolerance(1e-3);
     test::CaseReport report("flux");
     c10::InferenceMode guard;
@@ -196,8 +203,8 @@ TEST_SUITE("conformance.flux") {
       const models::SafeTensors* refs;
       bool dynamic_shift;
     };
-    for (const Case& k : {Case{"dev", "flux-tiny.safetensors", "pipe.euler4.", refs.get(), true},
-                          Case{"schnell", "flux-tiny-schnell.safetensors", "schnell.pipe.euler4.", variants.get(), false}}) {
+    for (const Case& k : {Case{"dev", "flux-tiny.safetensors", "pipe.euler4.", f.refs.get(), true},
+                          Case{"schnell", "flux-tiny-schnell.safetensors", "schnell.pipe.euler4.", f.variants.get(), false}}) {
       auto tr = load_flux(flux() + "/models/" + k.model, device, dtype);
       // 128x128: a 16x16 latent, 64 packed tokens.
       const double mu = samplers::flux_mu(64);
