@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 seconds=${1:-60}
 shift || true
-all=(safetensors_header checkpoint prompt tokenizer png_metadata image_loader job_line request_body)
+all=(safetensors_header checkpoint prompt tokenizer t5_tokenizer png_metadata image_loader job_line request_body)
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=("${all[@]}")
 build=${FUZZ_BUILD_DIR:-build-fuzz}

@@ -107,7 +107,10 @@ bool special_at(const std::string& text, size_t i, int pieces, int* id, size_t* 
 T5Tokenizer T5Tokenizer::from_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error(path + ": cannot read the T5 tokenizer (a SentencePiece spiece.model; --t5-tokenizer FILE)");
-  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return from_bytes(std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()), path);
+}
+
+T5Tokenizer T5Tokenizer::from_bytes(const std::string& bytes, const std::string& path) {
   T5Tokenizer t;
   t.path_ = path;
   std::string charsmap;

@@ -23,6 +23,8 @@ class T5Tokenizer {
   static constexpr int kPad = 0, kEos = 1, kUnk = 2;
   // A SentencePiece model file (T5's spiece.model); throws std::runtime_error naming it.
   static T5Tokenizer from_file(const std::string& path);
+  // The same from the file's bytes; `what` names the file in errors.
+  static T5Tokenizer from_bytes(const std::string& bytes, const std::string& what);
 
   // The ids of `text`, ending with </s>, unpadded.
   std::vector<int> encode(const std::string& text) const;
