@@ -226,7 +226,7 @@ std::string T5Tokenizer::normalize(const std::string& input) const {
     while (previous_space && start < piece.size() && piece[start] == ' ') ++start;
     if (start == piece.size()) continue;
     for (size_t i = start; i < piece.size(); ++i) out += escape_whitespaces_ && piece[i] == ' ' ? kSpaceMark : std::string(1, piece[i]);
-    previous_space = piece.back() == ' ';
+    previous_space = remove_extra_whitespaces_ && piece.back() == ' ';  // runs collapse only when asked
   }
   if (remove_extra_whitespaces_) {
     const std::string space = escape_whitespaces_ ? kSpaceMark : " ";
