@@ -27,15 +27,9 @@ namespace {
 using namespace sigma;
 std::string flux() { return test::fixtures() + "/flux-tiny"; }
 
-std::map<std::string, std::vector<int64_t>> shapes_of(const models::TensorIndex& index) {
-  std::map<std::string, std::vector<int64_t>> shapes;
-  for (const auto& [name, ref] : index) shapes[name] = ref.shape;
-  return shapes;
-}
-
 models::T5Encoder load_t5(const std::string& path, torch::Device device, torch::ScalarType dtype) {
   const auto index = models::index_file(models::SafeTensors::open(path));
-  auto t5 = models::build_uninitialised<models::T5Encoder>(models::t5_config_from_shapes(shapes_of(index), path));
+  auto t5 = models::build_uninitialised<models::T5Encoder>(models::infer_t5_config(index, path));
   // encoder.embed_tokens is `shared` again (tied), stored twice by Hugging Face.
   models::load_module(*t5, index, "T5 of " + path, dtype, device, {"encoder.embed_tokens.weight"});
   return t5;
@@ -43,7 +37,7 @@ models::T5Encoder load_t5(const std::string& path, torch::Device device, torch::
 
 models::FluxTransformer load_flux(const std::string& path, torch::Device device, torch::ScalarType dtype) {
   const auto index = models::index_file(models::SafeTensors::open(path));
-  auto tr = models::build_uninitialised<models::FluxTransformer>(models::flux_config_from_shapes(shapes_of(index), path));
+  auto tr = models::build_uninitialised<models::FluxTransformer>(models::infer_flux_config(index, path));
   models::load_module(*tr, index, "Flux transformer of " + path, dtype, device);
   return tr;
 }

@@ -10,10 +10,12 @@
 #include <string>
 #include <vector>
 
+#include "models/diffusion/dit/flux.h"
 #include "models/diffusion/unet/unet.h"
 #include "models/families/family.h"
 #include "models/io/weights.h"
 #include "models/text/clip_text.h"
+#include "models/text/t5_encoder.h"
 #include "models/vae/autoencoder_kl.h"
 
 namespace sigma::models {
@@ -70,6 +72,13 @@ UNetConfig infer_unet_config(const TensorIndex& unet, Family family, const std::
 VaeConfig infer_vae_config(const TensorIndex& vae, const std::string& what);
 // Encoder `role` of the family's description (0 = first): its activation.
 ClipTextConfig infer_clip_config(const TensorIndex& clip, Family family, const std::string& what, size_t role = 0);
+// T5's sizes (Hugging Face names): width and vocabulary from `shared`, heads and buckets from
+// the relative bias, the head width from q, the feed-forward width from wi_0, the block count.
+T5Config infer_t5_config(const TensorIndex& t5, const std::string& what);
+// Flux's sizes (BFL names); dev vs schnell from guidance_in. BFL files carry no RoPE split:
+// Flux.1's is (16, 56, 56) of a 128-wide head; another head width keeps the first (time) axis
+// at a quarter of the head up to 16 and splits the rest evenly between the two image axes.
+FluxConfig infer_flux_config(const TensorIndex& transformer, const std::string& what);
 
 // diffusers' `attention_head_dim` (for SD 1.x/2.x the number of heads: one number, or one
 // per level as SD 2.x writes it) applied to a UNet configuration; no key, no change.

@@ -114,4 +114,36 @@ ClipTextConfig infer_clip_config(const TensorIndex& t, Family family, const std:
   return c;
 }
 
+T5Config infer_t5_config(const TensorIndex& t, const std::string& what) {
+  T5Config c;
+  c.vocab_size = dim(t, "shared.weight", 0, what);
+  c.width = dim(t, "shared.weight", 1, what);
+  const std::string bias = "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight";
+  c.buckets = dim(t, bias, 0, what);
+  c.heads = dim(t, bias, 1, what);
+  c.head_dim = dim(t, "encoder.block.0.layer.0.SelfAttention.q.weight", 0, what) / c.heads;
+  c.ff = dim(t, "encoder.block.0.layer.1.DenseReluDense.wi_0.weight", 0, what);
+  c.layers = count(t, "encoder.block.", ".layer.0.layer_norm.weight");
+  return c;
+}
+
+FluxConfig infer_flux_config(const TensorIndex& f, const std::string& what) {
+  FluxConfig c;
+  c.hidden = dim(f, "img_in.weight", 0, what);
+  c.in_channels = dim(f, "img_in.weight", 1, what);
+  c.context_in = dim(f, "txt_in.weight", 1, what);
+  c.vec_in = dim(f, "vector_in.in_layer.weight", 1, what);
+  c.guidance_embed = f.count("guidance_in.in_layer.weight") > 0;
+  c.mlp_hidden = dim(f, "double_blocks.0.img_mlp.0.weight", 0, what);
+  const int64_t head_dim = dim(f, "double_blocks.0.img_attn.norm.query_norm.scale", 0, what);
+  c.heads = c.hidden / head_dim;
+  c.depth = count(f, "double_blocks.", ".img_attn.qkv.weight");
+  c.depth_single = count(f, "single_blocks.", ".linear1.weight");
+  const int64_t first = std::min<int64_t>(16, head_dim / 4);
+  c.axes_dim = {first, (head_dim - first) / 2, (head_dim - first) / 2};
+  if (c.axes_dim[0] + c.axes_dim[1] + c.axes_dim[2] != head_dim || c.axes_dim[1] % 2)
+    throw ModelLoadError(what + ": a head width of " + std::to_string(head_dim) + " has no RoPE split Sigma Studio knows");
+  return c;
+}
+
 }  // namespace sigma::models

@@ -121,23 +121,4 @@ torch::Tensor T5EncoderImpl::forward(const torch::Tensor& ids) {
   return encoder->final_layer_norm(x);
 }
 
-T5Config t5_config_from_shapes(const std::map<std::string, std::vector<int64_t>>& shapes, const std::string& what) {
-  auto shape = [&](const std::string& name) -> const std::vector<int64_t>& {
-    auto it = shapes.find(name);
-    if (it == shapes.end()) throw std::invalid_argument(what + ": no '" + name + "' (is this a T5 encoder file?)");
-    return it->second;
-  };
-  T5Config c;
-  c.vocab_size = shape("shared.weight")[0];
-  c.width = shape("shared.weight")[1];
-  const auto& bias = shape("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight");
-  c.buckets = bias[0];
-  c.heads = bias[1];
-  c.head_dim = shape("encoder.block.0.layer.0.SelfAttention.q.weight")[0] / c.heads;
-  c.ff = shape("encoder.block.0.layer.1.DenseReluDense.wi_0.weight")[0];
-  c.layers = 0;
-  while (shapes.count("encoder.block." + std::to_string(c.layers) + ".layer.0.layer_norm.weight")) ++c.layers;
-  return c;
-}
-
 }  // namespace sigma::models

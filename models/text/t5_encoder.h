@@ -7,9 +7,7 @@
 
 #include <torch/torch.h>
 
-#include <map>
 #include <string>
-#include <vector>
 
 #include "models/nn/layers.h"
 
@@ -91,10 +89,5 @@ struct T5EncoderImpl : torch::nn::Module {
   T5Stack encoder{nullptr};
 };
 TORCH_MODULE(T5Encoder);
-
-// The sizes of a T5 encoder from its weights' shapes (names as above, prefix stripped):
-// width and vocabulary from `shared`, heads and buckets from the relative bias, the head width
-// from q, the feed-forward width from wi_0, the depth from the block count.
-T5Config t5_config_from_shapes(const std::map<std::string, std::vector<int64_t>>& shapes, const std::string& what);
 
 }  // namespace sigma::models

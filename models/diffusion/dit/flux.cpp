@@ -240,33 +240,4 @@ torch::Tensor flux_image_ids(int64_t H, int64_t W, int64_t p, const torch::Tenso
   return torch::stack({torch::zeros({h, w}, options), rows, cols}, -1).view({1, h * w, 3});
 }
 
-FluxConfig flux_config_from_shapes(const std::map<std::string, std::vector<int64_t>>& shapes, const std::string& what) {
-  auto shape = [&](const std::string& name) -> const std::vector<int64_t>& {
-    auto it = shapes.find(name);
-    if (it == shapes.end()) throw std::invalid_argument(what + ": no '" + name + "' (is this a Flux transformer file?)");
-    return it->second;
-  };
-  auto count = [&](const std::string& prefix, const std::string& suffix) {
-    int64_t n = 0;
-    while (shapes.count(prefix + std::to_string(n) + suffix)) ++n;
-    return n;
-  };
-  FluxConfig c;
-  c.hidden = shape("img_in.weight")[0];
-  c.in_channels = shape("img_in.weight")[1];
-  c.context_in = shape("txt_in.weight")[1];
-  c.vec_in = shape("vector_in.in_layer.weight")[1];
-  c.guidance_embed = shapes.count("guidance_in.in_layer.weight") > 0;
-  c.mlp_hidden = shape("double_blocks.0.img_mlp.0.weight")[0];
-  const int64_t head_dim = shape("double_blocks.0.img_attn.norm.query_norm.scale")[0];
-  c.heads = c.hidden / head_dim;
-  c.depth = count("double_blocks.", ".img_attn.qkv.weight");
-  c.depth_single = count("single_blocks.", ".linear1.weight");
-  const int64_t first = std::min<int64_t>(16, head_dim / 4);
-  c.axes_dim = {first, (head_dim - first) / 2, (head_dim - first) / 2};
-  if (c.axes_dim[0] + c.axes_dim[1] + c.axes_dim[2] != head_dim || c.axes_dim[1] % 2)
-    throw std::invalid_argument(what + ": a head width of " + std::to_string(head_dim) + " has no RoPE split Sigma Studio knows");
-  return c;
-}
-
 }  // namespace sigma::models

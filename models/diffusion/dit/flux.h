@@ -9,7 +9,6 @@
 #include <torch/torch.h>
 
 #include <array>
-#include <map>
 #include <string>
 #include <vector>
 
@@ -126,10 +125,5 @@ TORCH_MODULE(FluxTransformer);
 torch::Tensor flux_pack(const torch::Tensor& x, int64_t patch = 2);
 torch::Tensor flux_unpack(const torch::Tensor& tokens, int64_t height, int64_t width, int64_t patch = 2);
 torch::Tensor flux_image_ids(int64_t height, int64_t width, int64_t patch, const torch::TensorOptions& options);
-
-// The sizes from the weights' shapes (BFL names, prefix stripped). BFL files carry no RoPE split:
-// Flux.1's is (16, 56, 56) of a 128-wide head; another head width keeps the first (time) axis at
-// a quarter of the head up to 16 and splits the rest evenly between the two image axes.
-FluxConfig flux_config_from_shapes(const std::map<std::string, std::vector<int64_t>>& shapes, const std::string& what);
 
 }  // namespace sigma::models
