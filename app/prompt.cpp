@@ -410,16 +410,9 @@ std::string comfy_embedding_words(const std::string& s) {
 }
 
 double strength(const std::string& v, const std::string& tag) {
-  size_t used = 0;
-  double w = 0;
-  try {
-    w = std::stod(v, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || used != v.size())
-    throw std::invalid_argument("prompt tag " + tag + ": '" + v + "' is not a number (AUTOMATIC1111's form is <lora:name:0.8>)");
-  return w;
+  const auto w = parse_number(v);
+  if (!w) throw std::invalid_argument("prompt tag " + tag + ": '" + v + "' is not a number (AUTOMATIC1111's form is <lora:name:0.8>)");
+  return *w;
 }
 
 // A1111's extensions-builtin/Lora/extra_networks_lora.py: positional[1] is the text-encoder

@@ -189,23 +189,28 @@ const Field* find_field(const std::string& key) {
 
 }  // namespace
 
+std::optional<double> parse_number(const std::string& text) {
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &used);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  if (used == 0 || used != text.size()) return std::nullopt;
+  return v;
+}
+
 LoraRef parse_lora_ref(const std::string& text) {
   LoraRef l;
   l.name = text;
   const auto colon = text.rfind(':');
   if (colon != std::string::npos && colon > 0) {
-    const std::string w = text.substr(colon + 1);
-    size_t used = 0;
-    double v = 0;
-    try {
-      v = std::stod(w, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used == 0 || used != w.size())
+    const auto v = parse_number(text.substr(colon + 1));
+    if (!v)
       throw std::invalid_argument("--lora " + text + ": the strength after ':' must be a number, e.g. " + text.substr(0, colon) + ":0.8");
     l.name = text.substr(0, colon);
-    l.unet = l.text = v;
+    l.unet = l.text = *v;
   }
   if (l.name.empty()) throw std::invalid_argument("--lora '" + text + "': no name or file");
   return l;

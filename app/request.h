@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -90,6 +91,9 @@ void merge_json(Request& r, const nlohmann::json& j);  // overrides only the key
 
 // "name" or "name:0.8" (--lora FILE[:W], a job file's string form); throws naming the flag.
 LoraRef parse_lora_ref(const std::string& text);
+// `text` read whole as a number (std::stod's syntax, nothing left over), else nullopt: a
+// LoRA strength, in --lora and in prompt tags alike.
+std::optional<double> parse_number(const std::string& text);
 
 // Checks that need no model: sizes, ranges, names. Throws std::invalid_argument naming the flag.
 void validate(const Request& r);

@@ -151,9 +151,11 @@ void admit(app::Request& r, const AdmitContext& ctx) {
   // and LoRA names are resolved here by the runner's own rule: what is admitted is what loads.
   r.confine_to = cat.confinement();
   for (auto& l : r.lora) l.name = cat.resolve(ModelCatalog::Kind::lora, l.name, field("--lora"));
+  // Each prompt parsed once, for its LoRA tags here and its tokens below.
+  const app::ParsedPrompt parsed[] = {app::parse_prompt(r.prompt), app::parse_prompt(r.negative)};
   for (const auto* text : {&r.prompt, &r.negative}) {
     const std::string f = field(text == &r.prompt ? "--prompt" : "--negative");
-    for (const auto& t : app::parse_prompt(*text).tags)
+    for (const auto& t : parsed[text == &r.prompt ? 0 : 1].tags)
       if ((t.type == "lora" || t.type == "lyco") && !t.items.empty()) cat.resolve(ModelCatalog::Kind::lora, t.items[0], f);
   }
   r.output = ctx.output_dir;
@@ -184,7 +186,7 @@ void admit(app::Request& r, const AdmitContext& ctx) {
                                 std::to_string(ctx.max_prompt_chunks) + " chunks of 75 tokens");
       app::PromptChunks chunks;
       try {
-        chunks = app::tokenize_prompt(*ctx.tokenizer, app::prompt_text(*text), r.emphasis != "none");
+        chunks = app::tokenize_prompt(*ctx.tokenizer, parsed[text == &r.prompt ? 0 : 1].text, r.emphasis != "none");
       } catch (const std::invalid_argument& e) {  // a weight that is not a number or overflows
         throw BadRequest(f, f + ": " + e.what());
       }
