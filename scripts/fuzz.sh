@@ -70,6 +70,7 @@ for p in sorted(files)[:24]:
 PY
   fi
   local log=$build/fuzz-$t.log start=$(date +%s)
+  [ -s "$root/tests/fuzz/$t/$t.dict" ] || { echo "fuzz: $t: tests/fuzz/$t/$t.dict is missing (every target has a dictionary)" | tee -a "$build/fuzz-summary.txt"; return 1; }
   local rc=0 mode=()
   # Fork mode ignores timeouts and OOMs unless told not to: they are findings here.
   [ "$fork" -gt 0 ] && mode=(-fork="$fork" -ignore_crashes=0 -ignore_timeouts=0 -ignore_ooms=0)
@@ -84,11 +85,12 @@ PY
       >"$log" 2>&1 || rc=$?
   local secs=$(( $(date +%s) - start ))
   local execs cov ft
+  # (|| true: a fuzzer that stopped before its first status line still gets its summary line)
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   # Fork mode has no final stats: its status lines ("#N: cov: ...") count every worker's runs.
-  [ -n "$execs" ] || execs=$(grep -oE '^#[0-9]+: cov' "$log" | tail -1 | tr -dc '0-9')
-  cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | cut -d' ' -f2)
-  ft=$(grep -oE 'ft: [0-9]+' "$log" | tail -1 | cut -d' ' -f2)
+  [ -n "$execs" ] || execs=$(grep -oE '^#[0-9]+: cov' "$log" | tail -1 | tr -dc '0-9' || true)
+  cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | cut -d' ' -f2 || true)
+  ft=$(grep -oE 'ft: [0-9]+' "$log" | tail -1 | cut -d' ' -f2 || true)
   local found
   found=$(ls "$build/artifacts/$t" 2>/dev/null | wc -l)
   echo "fuzz: $t: rc=$rc executions=${execs:-?} cov=${cov:-?} ft=${ft:-?} time=${secs}s artifacts=$found" | tee -a "$build/fuzz-summary.txt"
