@@ -85,6 +85,7 @@ EngineAdapters& engine_adapters(Engine& engine) {
     a->model.components[models::kUnet] = models::adapter_target(engine.diffusion_model().module());
     a->patcher.add_component(models::kUnet, engine.diffusion_module());
     for (size_t i = 0; i < engine.text_encoder_count(); ++i) {  // SDXL's second: kohya's te2, PEFT's second encoder
+      if (engine.family().text_encoders[i].network != models::TextNetwork::Clip) continue;  // (LoRAs on T5: none in use)
       const auto& component = models::text_encoder_component(i);
       a->model.components[component] = models::adapter_target(*engine.text_encoder(i));
       a->patcher.add_component(component, engine.text_encoder(i).ptr());
@@ -122,6 +123,8 @@ RequestAdapters prepare_adapters(Engine& engine, const Request& r, const Request
 
 PromptEmbeddings prompt_embeddings(Engine& engine, const Request& r, const RequestPrompts& prompts) {
   PromptEmbeddings pe;
+  // Textual inversion is an SD habit: Flux's CLIP-L gives only the pooled vector, and T5 reads text.
+  if (!engine.family().is_unet()) return pe;
   const std::string text = ascii_lower(prompts.positive.text + "\n" + prompts.negative.text);
   const auto files = named_files(embeddings_folder(r), {r.confine_to}).by_stem;
   if (files.empty()) return pe;

@@ -72,7 +72,62 @@ std::array<double, 6> micro_conditioning(const Request& r) {
           static_cast<double>(r.crop_left),       or_canvas(r.target_height, r.height), or_canvas(r.target_width, r.width)};
 }
 
+namespace {
+
+// T5 reads the prompt as text: the emphasis brackets are taken out (their weights are not
+// applied: T5's states carry no A1111 emphasis) and BREAK is dropped.
+std::string t5_text(const std::string& text, bool emphasis) {
+  if (!emphasis) return text;
+  std::string out;
+  for (const auto& run : parse_prompt_attention(text))
+    if (run.weight != -1 || run.text != "BREAK") out += run.text;
+  return out;
+}
+
+// Flux: CLIP-L's pooled vector of the prompt's first 77-token chunk (the transformer's vector
+// input, as ComfyUI and diffusers), T5's last hidden state of the text (the context), both
+// prompts padded to the same number of tokens: at least the family's minimum, at most its maximum.
+Conditioning encode_flux(Engine& engine, const Request& r, const RequestPrompts& prompts) {
+  Conditioning c;
+  const auto& roles = engine.family().text_encoders;
+  const bool need_uncond = r.cfg != 1;  // true CFG only; distilled guidance needs no negative
+  for (size_t e = 0; e < roles.size(); ++e) {
+    const auto& role = roles[e];
+    if (role.network == models::TextNetwork::Clip) {
+      for (auto [tokens, pooled] : {std::pair{&prompts.positive_tokens, &c.pooled_cond}, std::pair{&prompts.negative_tokens, &c.pooled_uncond}}) {
+        if (pooled == &c.pooled_uncond && !need_uncond) continue;
+        auto chunks = chunk_prompt(engine.tokenizer(e), *tokens);
+        chunks.ids.resize(1);
+        chunks.weights.resize(1);
+        encode_chunks(engine, chunks, 1, "none", e, pooled);
+      }
+      continue;
+    }
+    const auto& tok = engine.t5_tokenizer(e);
+    const bool emphasis = r.emphasis != "none";
+    const std::string pos = t5_text(prompts.positive.text, emphasis), neg = t5_text(prompts.negative.text, emphasis);
+    size_t length = std::max<size_t>(role.min_tokens, tok.encode(pos).size());
+    if (need_uncond) length = std::max(length, tok.encode(neg).size());
+    length = std::min<size_t>(length, role.max_tokens);
+    auto t5 = engine.t5(e);
+    const auto on_device = engine.visit(*t5);
+    auto states = [&](const std::string& text) {
+      const auto ids = tok.encode_padded(text, length);
+      return t5->forward(torch::tensor(std::vector<int64_t>(ids.begin(), ids.end()), torch::kLong).view({1, -1}).to(engine.device()));
+    };
+    c.cond = states(pos).to(engine.dtype());
+    c.uncond = need_uncond ? states(neg).to(engine.dtype()) : c.cond;
+  }
+  if (!need_uncond) c.pooled_uncond = c.pooled_cond;
+  c.y_cond = c.pooled_cond;
+  c.y_uncond = c.pooled_uncond;
+  return c;
+}
+
+}  // namespace
+
 Conditioning encode_request(Engine& engine, const Request& r, const RequestPrompts& prompts, const TokenEmbeddings* embeddings) {
+  if (!engine.family().is_unet()) return encode_flux(engine, r, prompts);
   auto c = encode_prompts(engine, prompts.positive_tokens, prompts.negative_tokens, r.clip_skip, r.emphasis, embeddings);
   const auto& family = engine.family();
   if (!family.has_additional_embedding()) return c;

@@ -50,10 +50,14 @@ std::string dtype_flag(torch::ScalarType t) {
 
 ModelSpec model_spec(const Request& r) {
   ModelSpec s;
-  s.model = r.model.empty() ? default_model_path() : r.model;
-  if (r.model.empty() && !std::filesystem::exists(s.model))
+  const std::string& named = r.model.empty() ? r.diffusion_model : r.model;
+  s.model = named.empty() ? default_model_path() : named;
+  if (named.empty() && !std::filesystem::exists(s.model))
     throw std::invalid_argument("the bundled model is missing (expected at " + s.model +
                                 "; set SIGMA_ASSETS to the assets folder) - or give a checkpoint with -m PATH");
+  s.clip_l = r.clip_l;
+  s.t5xxl = r.t5xxl;
+  s.t5_tokenizer = r.t5_tokenizer;
   s.tokenizer = r.tokenizer;
   s.vae = r.vae;
   s.prediction = r.prediction;
@@ -115,6 +119,28 @@ models::ClipTokenizer find_tokenizer(const ModelSpec& spec, const models::Checkp
       " diffusers model) in one of these folders, or pass --tokenizer DIR. Looked in:" + where);
 }
 
+// T5's SentencePiece model: --t5-tokenizer, the diffusers folder's tokenizer_2/spiece.model,
+// else T5's own vocabulary bundled in assets/t5-tokenizer (real T5 files carry none). A T5
+// whose embedding table is smaller than the tokenizer's ids would index past it.
+models::T5Tokenizer find_t5_tokenizer(const ModelSpec& spec, const models::Checkpoint& ck, size_t role) {
+  const auto& te = ck.text_encoders.at(role);
+  std::string path = spec.t5_tokenizer, source = "--t5-tokenizer";
+  if (path.empty() && !te.tokenizer_dir.empty() && fs::exists(fs::path(te.tokenizer_dir) / "spiece.model")) {
+    path = (fs::path(te.tokenizer_dir) / "spiece.model").string();
+    source = "the folder's tokenizer";
+  }
+  if (path.empty()) {
+    path = (fs::path(assets_dir()) / "t5-tokenizer" / "spiece.model").string();
+    source = "the bundled T5 vocabulary";
+  }
+  auto tok = models::T5Tokenizer::from_file(path);
+  if (tok.vocab_size() > te.t5_config.vocab_size)
+    throw models::ModelLoadError("T5 encoder " + (te.file.empty() ? "of " + ck.path : te.file) + ": its embedding table has " +
+                                 std::to_string(te.t5_config.vocab_size) + " rows but " + source + " (" + path + ") uses " +
+                                 std::to_string(tok.vocab_size()) + " ids; pass this T5's own SentencePiece model with --t5-tokenizer FILE");
+  return tok;
+}
+
 samplers::ModelSampling make_sampling(const models::Checkpoint& ck, const std::string& prediction_override) {
   const auto& meta = ck.metadata;
   const std::string prediction = !prediction_override.empty() ? prediction_override : ck.prediction;
@@ -170,10 +196,16 @@ std::shared_ptr<Engine> Engine::load(const ModelSpec& spec) {
   std::shared_ptr<Engine> e(new Engine());
   e->spec_ = spec;
   e->device_ = parse_device(spec.device);
-  e->checkpoint_ = models::open_checkpoint(spec.model);
+  models::ComponentFiles parts{spec.clip_l, spec.t5xxl, spec.vae, models_root()};
+  e->checkpoint_ = models::open_checkpoint(spec.model, parts);
   const auto& ck = e->checkpoint_;
+  for (const auto& note : ck.notes) std::fprintf(stderr, "sigma: %s\n", note.c_str());
+  const auto& roles = ck.description.text_encoders;
   e->text_encoders_.resize(ck.text_encoders.size());
-  for (size_t i = 0; i < ck.text_encoders.size(); ++i) e->text_encoders_[i].tokenizer = find_tokenizer(spec, ck, i);
+  for (size_t i = 0; i < ck.text_encoders.size(); ++i) {
+    if (roles[i].network == models::TextNetwork::T5) e->text_encoders_[i].t5_tokenizer = find_t5_tokenizer(spec, ck, i);
+    else e->text_encoders_[i].tokenizer = find_tokenizer(spec, ck, i);
+  }
   e->sampling_ = make_sampling(ck, spec.prediction);
   e->schedule_options_.steps_offset = 1;
   e->schedule_options_.set_alpha_to_one = false;
@@ -191,21 +223,35 @@ std::shared_ptr<Engine> Engine::load(const ModelSpec& spec) {
   // embeddings and output layer then move to the GPU, its blocks stream in one at a time,
   // the text encoders and the VAE visit for their calls (Engine::visit).
   const bool lowvram = e->lowvram();
+  if (lowvram && !ck.description.is_unet())
+    throw std::invalid_argument("--lowvram: not available for " + models::to_string(ck.family) +
+                                " models yet (its transformer does not stream block by block); leave --lowvram out");
   const models::LoadOptions opt{lowvram ? torch::Device(torch::kCPU) : e->device_, spec.dtype};
-  for (size_t i = 0; i < ck.text_encoders.size(); ++i) e->text_encoders_[i].model = models::load_text_encoder(ck, opt, i);
-  e->unet_ = models::load_unet(ck, opt);
-  e->diffusion_ = e->unet_.ptr();
+  for (size_t i = 0; i < ck.text_encoders.size(); ++i) {
+    if (roles[i].network == models::TextNetwork::T5) e->text_encoders_[i].t5 = models::load_t5_encoder(ck, opt, i);
+    else e->text_encoders_[i].model = models::load_text_encoder(ck, opt, i);
+  }
+  if (ck.description.is_unet()) {
+    e->unet_ = models::load_unet(ck, opt);
+    e->diffusion_ = e->unet_.ptr();
+  } else {
+    e->flux_ = models::load_flux(ck, opt);
+    e->diffusion_ = e->flux_.ptr();
+  }
   // SDXL's VAE overflows float16: it runs in float32 then, as diffusers' force_upcast (the
   // latents and images still come and go in the pipeline's dtype).
   auto vae_opt = opt;
   if (spec.dtype == torch::kFloat16 && ck.description.vae_fp16_upcast) vae_opt.dtype = torch::kFloat32;
-  e->vae_ = spec.vae.empty() ? models::load_vae(ck, vae_opt) : models::load_vae_file(spec.vae, ck.vae_config.scaling_factor, vae_opt);
+  // (Flux's VAE is the checkpoint's already when --vae names it: its parts come from the flags.)
+  e->vae_ = spec.vae.empty() || !ck.description.is_unet() ? models::load_vae(ck, vae_opt)
+                                                           : models::load_vae_file(spec.vae, ck.vae_config.scaling_factor, vae_opt);
   models::trace_time("weights on " + e->device_.str());
-  models::apply_channels_last(*e->unet_, *e->vae_, e->device_);  // models/nn/channels_last.h
+  if (e->unet_) models::apply_channels_last(*e->unet_, *e->vae_, e->device_);  // models/nn/channels_last.h
   if (lowvram) {
-    for (auto& t : e->text_encoders_) models::park_in_host_memory(*t.model);
+    for (auto& t : e->text_encoders_) models::park_in_host_memory(t.model ? static_cast<torch::nn::Module&>(*t.model) : *t.t5);
     models::park_in_host_memory(*e->vae_);
-    e->unet_->stream_blocks(e->device_);  // embeddings and `out` to the GPU, the blocks parked
+    if (e->unet_) e->unet_->stream_blocks(e->device_);  // embeddings and `out` to the GPU, the blocks parked
+    else models::park_in_host_memory(*e->flux_);  // visits whole for its calls (Flux's block streaming: not yet)
   }
   const auto& family = ck.description;
   e->native_size_ = ck.metadata.count("sigma.native_size") ? std::stoll(ck.metadata.at("sigma.native_size"))
@@ -220,7 +266,16 @@ std::shared_ptr<Engine> Engine::load(const ModelSpec& spec) {
   // The metadata's short hash reads the whole file (seconds for a 2-7 GB checkpoint): hash
   // in the background while the first image is made (file_sha256 caches it for next time).
   fs::path hashed(ck.path);
-  if (fs::is_directory(hashed)) hashed = hashed / "unet" / "diffusion_pytorch_model.safetensors";
+  if (fs::is_directory(hashed)) {  // a diffusers folder: its denoiser's weights (the first shard), else its index
+    const fs::path dir = hashed;
+    hashed = dir / "model_index.json";
+    for (const auto& candidate : {dir / "unet" / "diffusion_pytorch_model.safetensors", dir / "transformer" / "diffusion_pytorch_model.safetensors"})
+      if (fs::exists(candidate)) hashed = candidate;
+    std::error_code ec;
+    if (!fs::exists(hashed) && fs::is_directory(dir / "transformer"))
+      for (const auto& entry : fs::directory_iterator(dir / "transformer", ec))
+        if (entry.path().filename().string().find("-00001-of-") != std::string::npos) hashed = entry.path();
+  }
   e->hash_ = std::async(std::launch::async, [file = hashed.string()] { return file_sha256(file).substr(0, 10); }).share();
   models::trace_time("loaded");
   return e;
@@ -233,7 +288,24 @@ std::string Engine::name() const {
 
 std::string Engine::hash() const { return hash_.get(); }
 
-const samplers::ModelSampling& Engine::sampling(const Request&) const { return *sampling_; }
+const samplers::ModelSampling& Engine::sampling(const Request& r) const {
+  // Flux dev shifts its schedule by the image's token count (diffusers' use_dynamic_shifting,
+  // ComfyUI's ModelSamplingFlux: exp(μ), μ from 0.5 at 256 tokens to 1.15 at 4096); schnell
+  // and the other families keep the one chosen at load. An explicit --prediction keeps it too.
+  if (!takes_guidance() || !spec_.prediction.empty() || checkpoint_.metadata.count("sigma.flow_shift")) return *sampling_;
+  const int64_t f = latent_format_.downscale * flux_->config.patch;
+  const int64_t w = r.width > 0 ? r.width : native_size_, h = r.height > 0 ? r.height : native_size_;
+  const int64_t tokens = (h / f) * (w / f);
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = shifted_.find(tokens);
+  if (it == shifted_.end()) it = shifted_.emplace(tokens, samplers::ModelSampling::flow(std::exp(samplers::flux_mu(tokens)))).first;
+  return it->second;
+}
+
+int64_t Engine::default_steps() const {
+  const auto& d = family().defaults;
+  return flux_ && !flux_->config.guidance_embed && d.steps_distilled > 0 ? d.steps_distilled : d.steps;
+}
 
 std::unique_ptr<models::OnDevice> Engine::visit(torch::nn::Module& module) const {
   return lowvram() ? std::make_unique<models::OnDevice>(module, device_) : nullptr;
@@ -242,10 +314,11 @@ std::unique_ptr<models::OnDevice> Engine::visit(torch::nn::Module& module) const
 torch::Tensor Engine::denoise(const torch::Tensor& x, const torch::Tensor& t, const models::DiffusionConditioning& c) {
   // Streamed blocks change their weights' addresses every call: no graph can replay them.
   if ((c.control && !c.control->empty()) || diffusion_->streaming()) return diffusion_->forward(x, t, c);
-  return network_graphs_.run({x, t, c.context, c.y}, [this](const std::vector<torch::Tensor>& in) {
+  return network_graphs_.run({x, t, c.context, c.y, c.guidance}, [this](const std::vector<torch::Tensor>& in) {
     models::DiffusionConditioning captured;
     captured.context = in[2];
     captured.y = in[3];
+    captured.guidance = in[4];
     return diffusion_->forward(in[0], in[1], captured);
   });
 }
@@ -281,7 +354,7 @@ models::AutoencoderKL& Engine::vae_float32() {
 controlnet::ControlNet Engine::controlnet(const std::string& path) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (auto it = controlnets_.find(path); it != controlnets_.end()) return it->second;
-  if (checkpoint_.description.has_additional_embedding())
+  if (checkpoint_.description.has_additional_embedding() || !unet_)
     throw models::ModelLoadError(path + ": ControlNet on " + models::to_string(checkpoint_.family) +
                                  " models is not supported yet (base model " + checkpoint_.path + ")");
   auto ck = controlnet::open_controlnet(path, checkpoint_.family);

@@ -22,6 +22,7 @@
 #include "models/runtime/cuda_graph.h"
 #include "models/runtime/streaming.h"
 #include "models/text/clip_tokenizer.h"
+#include "models/text/t5_tokenizer.h"
 #include "models/vae/latent_format.h"
 #include "samplers/model_sampling.h"
 #include "samplers/schedules.h"
@@ -33,6 +34,7 @@ struct EngineAdapters;  // app/adapters.h
 // What identifies a loaded model: two requests with equal specs share one Engine.
 struct ModelSpec {
   std::string model, tokenizer, vae, prediction;
+  std::string clip_l, t5xxl, t5_tokenizer;  // a Flux transformer's separate parts (Request's fields)
   std::string device = "cpu";
   torch::ScalarType dtype = torch::kFloat32;
   bool lowvram = false;  // CUDA: weights in host memory, on the GPU only while used (models/runtime/streaming.h)
@@ -66,6 +68,13 @@ class Engine {
   torch::Device device() const { return device_; }
   torch::ScalarType dtype() const { return spec_.dtype; }
   int64_t native_size() const { return native_size_; }
+  // Canvas sizes step by this (the VAE's factor times the network's patch: SD 8, Flux 16).
+  int64_t size_multiple() const { return family().size_multiple; }
+  // The request's defaults for this model (Request: steps 0, cfg < 0, empty sampler/scheduler):
+  // the family's, and the distilled variant's step count (Flux schnell: 4).
+  int64_t default_steps() const;
+  // Whether the network reads a distilled guidance value (Flux dev's guidance_in).
+  bool takes_guidance() const { return flux_ && flux_->config.guidance_embed; }
   // The family's latents: channels, downscale, scale and shift, preview colours.
   const models::LatentFormat& latent_format() const { return latent_format_; }
   std::string name() const;             // file or folder name without extension
@@ -75,9 +84,13 @@ class Engine {
   const models::FamilyDescription& family() const { return checkpoint_.description; }
   // The family's text encoders in its order (family().text_encoders: SD 1.x/2.x one CLIP,
   // SDXL CLIP-L then OpenCLIP-bigG), each with its tokenizer (SDXL's second pads with "!" = id 0).
+  // Flux: CLIP-L (pooled only) then T5-XXL; text_encoder(i) / tokenizer(i) are the CLIPs
+  // (a T5's are t5(i) / t5_tokenizer(i); family().text_encoders[i].network says which).
   size_t text_encoder_count() const { return text_encoders_.size(); }
   models::ClipTextModel& text_encoder(size_t i) { return text_encoders_.at(i).model; }
   const models::ClipTokenizer& tokenizer(size_t i = 0) const { return *text_encoders_.at(i).tokenizer; }
+  models::T5Encoder& t5(size_t i) { return text_encoders_.at(i).t5; }
+  const models::T5Tokenizer& t5_tokenizer(size_t i) const { return *text_encoders_.at(i).t5_tokenizer; }
   // The denoising network, whichever the family has (models/diffusion/diffusion_model.h).
   models::DiffusionModel& diffusion_model() { return *diffusion_; }
   // Its weights as a module that shares the Engine's ownership (the LoRA patcher keeps one).
@@ -110,13 +123,18 @@ class Engine {
   torch::Device device_ = torch::kCPU;
   models::Checkpoint checkpoint_;
   std::optional<samplers::ModelSampling> sampling_;
+  // Flux dev: one shifted flow schedule per image token count (Engine::sampling), kept.
+  mutable std::map<int64_t, samplers::ModelSampling> shifted_;
   samplers::ScheduleOptions schedule_options_;
   struct TextEncoder {
     models::ClipTextModel model{nullptr};
     std::optional<models::ClipTokenizer> tokenizer;
+    models::T5Encoder t5{nullptr};
+    std::optional<models::T5Tokenizer> t5_tokenizer;
   };
   std::vector<TextEncoder> text_encoders_;
-  models::UNet unet_{nullptr};  // the network of the families loaded today; diffusion_ is it as the interface
+  models::UNet unet_{nullptr};  // the SD families' network, or
+  models::FluxTransformer flux_{nullptr};  // Flux's; diffusion_ is the one loaded, as the interface
   std::shared_ptr<models::DiffusionModel> diffusion_;
   models::AutoencoderKL vae_{nullptr};
   models::AutoencoderKL vae_float32_{nullptr};

@@ -72,10 +72,11 @@ std::shared_ptr<ModelInfo> describe(Engine& e, double seconds) {
   info->size_presets = e.family().size_presets;
   info->load_seconds = seconds;
   info->tokenizer = e.tokenizer();
-  const int64_t params = models::count_parameters(ck.unet) + models::count_parameters(ck.vae) +
-                         models::count_parameters(ck.text_encoders[0].weights);
-  info->summary = models::to_string(ck.family) + (ck.prediction == "v" ? " v-prediction" : " eps-prediction") + " \xC2\xB7 " +
-                  models::format_count(params) + " parameters \xC2\xB7 stored " + models::dtype_summary(ck.unet) +
+  const auto& network = ck.description.is_unet() ? ck.unet : ck.transformer;
+  int64_t params = models::count_parameters(network) + models::count_parameters(ck.vae);
+  for (const auto& te : ck.text_encoders) params += models::count_parameters(te.weights);
+  info->summary = models::to_string(ck.family) + " " + ck.prediction + "-prediction \xC2\xB7 " +
+                  models::format_count(params) + " parameters \xC2\xB7 stored " + models::dtype_summary(network) +
                   " \xC2\xB7 runs " + info->dtype + " on " + info->device;
   return info;
 }

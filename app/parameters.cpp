@@ -151,9 +151,11 @@ std::string format_parameters(const Request& r, const ImageRecord& rec) {
   s << r.prompt << "\n";
   if (!r.negative.empty()) s << "Negative prompt: " << r.negative << "\n";
   s << "Steps: " << r.steps << ", Sampler: " << a1111_sampler_name(r.sampler)
-    << ", Schedule type: " << a1111_schedule_name(r.scheduler) << ", CFG scale: " << number(r.cfg)
-    << ", Seed: " << rec.seed << ", Size: " << rec.width << "x" << rec.height << ", Model hash: " << rec.model_hash
+    << ", Schedule type: " << a1111_schedule_name(r.scheduler) << ", CFG scale: " << number(r.cfg);
+  if (rec.distilled_guidance) s << ", Distilled CFG Scale: " << number(r.guidance);
+  s << ", Seed: " << rec.seed << ", Size: " << rec.width << "x" << rec.height << ", Model hash: " << rec.model_hash
     << ", Model: " << quote(rec.model_name);
+  for (size_t i = 0; i < rec.modules.size(); ++i) s << ", Module " << i + 1 << ": " << quote(rec.modules[i]);
   // A1111: `Lora hashes: "name: hash, name2: hash2"` (extra_networks_lora.py), `TI hashes: "name: hash"`.
   for (const auto& [key, list] : {std::pair{"Lora hashes", &rec.lora_hashes}, std::pair{"TI hashes", &rec.ti_hashes}}) {
     std::string v;
@@ -191,7 +193,8 @@ bool informational(const std::string& key) {
   static const std::set<std::string> keys = {"Model hash", "Model", "Version", "VAE hash", "VAE", "Sigmas",
                                              "Sigma sampler", "Sigma schedule", "VAE retry",
                                              "Sigma device", "Sigma dtype"};
-  return keys.count(key) > 0 || key.rfind("ControlNet ", 0) == 0;
+  // "Module N": the separate files of the model (Forge), chosen with the model, not by the text.
+  return keys.count(key) > 0 || key.rfind("ControlNet ", 0) == 0 || key.rfind("Module ", 0) == 0;
 }
 
 }  // namespace
@@ -228,6 +231,7 @@ Request parse_parameters(const std::string& text, std::map<std::string, std::str
       else if (k == "Sigma sampler") r.sampler = v;
       else if (k == "Sigma schedule") r.scheduler = v;
       else if (k == "CFG scale") r.cfg = real_number(v);
+      else if (k == "Distilled CFG Scale") r.guidance = real_number(v);
       else if (k == "Seed") r.seed = whole_number(v);
       else if (k == "Size") {
         const auto x = v.find('x');
@@ -255,10 +259,10 @@ Request parse_parameters(const std::string& text, std::map<std::string, std::str
   if (params.find("Sigma sampler:") == std::string::npos && !sampler.empty()) {
     auto [name, sched] = sampler_from_a1111(sampler, schedule);
     if (!name.empty()) r.sampler = name;
-    else if (not_taken) not_taken->push_back("Sampler: " + sampler + " (no equivalent here; using " + r.sampler + ")");
+    else if (not_taken) not_taken->push_back("Sampler: " + sampler + " (no equivalent here; using " + (r.sampler.empty() ? std::string("the model's default") : r.sampler) + ")");
     if (!sched.empty()) r.scheduler = sched;
     else if (not_taken && !schedule.empty())
-      not_taken->push_back("Schedule type: " + schedule + " (no equivalent here; using " + r.scheduler + ")");
+      not_taken->push_back("Schedule type: " + schedule + " (no equivalent here; using " + (r.scheduler.empty() ? std::string("the model's default") : r.scheduler) + ")");
   }
   return r;
 }

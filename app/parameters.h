@@ -23,6 +23,8 @@ struct ImageRecord {
   int batch_size = 1, batch_position = 0;
   std::string vae_retry;            // set when the decode was redone in another precision
   std::string device, dtype;        // where and in what precision it ran ("cpu", "bf16"): auto resolves per machine
+  bool distilled_guidance = false;  // the model read Request::guidance (Flux dev): Forge's "Distilled CFG Scale"
+  std::vector<std::string> modules; // the separate parts it was made with (Flux: ae, clip_l, t5xxl): Forge's "Module N"
   // (name, short hash) of the LoRAs and embeddings used: A1111's `Lora hashes` and `TI hashes`.
   std::vector<std::pair<std::string, std::string>> lora_hashes, ti_hashes;
 };

@@ -102,10 +102,19 @@ Request resolve_request(const Request& in, const Engine& engine) {
   Request r = in;
   if (r.width == 0) r.width = engine.native_size();
   if (r.height == 0) r.height = engine.native_size();
+  // The model's defaults for what the request leaves out (Request: "0 / negative / empty").
+  const auto& defaults = engine.family().defaults;
+  if (r.steps == 0 && r.scheduler != "custom") r.steps = engine.default_steps();
+  if (r.cfg < 0) r.cfg = defaults.cfg;
+  if (r.sampler.empty()) r.sampler = defaults.sampler;
+  if (r.scheduler.empty()) r.scheduler = defaults.scheduler;
   validate(r);
-  const int64_t f = engine.latent_format().downscale;
+  const int64_t f = engine.size_multiple();
   if (r.width % f || r.height % f)
-    throw std::invalid_argument("--width/--height must be multiples of " + std::to_string(f));
+    throw std::invalid_argument("--width/--height must be multiples of " + std::to_string(f) + " for " +
+                                models::to_string(engine.checkpoint().family) + " (got " + std::to_string(r.width) + "x" +
+                                std::to_string(r.height) + "); try " + std::to_string((r.width + f / 2) / f * f) + "x" +
+                                std::to_string((r.height + f / 2) / f * f));
   if (r.seed < 0) r.seed = static_cast<int64_t>(std::random_device{}() & 0xFFFFFFFFu);
   if (r.scheduler == "custom") r.steps = static_cast<int64_t>(r.sigmas.size()) - 1;
   samplers::find_sampler(r.sampler);  // unknown names fail here, before any work
@@ -155,6 +164,11 @@ BatchContext batch_context(Engine& engine, const Request& r, int64_t batch, cons
   if (text.y_cond.defined()) {
     c.cond.y = text.y_cond.expand({batch, -1}).contiguous();
     c.pair.y = torch::cat({text.y_uncond.expand({batch, -1}), c.cond.y}).contiguous();
+  }
+  if (engine.takes_guidance()) {  // Flux dev: the same distilled guidance for cond and uncond
+    const auto opt = torch::TensorOptions().device(engine.device());
+    c.cond.guidance = torch::full({batch}, r.guidance, opt);
+    c.pair.guidance = torch::full({2 * batch}, r.guidance, opt);
   }
   return c;
 }
@@ -333,17 +347,30 @@ GeneratedImage image_record(const Engine& engine, const Request& r, const std::v
   g.record.device = engine.device().is_cuda() ? "cuda" : "cpu";
   g.record.dtype = dtype_flag(engine.dtype());
   g.record.lora_hashes = adapters.lora_hashes;  // app/adapters.h
+  g.record.distilled_guidance = engine.takes_guidance();
+  const auto& ck = engine.checkpoint();
+  if (!ck.vae_file.empty()) g.record.modules.push_back(std::filesystem::path(ck.vae_file).stem().string());
+  for (const auto& te : ck.text_encoders)
+    if (!te.file.empty()) g.record.modules.push_back(std::filesystem::path(te.file).stem().string());
   g.record.ti_hashes = adapters.embeddings.hashes;
   g.parameters = format_parameters(r, g.record);
   // One image's own request: its batch (ComfyUI noise is one draw per batch), or just
   // itself when each image has its own seed.
   g.reproduce = r;
   g.reproduce.output.clear();
+  // The separate parts the model was made with, also those found by name (the folder may change).
+  if (!ck.vae_file.empty()) g.reproduce.vae = ck.vae_file;
+  for (size_t e = 0; e < ck.text_encoders.size(); ++e) {
+    const auto& file = ck.text_encoders[e].file;
+    if (file.empty()) continue;
+    (ck.description.text_encoders[e].network == models::TextNetwork::T5 ? g.reproduce.t5xxl : g.reproduce.clip_l) = file;
+  }
   // Absolute paths, so the image can be re-run from any folder.
   auto absolute = [](std::string& p) {
     if (!p.empty() && std::filesystem::exists(p)) p = std::filesystem::absolute(p).lexically_normal().string();
   };
-  for (auto* p : {&g.reproduce.model, &g.reproduce.tokenizer, &g.reproduce.vae, &g.reproduce.init_image, &g.reproduce.mask})
+  for (auto* p : {&g.reproduce.model, &g.reproduce.diffusion_model, &g.reproduce.clip_l, &g.reproduce.t5xxl, &g.reproduce.tokenizer,
+                  &g.reproduce.t5_tokenizer, &g.reproduce.vae, &g.reproduce.init_image, &g.reproduce.mask})
     absolute(*p);
   for (auto& u : g.reproduce.controlnets) {
     absolute(u.model);

@@ -103,7 +103,11 @@ json lora_to_json(const LoraRef& l) {
 const std::vector<Field>& fields() {
   static const std::vector<Field> f = {
       SIGMA_FIELD("model", model, std::string),
+      SIGMA_FIELD("diffusion-model", diffusion_model, std::string),
+      SIGMA_FIELD("clip-l", clip_l, std::string),
+      SIGMA_FIELD("t5xxl", t5xxl, std::string),
       SIGMA_FIELD("tokenizer", tokenizer, std::string),
+      SIGMA_FIELD("t5-tokenizer", t5_tokenizer, std::string),
       SIGMA_FIELD("vae", vae, std::string),
       SIGMA_FIELD("prediction", prediction, std::string),
       SIGMA_FIELD("prompt", prompt, std::string),
@@ -120,6 +124,7 @@ const std::vector<Field>& fields() {
       SIGMA_FIELD("target-height", target_height, int64_t),
       SIGMA_FIELD("steps", steps, int64_t),
       SIGMA_FIELD("cfg", cfg, double, "cfg-scale"),
+      SIGMA_FIELD("guidance", guidance, double, "distilled-cfg-scale"),
       SIGMA_FIELD("cfg-rescale", cfg_rescale, double),
       SIGMA_FIELD("cfg-sigma-low", cfg_sigma_low, double),
       SIGMA_FIELD("cfg-sigma-high", cfg_sigma_high, double),
@@ -273,7 +278,10 @@ void validate(const Request& r) {
       fail(std::string(flag) + " " + std::to_string(v) + " is not a multiple of 8 (the VAE works on 8x8 pixel blocks); try " +
            std::to_string(std::min<int64_t>(4096, std::max<int64_t>(8, (v + 4) / 8 * 8))));
   }
-  in_range("--cfg", r.cfg, 0, 100, "classifier-free guidance scale; 1 = no guidance");
+  if (!std::isfinite(r.cfg) || r.cfg >= 0) in_range("--cfg", r.cfg, 0, 100, "classifier-free guidance scale; 1 = no guidance; negative = the model's default");
+  in_range("--guidance", r.guidance, 0, 100, "Flux dev's distilled guidance");
+  if (!r.model.empty() && !r.diffusion_model.empty())
+    fail("--model and --diffusion-model both name the model; give one (--diffusion-model for a transformer file with separate encoders)");
   in_range("--cfg-rescale", r.cfg_rescale, 0, 1);
   in_range("--cfg-sigma-low", r.cfg_sigma_low, 0, 1e4, "sigma below which guidance is off");
   in_range("--cfg-sigma-high", r.cfg_sigma_high, 0, 1e4, "sigma above which guidance is off; 0 = no upper bound");
@@ -288,7 +296,8 @@ void validate(const Request& r) {
                          std::pair{"--crop-top", r.crop_top}, std::pair{"--crop-left", r.crop_left}})
     if (v < 0 || v > 16384)
       fail(std::string(flag) + " " + std::to_string(v) + " must be between 0 and 16384 (SDXL micro-conditioning; 0 for the sizes: the canvas)");
-  if (r.scheduler != "custom" && (r.steps < 1 || r.steps > 1000)) fail("--steps must be between 1 and 1000, got " + std::to_string(r.steps));
+  if (r.scheduler != "custom" && (r.steps < 0 || r.steps > 1000))
+    fail("--steps must be between 1 and 1000 (0 = the model's default), got " + std::to_string(r.steps));
   if (r.batch_size < 1 || r.batch_size > 64) fail("--batch-size must be between 1 and 64");
   // 1000 batches of up to 64: 64,000 images a request (A1111's UI stops at 100 batches); more
   // is a typo, and each image's name and seed is computed up front.

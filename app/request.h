@@ -33,8 +33,13 @@ struct LoraRef {
 
 struct Request {
   // model
-  std::string model;                // empty: the bundled default model
+  std::string model;                // empty: the bundled default model (or --diffusion-model's)
+  // A model that comes apart (Flux), stable-diffusion.cpp's flags: the transformer file instead
+  // of -m, its text encoders and (as for any model) --vae; empty: inside the checkpoint, or found
+  // by name beside it and in the models root's text_encoders/, clip/ and vae/ folders.
+  std::string diffusion_model, clip_l, t5xxl;
   std::string tokenizer;            // empty: the checkpoint's own, or beside it
+  std::string t5_tokenizer;         // T5's spiece.model; empty: the diffusers folder's, else the bundled one
   std::string vae;                  // empty: the checkpoint's VAE
   std::string prediction;           // empty: from the checkpoint; "eps" | "v" | "flow" override
   // text
@@ -48,12 +53,15 @@ struct Request {
   int64_t original_width = 0, original_height = 0;
   int64_t crop_top = 0, crop_left = 0;
   int64_t target_width = 0, target_height = 0;
-  int64_t steps = 20;
-  double cfg = 7.0;
+  // 0 steps, a negative cfg, an empty sampler or scheduler: the model family's defaults
+  // (SD: 20, 7, dpmpp_2m, karras; Flux: 28 (schnell 4), 1, euler, simple), resolved with the model.
+  int64_t steps = 0;
+  double cfg = -1;
+  double guidance = 3.5;            // Flux dev's distilled guidance (guidance_in; Forge: "Distilled CFG Scale")
   double cfg_rescale = 0.0;         // φ of Lin et al. 2023
   double cfg_sigma_low = 0.0, cfg_sigma_high = 0.0;  // guidance interval in σ; high 0 = everywhere
-  std::string sampler = "dpmpp_2m";
-  std::string scheduler = "karras";
+  std::string sampler;
+  std::string scheduler;
   std::vector<double> sigmas;       // scheduler "custom": the σ list itself, descending, ending where sampling stops
   double eta = -1;                  // < 0: the solver's default
   int64_t seed = -1;                // -1: random, recorded in the output

@@ -91,7 +91,7 @@ ControlNetCheckpoint open_controlnet(const std::string& path, models::Family fam
   // The encoder half has no output blocks; give infer_unet_config the keys it reads from them.
   auto probe = ck.weights;
   const auto& conv_in = probe.at("input_blocks.0.0.weight");
-  probe["out.2.weight"] = models::TensorRef{nullptr, "", {conv_in.shape[1], conv_in.shape[0], 3, 3}, {}};
+  probe["out.2.weight"] = models::TensorRef{nullptr, "", {conv_in.shape[1], conv_in.shape[0], 3, 3}, {}, {}};
   ck.config.unet = models::infer_unet_config(probe, family, what);
   if (ck.diffusers) {
     const auto cfg_path = fs::path(file).parent_path() / "config.json";

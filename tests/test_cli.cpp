@@ -166,7 +166,7 @@ TEST_SUITE("e2e.cli") {
     {
       std::ofstream f(jobs);
       for (int i = 0; i < 4; ++i) f << R"({"prompt": "circle )" << i << R"(", "seed": )" << i << "}\n";
-      f << R"({"prompt": "bad", "steps": 0})" << "\n";
+      f << R"({"prompt": "bad", "steps": 5000})" << "\n";
     }
     const auto common = "batch " + jobs + " -m " + test::sd15() + "/models/tiny-sd15.safetensors --tokenizer " + test::sd15() +
                         "/models/tiny-sd15-diffusers/tokenizer -W 64 -H 64 --steps 2 -q -o " + (dir / "out").string();

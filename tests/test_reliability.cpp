@@ -90,7 +90,7 @@ TEST_SUITE("unit.reliability") {
         nullptr, &not_taken);
     REQUIRE(not_taken.size() == 3);
     CHECK(has(not_taken[0], "Hires upscale: 2"));
-    CHECK(has(not_taken[1], "Sampler: Restart (no equivalent here; using dpmpp_2m)"));
+    CHECK(has(not_taken[1], "Sampler: Restart (no equivalent here; using the model's default)"));
     CHECK(has(not_taken[2], "Schedule type: Align Your Steps"));
     CHECK(r.cfg == 7);  // what could be taken was
 

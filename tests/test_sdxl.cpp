@@ -150,7 +150,7 @@ TEST_SUITE("unit.sdxl") {
 
   TEST_CASE("real SDXL sizes are inferred from shapes alone (no weights needed)") {
     auto shaped = [](models::TensorIndex& idx, const std::string& k, std::vector<int64_t> shape) {
-      idx[k] = models::TensorRef{nullptr, k, std::move(shape), {}};
+      idx[k] = models::TensorRef{nullptr, k, std::move(shape), {}, {}};
     };
     // sd_xl_base_1.0's UNet: 320 channels, mult (1, 2, 4), depth (0, 2, 10), middle 10,
     // linear projections, context 2048, label_emb input 2816.

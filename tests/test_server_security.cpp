@@ -86,7 +86,7 @@ TEST_SUITE("e2e.server_security") {
     expect_400(s, "/sdapi/v1/txt2img", {{"batch_size", 1000}}, "batch_size");
     expect_400(s, "/sdapi/v1/txt2img", {{"n_iter", 1000}}, "n_iter");
     expect_400(s, "/sdapi/v1/txt2img", {{"cfg_scale", 1e9}}, "cfg_scale");
-    expect_400(s, "/v1/jobs", json{{"steps", 0}}, "steps");
+    expect_400(s, "/v1/jobs", json{{"steps", -1}}, "steps");
     // A 100,000-character prompt is refused at once (not after 30 s of text encoding).
     const auto t0 = std::chrono::steady_clock::now();
     std::string words;

@@ -43,8 +43,14 @@ struct RequestFlags {
     // A flag given twice keeps the last value, as in most command lines (scripts append overrides).
     c->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
     add(c, "-m,--model", &Request::model, "checkpoint: .safetensors file or diffusers folder (default: the bundled model)");
+    add(c, "--diffusion-model", &Request::diffusion_model,
+        "a Flux transformer file alone (flux1-dev.safetensors), instead of -m; its encoders and VAE from --clip_l, --t5xxl, --vae "
+        "or found by name beside it and in the models root's text_encoders/ and vae/");
+    add(c, "--clip_l,--clip-l", &Request::clip_l, "Flux: CLIP-L text encoder file (clip_l.safetensors)");
+    add(c, "--t5xxl", &Request::t5xxl, "Flux: T5-XXL encoder file (t5xxl_fp16.safetensors, t5xxl_fp8_e4m3fn.safetensors)");
     add(c, "--tokenizer", &Request::tokenizer, "folder with vocab.json + merges.txt (single-file checkpoints carry none)");
-    add(c, "--vae", &Request::vae, "VAE file to use instead of the checkpoint's");
+    add(c, "--t5-tokenizer", &Request::t5_tokenizer, "T5's SentencePiece model (spiece.model) instead of the bundled one");
+    add(c, "--vae", &Request::vae, "VAE file to use instead of the checkpoint's (Flux: ae.safetensors)");
     add(c, "--prediction", &Request::prediction, "override the model's prediction type: eps | v | flow");
     add(c, "-p,--prompt", &Request::prompt, "prompt; AUTOMATIC1111 syntax: (word) x1.1, [word] /1.1, (word:1.3), BREAK");
     add(c, "-n,--negative,--negative-prompt", &Request::negative, "negative prompt");
@@ -52,13 +58,14 @@ struct RequestFlags {
     add(c, "--clip-skip", &Request::clip_skip, "text encoder layer from the end (1 = last)")->default_val(1);
     add(c, "-W,--width", &Request::width, "width in pixels, a multiple of 8 (default: the model's native size)");
     add(c, "-H,--height", &Request::height, "height in pixels, a multiple of 8 (default: the model's native size)");
-    add(c, "--steps", &Request::steps, "denoising steps")->default_val(20);
-    add(c, "--cfg,--cfg-scale", &Request::cfg, "classifier-free guidance scale (1 = off)")->default_val(7.0);
+    add(c, "--steps", &Request::steps, "denoising steps (default: the model's; SD 20, Flux dev 28, schnell 4)");
+    add(c, "--cfg,--cfg-scale", &Request::cfg, "classifier-free guidance scale, 1 = off (default: the model's; SD 7, Flux 1)");
+    add(c, "--guidance,--distilled-cfg-scale", &Request::guidance, "Flux dev's distilled guidance (guidance_in)")->default_val(3.5);
     add(c, "--cfg-rescale", &Request::cfg_rescale, "guidance rescale phi in [0,1] (Lin et al. 2023)")->default_val(0.0);
     add(c, "--cfg-sigma-low", &Request::cfg_sigma_low, "guidance only for sigma >= this (Kynkaanniemi et al. 2024)");
     add(c, "--cfg-sigma-high", &Request::cfg_sigma_high, "guidance only for sigma <= this (0 = no upper bound)");
-    add(c, "--sampler,--sampling-method", &Request::sampler, "solver; `sigma samplers` lists them")->default_val("dpmpp_2m");
-    add(c, "--scheduler,--schedule", &Request::scheduler, "sigma schedule; `sigma samplers` lists them")->default_val("karras");
+    add(c, "--sampler,--sampling-method", &Request::sampler, "solver; `sigma samplers` lists them (default: SD dpmpp_2m, Flux euler)");
+    add(c, "--scheduler,--schedule", &Request::scheduler, "sigma schedule; `sigma samplers` lists them (default: SD karras, Flux simple)");
     add(c, "--sigmas", &Request::sigmas, "with --scheduler custom: the sigma list, comma-separated, e.g. 14.6,5,1.5,0.3,0")
         ->delimiter(',');
     add(c, "--eta", &Request::eta, "noise amount of ancestral/SDE solvers (default: the solver's)");
@@ -149,8 +156,8 @@ struct RequestFlags {
 // Checks that need no model, so a typo fails in milliseconds, not after loading.
 void precheck(const Request& r) {
   validate(r);
-  samplers::find_sampler(r.sampler);
-  bool known = false;
+  if (!r.sampler.empty()) samplers::find_sampler(r.sampler);  // empty: the model's default
+  bool known = r.scheduler.empty();
   std::string names;
   for (const auto& s : samplers::all_schedules()) {
     known |= s.name == r.scheduler;

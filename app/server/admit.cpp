@@ -135,8 +135,13 @@ void a1111_sampler(app::Request& r, const std::string& sampler, const std::strin
 void admit(app::Request& r, const AdmitContext& ctx) {
   const ModelCatalog& cat = *ctx.catalog;
   auto field = [&](const std::string& flag) { return ctx.field_of ? ctx.field_of(flag) : flag.substr(2); };
-  r.model = r.model.empty() ? ctx.default_model : cat.resolve(ModelCatalog::Kind::checkpoint, r.model, field("--model"));
+  r.model = r.model.empty() ? (r.diffusion_model.empty() ? ctx.default_model : "") : cat.resolve(ModelCatalog::Kind::checkpoint, r.model, field("--model"));
   r.tokenizer = inside_root(cat, r.tokenizer, field("--tokenizer"));
+  // A Flux transformer and its separate parts: files inside the root, as every other path.
+  r.diffusion_model = inside_root(cat, r.diffusion_model, field("--diffusion-model"));
+  r.clip_l = inside_root(cat, r.clip_l, field("--clip_l"));
+  r.t5xxl = inside_root(cat, r.t5xxl, field("--t5xxl"));
+  r.t5_tokenizer = inside_root(cat, r.t5_tokenizer, field("--t5-tokenizer"));
   r.vae = inside_root(cat, r.vae, field("--vae"));
   for (auto& u : r.controlnets) u.model = cat.resolve(ModelCatalog::Kind::controlnet, u.model, field("--control-net"));
   // LoRA and embedding folders are the server's; a request may repeat them (our PNGs record them).
@@ -171,7 +176,7 @@ void admit(app::Request& r, const AdmitContext& ctx) {
     throw BadRequest(field("--batch-count"), "batch count " + std::to_string(r.batch_count) + " is over this server's limit of " +
                                                  std::to_string(ctx.max_batch_count));
   check_preprocessors(r, field("--control-preprocessor"));
-  bool known_sampler = false, known_schedule = false;
+  bool known_sampler = r.sampler.empty(), known_schedule = r.scheduler.empty();  // empty: the model's defaults
   for (const auto& s : app::sampler_catalog()) known_sampler |= s.name == r.sampler;
   for (const auto& s : app::schedule_catalog()) known_schedule |= s.name == r.scheduler;
   if (!known_sampler) throw BadRequest(field("--sampler"), "unknown sampler '" + r.sampler + "' (GET /sdapi/v1/samplers lists them)");

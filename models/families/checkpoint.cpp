@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "models/io/json_text.h"
+#include "models/families/flux_layouts.h"
 #include "models/io/keymaps.h"
 
 namespace fs = std::filesystem;
@@ -28,17 +29,13 @@ namespace {
 constexpr const char* kUnetPrefix = "model.diffusion_model.";
 constexpr const char* kVaePrefix = "first_stage_model.";
 
-// The flow-matching transformers (Flux.1 and its kin: `double_blocks.*`/`single_blocks.*`,
-// bare or under ComfyUI's `model.diffusion_model.`) are families this build does not run yet:
-// say so, rather than "not a Stable Diffusion checkpoint" or a UNet error.
-void reject_unsupported_families(const SafeTensors& f) {
-  const bool mmdit = std::any_of(f.tensors().begin(), f.tensors().end(), [](const TensorInfo& t) {
-    return t.name.find("double_blocks.") != std::string::npos || t.name.find("single_blocks.") != std::string::npos ||
-           t.name.find("transformer_blocks.0.attn.add_q_proj") != std::string::npos;
-  });
-  if (mmdit)
-    throw ModelLoadError(f.path() + ": this is a Flux-style transformer (MMDiT double/single blocks); that model family is not "
-                                    "supported yet: this version runs Stable Diffusion 1.x, 2.x and SDXL checkpoints");
+// The separate-part flags belong to families that come apart (Flux); an SD checkpoint has its
+// text encoders inside (its --vae is the engine's, as before).
+void refuse_parts(const ComponentFiles& parts, const std::string& path, Family family) {
+  for (const auto& [flag, file] : {std::pair<std::string, std::string>{"--clip_l", parts.clip_l}, {"--t5xxl", parts.t5xxl}})
+    if (!file.empty())
+      throw ModelLoadError(flag + " " + file + ": separate text encoders are for Flux models; " + path + " is a " +
+                           to_string(family) + " checkpoint with its own (leave " + flag + " out)");
 }
 
 // Names that say what a file is when it is not a full checkpoint, so the error can say what to do.
@@ -52,6 +49,9 @@ void reject_other_kinds(const SafeTensors& f) {
     throw ModelLoadError(p + ": this is a ControlNet, not a base model; pass it with --control-net and give a base model with --model");
   if (any("lora_unet_") || any("lora_te_"))
     throw ModelLoadError(p + ": this is a LoRA, not a base model; give a base model with --model");
+  if (any("joint_blocks.") || any("model.diffusion_model.joint_blocks."))
+    throw ModelLoadError(p + ": this is a Stable Diffusion 3 model (MMDiT joint blocks); that family is not supported yet: "
+                             "this version runs SD 1.x, 2.x, SDXL and Flux.1");
   if (any("conditioner.embedders."))
     throw ModelLoadError(p + ": SDXL-style text encoders ('conditioner.embedders.*') but no UNet ('model.diffusion_model.*' keys); "
                              "the file is incomplete");
@@ -87,13 +87,12 @@ void drop_unused_clip_layers(Checkpoint& ck) {
   }
 }
 
-Checkpoint open_single_file(const std::string& path) {
-  auto f = SafeTensors::open(path);
+Checkpoint open_single_file(const std::shared_ptr<const SafeTensors>& f) {
+  const std::string& path = f->path();
   Checkpoint ck;
   ck.path = path;
   ck.layout = Layout::SingleFile;
   ck.metadata = f->metadata();
-  reject_unsupported_families(*f);
   ck.unet = index_file(f, kUnetPrefix);
   if (ck.unet.empty()) reject_other_kinds(*f);
   ck.family = detect_single_file_family(index_file(f), path);
@@ -267,20 +266,23 @@ Family detect_diffusers_family(const nlohmann::json& unet_cfg, const nlohmann::j
   return te_cfg.value("hidden_act", "quick_gelu") == "gelu" ? Family::SD2 : Family::SD1;
 }
 
-Checkpoint open_checkpoint(const std::string& path) {
+Checkpoint open_checkpoint(const std::string& path, const ComponentFiles& parts) {
   if (!fs::exists(path)) throw ModelLoadError(path + ": no such file or folder");
   Checkpoint ck;
   if (fs::is_directory(path)) {
     if (fs::exists(fs::path(path) / "config.json") && !fs::exists(fs::path(path) / "model_index.json"))
       throw ModelLoadError(path + ": this folder holds a single diffusers model (config.json), not a pipeline; "
                                   "for a ControlNet pass it with --control-net");
+    if (is_flux_folder(path)) return open_flux_folder(path, parts);
     ck = open_diffusers(path);
   } else {
     const auto ext = fs::path(path).extension().string();
     if (ext == ".ckpt" || ext == ".pt" || ext == ".pth" || ext == ".bin")
       throw ModelLoadError(path + ": pickle checkpoints (" + ext + ") can run code when loaded and are not supported; "
                                   "convert it to .safetensors (e.g. with the safetensors package) and pass that");
-    ck = open_single_file(path);
+    auto file = SafeTensors::open(path);
+    if (is_flux_file(*file)) return open_flux_file(file, parts);
+    ck = open_single_file(file);
     for (size_t i = 0; i < ck.description.text_encoders.size(); ++i)
       ck.text_encoders[i].config = infer_clip_config(ck.text_encoders[i].weights, ck.family,
                                                path + " text encoder" + (i ? " " + std::to_string(i + 1) : std::string()), i);
@@ -309,6 +311,7 @@ Checkpoint open_checkpoint(const std::string& path) {
   if (auto it = ck.metadata.find("sigma.vae_scaling_factor"); it != ck.metadata.end())
     ck.vae_config.scaling_factor = std::stod(it->second);  // our own models record the scale they were trained with
   drop_unused_clip_layers(ck);
+  refuse_parts(parts, path, ck.family);
   ck.default_clip_skip = 1;
   fill_description_sizes(ck);
   return ck;
@@ -328,7 +331,9 @@ void apply_diffusers_heads(UNetConfig& c, const nlohmann::json& j) {
 
 TensorIndex open_vae_file(const std::string& path) {
   auto f = SafeTensors::open(path);
-  TensorIndex idx = index_file(f, has_prefix(index_file(f), kVaePrefix) ? kVaePrefix : "");
+  const auto all = index_file(f);
+  // LDM checkpoints' prefix, or ComfyUI all-in-one files' (vae.)
+  TensorIndex idx = index_file(f, has_prefix(all, kVaePrefix) ? kVaePrefix : has_prefix(all, "vae.decoder.") ? "vae." : "");
   if (looks_like_diffusers_vae(idx)) idx = vae_from_diffusers(idx);
   if (!idx.count("decoder.conv_in.weight"))
     throw ModelLoadError(path + ": not a VAE (no 'decoder.conv_in.weight' or 'first_stage_model.decoder.*' keys)");

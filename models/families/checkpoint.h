@@ -1,7 +1,8 @@
-// Opening a Stable Diffusion checkpoint in any supported layout: detects the layout
-// and the model family from the tensors, maps every weight to its component under
-// the canonical names, and infers each network's configuration from tensor shapes
-// (a config file, where the layout has one, only fills in what shapes cannot tell).
+// Opening a checkpoint in any supported layout: detects the layout and the model family from
+// the tensors, maps every weight to its component under the canonical names, and infers each
+// network's configuration from tensor shapes (a config file, where the layout has one, only
+// fills in what shapes cannot tell). SD 1.x/2.x/SDXL here; Flux's layouts (a transformer file
+// with separate encoders, ComfyUI's all-in-one file, diffusers folders) in flux_layouts.cpp.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -28,8 +29,18 @@ struct TextEncoderFiles {
   // Hugging Face names; `text_projection.weight` too for a CLIPTextModelWithProjection (SDXL's
   // OpenCLIP-bigG).
   TensorIndex weights;
-  ClipTextConfig config;
+  ClipTextConfig config;      // a CLIP's sizes (TextNetwork::Clip)
+  T5Config t5_config;         // a T5's (TextNetwork::T5)
   std::string tokenizer_dir;  // the diffusers tokenizer folder (tokenizer/, tokenizer_2/), else empty
+  std::string file;           // where its weights are, when that is not the checkpoint itself
+};
+
+// The separate files of a model that comes apart (Flux: stable-diffusion.cpp's --clip_l,
+// --t5xxl, --vae beside --diffusion-model); empty: from the checkpoint, or found by name.
+struct ComponentFiles {
+  std::string clip_l, t5xxl, vae;
+  std::string models_root;  // a ComfyUI-style models folder to look in (text_encoders/, clip/, vae/)
+  bool empty() const { return clip_l.empty() && t5xxl.empty() && vae.empty(); }
 };
 
 struct Checkpoint {
@@ -38,6 +49,8 @@ struct Checkpoint {
   Family family = Family::SD1;
   FamilyDescription description = family_description(Family::SD1);  // of `family`, sizes from the tensors
   TensorIndex unet, vae;  // canonical names: LDM's
+  TensorIndex transformer;              // the flow transformer of a Flux checkpoint, BFL's names
+  std::string vae_file;                 // the VAE's own file, when it is not in the checkpoint (Flux's ae.safetensors)
   std::vector<TextEncoderFiles> text_encoders;     // one per description.text_encoders
   std::vector<std::string> text_encoder_ignored;  // known, deliberately unused (position_ids, unused last layer)
   std::vector<std::string> unused;      // keys that belong to no component we run
@@ -47,12 +60,15 @@ struct Checkpoint {
   bool zero_terminal_snr = false;       // v-prediction SDXL files with a `ztsnr` key (ComfyUI's rule)
   std::map<std::string, std::string> metadata;  // the single file's __metadata__ (e.g. sigma.* keys of our own models)
   UNetConfig unet_config;
+  FluxConfig flux_config;
   VaeConfig vae_config;
+  std::vector<std::string> notes;       // what the loader chose by itself (companion files found by name), to tell the user
   int64_t default_clip_skip = 1;        // SD 2.x reads the penultimate layer
 };
 
-// Throws ModelLoadError (or SafetensorsError) naming the path and the fix.
-Checkpoint open_checkpoint(const std::string& path);
+// Throws ModelLoadError (or SafetensorsError) naming the path and the fix. `parts` name the
+// separate files of a family that comes apart (only Flux does; anything else refuses them).
+Checkpoint open_checkpoint(const std::string& path, const ComponentFiles& parts = {});
 
 // A standalone VAE file (LDM `encoder.*`/`decoder.*`, optionally under first_stage_model.,
 // or diffusers names) for --vae.

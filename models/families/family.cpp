@@ -10,6 +10,7 @@ std::string to_string(Family f) {
     case Family::SD1: return "Stable Diffusion 1.x";
     case Family::SD2: return "Stable Diffusion 2.x";
     case Family::SDXL: return "Stable Diffusion XL";
+    case Family::Flux: return "Flux.1";
   }
   return "unknown";
 }
@@ -94,14 +95,50 @@ FamilyDescription sdxl() {
   return d;
 }
 
+// Flux.1 (dev, schnell and their kin): CLIP-L gives only its pooled vector (vector_in), T5-XXL
+// the token context; a 16-channel VAE with a shift; 2x2 patches, so sizes step by 16.
+FamilyDescription flux() {
+  FamilyDescription d;
+  d.family = Family::Flux;
+  d.network = DiffusionNetwork::Flux;
+  d.text_encoders = {{.component = "text_encoder", .tokenizer = "tokenizer", .kind = "CLIP-L",
+                      .single_file_prefix = "text_encoders.clip_l.transformer.", .network = TextNetwork::Clip,
+                      .flag = "--clip_l", .context = false, .clip_skip = 1, .final_norm = true, .pooled = true,
+                      .quick_gelu = true, .pad_id = -1},
+                     // ComfyUI pads T5 to 256 tokens for Flux (comfy/text_encoders/flux.py); diffusers' 512
+                     // is the longest prompt read.
+                     {.component = "text_encoder_2", .tokenizer = "tokenizer_2", .kind = "T5-XXL",
+                      .single_file_prefix = "text_encoders.t5xxl.transformer.", .network = TextNetwork::T5,
+                      .flag = "--t5xxl", .context = true, .min_tokens = 256, .max_tokens = 512}};
+  d.context_dim = 4096;
+  d.pooled_dim = 768;
+  d.vae_scale = 0.3611;
+  d.vae_shift = 0.1159;
+  d.size_multiple = 16;
+  // ComfyUI's latent_formats.Flux latent_rgb_factors.
+  d.latent_rgb = {-0.0346f, 0.0244f,  0.0681f,  0.0034f,  0.0210f,  0.0687f,  0.0275f,  -0.0668f, -0.0433f, -0.0174f,
+                  0.0160f,  0.0617f,  0.0859f,  0.0721f,  0.0329f,  0.0004f,  0.0383f,  0.0115f,  0.0405f,  0.0861f,
+                  0.0915f,  -0.0236f, -0.0185f, -0.0259f, -0.0245f, 0.0250f,  0.1180f,  0.1008f,  0.0755f,  -0.0421f,
+                  -0.0515f, 0.0201f,  0.0011f,  0.0428f,  -0.0012f, -0.0036f, 0.0817f,  0.0765f,  0.0749f,  -0.1264f,
+                  -0.0522f, -0.1103f, -0.0280f, -0.0881f, -0.0499f, -0.1262f, -0.0982f, -0.0778f};
+  d.native_size = 1024;
+  d.default_prediction = "flow";
+  d.defaults = {.steps = 28, .steps_distilled = 4, .cfg = 1.0, .sampler = "euler", .scheduler = "simple"};
+  // Flux's usual buckets (multiples of 16, about one megapixel).
+  d.size_presets = {{1024, 1024, "square"}, {1152, 896, "9:7"}, {896, 1152, "7:9"}, {1216, 832, "3:2"},
+                    {832, 1216, "2:3"},     {1344, 768, "16:9"}, {768, 1344, "9:16"}, {512, 512, "square (fast)"}};
+  return d;
+}
+
 }  // namespace
 
 const FamilyDescription& family_description(Family f) {
-  static const FamilyDescription d1 = sd1(), d2 = sd2(), dxl = sdxl();
+  static const FamilyDescription d1 = sd1(), d2 = sd2(), dxl = sdxl(), dflux = flux();
   switch (f) {
     case Family::SD1: return d1;
     case Family::SD2: return d2;
     case Family::SDXL: return dxl;
+    case Family::Flux: return dflux;
   }
   throw std::invalid_argument("unknown model family");
 }
@@ -110,6 +147,14 @@ std::string FamilyDescription::describe() const {
   std::ostringstream s;
   for (size_t i = 0; i < text_encoders.size(); ++i) {
     const auto& e = text_encoders[i];
+    if (e.network == TextNetwork::T5) {
+      s << (i ? " + " : "") << e.kind << " (last layer, " << e.min_tokens << "-" << e.max_tokens << " tokens)";
+      continue;
+    }
+    if (!e.context) {
+      s << (i ? " + " : "") << e.kind << " (pooled only)";
+      continue;
+    }
     s << (i ? " + " : "") << e.kind << " (" << (e.clip_skip == 1 ? "last" : e.clip_skip == 2 ? "penultimate" : "layer -" + std::to_string(e.clip_skip))
       << " layer" << (e.final_norm ? ", final norm" : ", no final norm") << (e.pooled ? ", pooled" : "") << ")";
   }
@@ -117,7 +162,10 @@ std::string FamilyDescription::describe() const {
   if (has_additional_embedding())
     s << "; additional embedding " << adm_in_channels << " = pooled " << pooled_dim << " + " << micro_conditioning << " x "
       << fourier_dim << " Fourier (micro-conditioning)";
-  s << "; VAE scale " << vae_scale << "; native " << native_size << " px";
+  if (!is_unet()) s << "; pooled " << pooled_dim << " -> vector input";
+  s << "; VAE scale " << vae_scale;
+  if (vae_shift != 0) s << ", shift " << vae_shift;
+  s << "; native " << native_size << " px";
   return s.str();
 }
 

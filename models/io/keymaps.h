@@ -5,6 +5,8 @@
 // already stripped).
 #pragma once
 
+#include <cstdint>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -54,5 +56,24 @@ bool looks_like_diffusers_vae(const TensorIndex& index);
 // `text_projection` (stored for x @ P) becomes CLIPTextModelWithProjection's
 // `text_projection.weight` = Pᵀ. Names with no role in conditioning go to `ignored`.
 TensorIndex clip_from_openclip(const TensorIndex& openclip, std::vector<std::string>& ignored, bool with_projection);
+
+// Flux (models/io/keymaps_flux.cpp): each BFL module and the diffusers modules it fuses, in
+// row order ([q; k; v], single blocks' [q; k; v; mlp]); `swap_halves`: the final modulation,
+// (shift, scale) in BFL and (scale, shift) in diffusers; `norm`: an RMS norm, BFL `.scale`,
+// diffusers `.weight`.
+struct FluxModuleMap {
+  std::string bfl;
+  std::vector<std::string> diffusers;
+  bool swap_halves = false;
+  bool norm = false;
+};
+std::vector<FluxModuleMap> flux_module_map(int64_t depth, int64_t depth_single);
+// Block counts of a diffusers-named Flux transformer (or LoRA) from its names.
+int64_t flux_double_depth(const TensorIndex& diffusers);
+int64_t flux_single_depth(const TensorIndex& diffusers);
+bool looks_like_diffusers_flux(const TensorIndex& index);
+// A diffusers FluxTransformer2DModel in BFL names: fused weights concatenated in memory once;
+// names outside the table go to `unused`.
+TensorIndex flux_from_diffusers(const TensorIndex& diffusers, std::vector<std::string>& unused);
 
 }  // namespace sigma::models

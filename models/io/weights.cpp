@@ -35,7 +35,8 @@ int64_t TensorRef::numel() const {
 }
 
 torch::Tensor TensorRef::load(torch::ScalarType dtype) const {
-  auto t = value.defined() ? value.to(dtype) : file->load(key, dtype);
+  auto t = value.defined() ? value.to(dtype) : file->load(key, scale.defined() ? torch::kFloat32 : dtype);
+  if (scale.defined()) t = (t * scale).to(dtype);  // dequantized in float32, then rounded once
   return t.sizes().vec() == shape ? t : t.reshape(shape);
 }
 
@@ -43,7 +44,7 @@ TensorIndex index_file(const std::shared_ptr<const SafeTensors>& file, const std
   TensorIndex index;
   for (const auto& t : file->tensors()) {
     if (t.name.compare(0, prefix.size(), prefix) != 0) continue;
-    index[t.name.substr(prefix.size())] = TensorRef{file, t.name, t.shape, {}};
+    index[t.name.substr(prefix.size())] = TensorRef{file, t.name, t.shape, {}, {}};
   }
   return index;
 }
@@ -84,7 +85,7 @@ void upload_to_cuda(Plan& plan, torch::ScalarType dtype, torch::Device device, P
   };
   std::vector<Item> items;
   for (auto& [target, ref] : plan) {
-    const TensorInfo* info = ref->value.defined() || !ref->file ? nullptr : ref->file->find(ref->key);
+    const TensorInfo* info = ref->value.defined() || ref->scale.defined() || !ref->file ? nullptr : ref->file->find(ref->key);
     const auto stored = info ? safetensors_torch_dtype(info->dtype) : std::nullopt;
     if (!stored) {
       rest.emplace_back(target, ref);

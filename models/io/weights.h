@@ -24,6 +24,7 @@ struct TensorRef {
   std::string key;               // name in the file
   std::vector<int64_t> shape;    // shape the module expects (a reshape of the stored one, e.g. linear -> 1x1 conv)
   torch::Tensor value;           // set instead of file/key for tensors made in memory (LoRA merges, splits)
+  torch::Tensor scale;           // a per-tensor factor of the stored value (ComfyUI's scaled fp8), else undefined
   std::string dtype() const;     // as stored
   int64_t numel() const;
   torch::Tensor load(torch::ScalarType dtype) const;
