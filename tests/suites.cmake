@@ -59,6 +59,12 @@ sigma_add_suite(unit.sdxl unit)
 # Flux.1 on flux-tiny and T5's tokenizer (tests/test_flux.cpp).
 sigma_add_suite(conformance.flux conformance)
 sigma_add_suite(conformance.t5_tokenizer conformance)
+sigma_add_suite(e2e.flux e2e)
+# Flux on an NVIDIA GPU in float32 and in bfloat16, the precision Flux runs in.
+foreach(dtype fp32 bf16)
+  sigma_add_suite(conformance.flux gpu NAME gpu.conformance.flux.${dtype} ARGS --require-cuda
+                  ENV SIGMA_TEST_DEVICE=cuda SIGMA_TEST_DTYPE=${dtype})
+endforeach()
 # The app side of LoRA and textual inversion (app/adapters.h, tests/test_lora_app.cpp).
 sigma_add_suite(unit.lora_app unit)
 sigma_add_suite(e2e.lora_app e2e)

@@ -227,3 +227,97 @@ TEST_SUITE("conformance.flux") {
     CHECK(report.passed == report.total);
   }
 }
+
+namespace {
+
+// tr.out of a checkpoint's transformer on the fixture's inputs (dev: guidance 3.5).
+torch::Tensor transformer_out(const models::Checkpoint& ck, const FluxRefs& f) {
+  auto tr = models::load_flux(ck, {f.device, f.dtype});
+  const auto t = f.ref("tr.timestep").to(f.device) * 1000;
+  const auto guidance = tr->config.guidance_embed ? f.ref("tr.guidance").to(f.device) * 1000 : torch::Tensor();
+  return tr->forward_packed(f.in("tr.hidden_states"), f.in("tr.img_ids").unsqueeze(0), f.in("tr.encoder_hidden_states"),
+                            f.in("tr.txt_ids").unsqueeze(0), t, f.in("tr.pooled"), guidance);
+}
+
+// CLIP-L's pooled vector and T5's states of a checkpoint's text encoders on the fixture's ids.
+torch::Tensor clip_pooled(const models::Checkpoint& ck, const FluxRefs& f) {
+  auto clip = models::load_text_encoder(ck, {f.device, f.dtype}, 0);
+  return clip->forward_pooled(f.refs->load("clip.ids").to(f.device), 1, true).second;
+}
+torch::Tensor t5_states(const models::Checkpoint& ck, const FluxRefs& f) {
+  auto t5 = models::load_t5_encoder(ck, {f.device, f.dtype}, 1);
+  return t5->forward(f.refs->load("t5.ids").to(f.device));
+}
+
+}  // namespace
+
+TEST_SUITE("conformance.flux") {
+  TEST_CASE("Flux files as people have them: transformer alone + parts, fp8 (plain, scaled, comfy_quant), all-in-one, diffusers") {
+    const FluxRefs f;
+    const double tol = test::tolerance(1e-4);
+    test::CaseReport report("flux");
+    c10::InferenceMode guard;
+    const std::string m = flux() + "/models/";
+    auto variant = [&](const std::string& n) { return f.variants->load(n, torch::kFloat32); };
+    // The BFL transformer with its parts named by flag (sd.cpp's --clip_l, --t5xxl, --vae).
+    const models::ComponentFiles parts{m + "clip_l.safetensors", m + "t5xxl.safetensors", m + "flux-tiny-ae.safetensors", ""};
+    const auto bfl = models::open_checkpoint(m + "flux-tiny.safetensors", parts);
+    CHECK(bfl.family == models::Family::Flux);
+    CHECK(bfl.flux_config.guidance_embed);
+    CHECK(bfl.vae_file == m + "flux-tiny-ae.safetensors");
+    CHECK(report.add("BFL file + parts: tr.out", test::rel_error(transformer_out(bfl, f), f.ref("tr.out")), tol));
+    CHECK(report.add("BFL file + parts: clip.pooled", test::rel_error(clip_pooled(bfl, f), f.ref("clip.pooled")), tol));
+    CHECK(report.add("BFL file + parts: t5.last_hidden", test::rel_error(t5_states(bfl, f), f.ref("t5.last_hidden")), tol));
+    // The same parts found by name beside it (its folder holds clip_l, t5xxl and the ae file).
+    const auto found = models::open_checkpoint(m + "flux-tiny.safetensors");
+    CHECK(found.text_encoders[0].file == m + "clip_l.safetensors");
+    CHECK(found.text_encoders[1].file == m + "t5xxl.safetensors");  // full precision before the fp8 file
+    CHECK(found.vae_file == m + "flux-tiny-ae.safetensors");
+    CHECK(found.notes.size() == 3);
+    CHECK(report.add("schnell: tr.out", test::rel_error(transformer_out(models::open_checkpoint(m + "flux-tiny-schnell.safetensors"), f),
+                                                        variant("schnell.tr.out")), tol));
+    // fp8: the stored value (times its scale) exactly, in the compute dtype.
+    for (const auto& [file, ref] : {std::pair<std::string, std::string>{"flux-tiny-fp8-e4m3fn.safetensors", "fp8.tr.out"},
+                                    {"flux-tiny-fp8-scaled.safetensors", "fp8_scaled.tr.out"},
+                                    {"flux-tiny-fp8-comfyquant.safetensors", "fp8_scaled.tr.out"}}) {
+      const auto ck = models::open_checkpoint(m + file, parts);
+      CHECK(report.add(file + ": " + ref, test::rel_error(transformer_out(ck, f), variant(ref)), tol));
+    }
+    // ComfyUI's all-in-one file: the fp8 transformer, CLIP-L, the fp8 T5 and the ae in one.
+    const auto aio = models::open_checkpoint(m + "flux-tiny-comfy-aio.safetensors");
+    CHECK(aio.notes.empty());
+    CHECK(aio.text_encoders[1].file.empty());
+    CHECK(report.add("all-in-one: fp8.tr.out", test::rel_error(transformer_out(aio, f), variant("fp8.tr.out")), tol));
+    CHECK(report.add("all-in-one: clip.pooled", test::rel_error(clip_pooled(aio, f), f.ref("clip.pooled")), tol));
+    CHECK(report.add("all-in-one: t5_fp8.last_hidden", test::rel_error(t5_states(aio, f), variant("t5_fp8.last_hidden")), tol));
+    const auto t5_fp8 = models::open_checkpoint(m + "flux-tiny.safetensors", {"", m + "t5xxl_fp8_e4m3fn.safetensors", "", ""});
+    CHECK(report.add("t5xxl_fp8_e4m3fn file: t5_fp8.last_hidden", test::rel_error(t5_states(t5_fp8, f), variant("t5_fp8.last_hidden")), tol));
+    // diffusers: separate q/k/v fused back, the final modulation's halves swapped, RoPE axes from the config.
+    const auto folder = models::open_checkpoint(m + "tiny-flux-diffusers");
+    CHECK(folder.layout == models::Layout::Diffusers);
+    CHECK((folder.flux_config.axes_dim == std::vector<int64_t>{4, 6, 6}));
+    CHECK(folder.description.vae_shift == doctest::Approx(0.1159));
+    CHECK(report.add("diffusers folder: tr.out", test::rel_error(transformer_out(folder, f), f.ref("tr.out")), tol));
+    CHECK(report.add("diffusers folder: clip.pooled", test::rel_error(clip_pooled(folder, f), f.ref("clip.pooled")), tol));
+    CHECK(report.add("diffusers folder: t5.last_hidden", test::rel_error(t5_states(folder, f), f.ref("t5.last_hidden")), tol));
+    auto vae = models::load_vae(folder, {f.device, f.dtype});
+    CHECK(report.add("diffusers folder: vae.decoded", test::rel_error(vae->decode(f.in("vae.z")), f.ref("vae.decoded")), tol));
+    report.close();
+    CHECK(report.passed == report.total);
+  }
+
+  TEST_CASE("Flux files: what is not a Flux part is refused by name") {
+    const std::string m = flux() + "/models/";
+    using models::ModelLoadError;
+    CHECK_THROWS_WITH_AS(models::open_checkpoint(m + "flux-tiny.safetensors", {m + "t5xxl.safetensors", "", "", ""}),
+                         doctest::Contains("not a CLIP text encoder; --clip_l"), ModelLoadError);
+    CHECK_THROWS_WITH_AS(models::open_checkpoint(m + "flux-tiny.safetensors", {"", m + "clip_l.safetensors", "", ""}),
+                         doctest::Contains("not a T5 encoder; --t5xxl"), ModelLoadError);
+    // Separate text encoders belong to Flux: an SD checkpoint says so.
+    CHECK_THROWS_WITH_AS(models::open_checkpoint(test::sd15() + "/models/tiny-sd15.safetensors", {m + "clip_l.safetensors", "", "", ""}),
+                         doctest::Contains("separate text encoders are for Flux models"), ModelLoadError);
+    // An SD VAE (4 channels) where Flux's 16-channel one belongs.
+    CHECK_THROWS_WITH_AS(models::open_checkpoint(m + "flux-tiny.safetensors", {"", "", test::sd15() + "/models/tiny-sd15.safetensors", ""}),
+                         doctest::Contains("Flux's has 16"), ModelLoadError);
+  }
+}
