@@ -70,6 +70,12 @@ std::shared_ptr<ModelInfo> describe(Engine& e, double seconds) {
   info->native_size = static_cast<int>(e.native_size());
   info->latent_downscale = static_cast<int>(e.latent_format().downscale);
   info->size_presets = e.family().size_presets;
+  info->size_multiple = static_cast<int>(e.size_multiple());
+  info->default_steps = e.default_steps();
+  info->default_cfg = e.family().defaults.cfg;
+  info->default_sampler = e.family().defaults.sampler;
+  info->default_scheduler = e.family().defaults.scheduler;
+  info->takes_guidance = e.takes_guidance();
   info->load_seconds = seconds;
   info->tokenizer = e.tokenizer();
   const auto& network = ck.description.is_unet() ? ck.unet : ck.transformer;

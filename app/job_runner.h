@@ -37,6 +37,12 @@ struct ModelInfo {
   int native_size = 0;                           // the model's default width/height
   int latent_downscale = 8;                      // pixels per latent pixel (the VAE's factor)
   std::vector<models::FamilyDescription::SizePreset> size_presets;  // the family's usual canvases
+  int size_multiple = 8;                         // canvas sizes step by this (Flux: 16)
+  // What a request that leaves them out gets (Request: steps 0, cfg < 0, empty sampler/scheduler).
+  int64_t default_steps = 20;
+  double default_cfg = 7;
+  std::string default_sampler, default_scheduler;
+  bool takes_guidance = false;                   // Flux dev: the distilled guidance value is read
   double load_seconds = 0;
   std::optional<models::ClipTokenizer> tokenizer;  // for the prompt's token counts (cheap to copy)
 };

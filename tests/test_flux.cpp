@@ -283,6 +283,19 @@ TEST_SUITE("conformance.flux") {
       const auto ck = models::open_checkpoint(m + file, parts);
       CHECK(report.add(file + ": " + ref, test::rel_error(transformer_out(ck, f), variant(ref)), tol));
     }
+    // Kept in fp8 in memory: one byte a weight, dequantized per layer.
+    {
+      auto tr = models::load_flux(models::open_checkpoint(m + "flux-tiny-fp8-scaled.safetensors", parts), {f.device, f.dtype});
+      int fp8 = 0, linears = 0;
+      for (const auto& item : tr->named_modules("", false))
+        if (auto* lin = dynamic_cast<models::layers::LinearImpl*>(item.value().get())) {
+          ++linears;
+          fp8 += lin->is_fp8();
+          if (lin->is_fp8()) CHECK(lin->fp8_bytes.element_size() == 1);
+        }
+      CHECK(linears > 10);
+      CHECK(fp8 == linears);  // every 2-D weight of the file is F8_E4M3
+    }
     // ComfyUI's all-in-one file: the fp8 transformer, CLIP-L, the fp8 T5 and the ae in one.
     const auto aio = models::open_checkpoint(m + "flux-tiny-comfy-aio.safetensors");
     CHECK(aio.notes.empty());

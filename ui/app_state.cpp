@@ -187,6 +187,18 @@ void begin_frame(AppState& s) {
     s.seen_results = s.snap.results.size();
     s.selected_result = 0;
   }
+  if (s.snap.model && s.snap.model != s.defaults_of) {
+    // A model of another family: the fields still at the last model's defaults (or unset) take
+    // the new one's (SD: 20 steps, CFG 7, DPM++ 2M Karras; Flux: 28 or 4, CFG 1, Euler simple).
+    auto& r = s.request;
+    const auto* old = s.defaults_of.get();
+    const auto& m = *s.snap.model;
+    if (r.steps == 0 || (old && r.steps == old->default_steps)) r.steps = m.default_steps;
+    if (r.cfg < 0 || (old && r.cfg == old->default_cfg)) r.cfg = m.default_cfg;
+    if (r.sampler.empty() || (old && r.sampler == old->default_sampler)) r.sampler = m.default_sampler;
+    if (r.scheduler.empty() || (old && r.scheduler == old->default_scheduler)) r.scheduler = m.default_scheduler;
+    s.defaults_of = s.snap.model;
+  }
   if (s.size_from_model && s.snap.model && s.snap.model->native_size > 0) {
     s.request.width = s.request.height = s.snap.model->native_size;
     s.size_from_model = false;

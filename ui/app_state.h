@@ -110,6 +110,7 @@ struct AppState {
   app::Request request;
   bool random_seed = true;
   bool size_from_model = false;  // no size chosen yet: take the model's native size once it loads
+  std::shared_ptr<const app::ModelInfo> defaults_of;  // the model whose sampling defaults the request shows
   bool aspect_lock = false;
   double aspect = 1.0;           // width / height while locked
   int selected_unit = 0;         // ControlNet unit that receives dropped images

@@ -88,7 +88,10 @@ void prompt_box(AppState& s, const char* title, const char* id, std::string& tex
   }
 }
 
-int64_t round8(double v) { return std::clamp<int64_t>(static_cast<int64_t>(std::llround(v / 8.0)) * 8, 64, 4096); }
+// To the model's size step (SD 8, Flux 16).
+int64_t round_to(double v, int step) {
+  return std::clamp<int64_t>(static_cast<int64_t>(std::llround(v / step)) * step, 64, 4096);
+}
 
 bool catalog_combo(const char* label, std::string& value, const std::vector<app::CatalogEntry>& list) {
   bool changed = false;
@@ -162,7 +165,14 @@ void draw_sampler_section(AppState& s, float field) {
   ImGui::SetNextItemWidth(field);
   float cfg = static_cast<float>(r.cfg);
   if (ImGui::SliderFloat("CFG scale", &cfg, 1.0f, 20.0f, "%.1f")) r.cfg = std::round(cfg * 2) / 2;
-  tooltip("Classifier-free guidance: how strongly the prompt steers (1 = off).");
+  tooltip("Classifier-free guidance: how strongly the prompt steers (1 = off; Flux: 1, its guidance is distilled).");
+  if (s.snap.model && s.snap.model->takes_guidance) {
+    ImGui::SetNextItemWidth(field);
+    float g = static_cast<float>(r.guidance);
+    if (ImGui::SliderFloat("Guidance", &g, 1.0f, 10.0f, "%.1f")) r.guidance = std::round(g * 10) / 10;
+    mark(s, "guidance");
+    tooltip("Flux dev's distilled guidance (Forge: \"Distilled CFG Scale\"), read by the model in one pass; 3.5 is its usual value.");
+  }
   ImGui::SetNextItemWidth(field);
   float rescale = static_cast<float>(r.cfg_rescale);
   if (ImGui::SliderFloat("CFG rescale", &rescale, 0.0f, 1.0f, "%.2f")) r.cfg_rescale = rescale;
@@ -218,10 +228,11 @@ void draw_size_section(AppState& s, float field) {
   }
   int w = static_cast<int>(r.width), h = static_cast<int>(r.height);
   ImGui::SetNextItemWidth((field - ImGui::GetStyle().ItemInnerSpacing.x) / 2);
-  const bool w_changed = ImGui::DragInt("##w", &w, 8, 64, 4096, "W %d");
+  const float drag = s.snap.model ? static_cast<float>(s.snap.model->size_multiple) : 8.0f;
+  const bool w_changed = ImGui::DragInt("##w", &w, drag, 64, 4096, "W %d");
   ImGui::SameLine(0, ImGui::GetStyle().ItemInnerSpacing.x);
   ImGui::SetNextItemWidth((field - ImGui::GetStyle().ItemInnerSpacing.x) / 2);
-  const bool h_changed = ImGui::DragInt("##h", &h, 8, 64, 4096, "H %d");
+  const bool h_changed = ImGui::DragInt("##h", &h, drag, 64, 4096, "H %d");
   ImGui::SameLine();
   if (ImGui::Button("\xE2\x87\x85")) std::swap(w, h), s.aspect = 1.0 / s.aspect;  // ⇅
   tooltip("Swap width and height");
@@ -229,12 +240,13 @@ void draw_size_section(AppState& s, float field) {
   if (ImGui::Checkbox("Lock", &s.aspect_lock) && s.aspect_lock) s.aspect = static_cast<double>(w) / h;
   tooltip("Keep the aspect ratio when changing one side");
   if (w_changed || h_changed) s.size_from_model = false;
+  const int step = s.snap.model ? s.snap.model->size_multiple : 8;
   if (w_changed) {
-    r.width = round8(w);
-    if (s.aspect_lock) r.height = round8(r.width / s.aspect);
+    r.width = round_to(w, step);
+    if (s.aspect_lock) r.height = round_to(r.width / s.aspect, step);
   } else if (h_changed) {
-    r.height = round8(h);
-    if (s.aspect_lock) r.width = round8(r.height * s.aspect);
+    r.height = round_to(h, step);
+    if (s.aspect_lock) r.width = round_to(r.height * s.aspect, step);
   } else {
     r.width = w;
     r.height = h;

@@ -1,7 +1,7 @@
 // `sigma bench`: how long each part of a generation takes on this machine, with warm-ups
 // and medians, so speed work is measured rather than guessed. `--random-weights FAMILY`
-// builds a full-size network of that family (published SD 1.5 / 2.x / SDXL sizes) with
-// random weights in memory, so anyone can benchmark without downloading a checkpoint;
+// builds a full-size network of that family (published SD 1.5 / 2.x / SDXL / Flux.1 dev sizes)
+// with random weights in memory, so anyone can benchmark without downloading a checkpoint;
 // `-m` times a real one. Random weights give meaningless pictures but the same work.
 #include <sys/resource.h>
 
@@ -21,7 +21,9 @@
 #include "app/engine.h"
 #include "app/image_io.h"
 #include "app/pipeline.h"
+#include "models/diffusion/dit/flux.h"
 #include "models/diffusion/unet/unet.h"
+#include "models/nn/layers.h"
 #include "models/io/safetensors.h"
 #include "models/kernels/cuda_ops.h"
 #include "models/nn/channels_last.h"
@@ -30,6 +32,7 @@
 #include "models/runtime/torch_compat.h"
 #include "models/runtime/torch_profiler.h"
 #include "models/text/clip_text.h"
+#include "models/text/t5_encoder.h"
 #include "models/vae/autoencoder_kl.h"
 #include "models/vae/tiling.h"
 
@@ -46,10 +49,41 @@ struct BenchArgs {
 struct Networks {
   std::string family;
   models::UNet unet{nullptr};
+  models::FluxTransformer flux{nullptr};    // Flux: the transformer instead of the UNet,
+  models::T5Encoder t5{nullptr};            // and T5-XXL beside CLIP-L
   std::vector<models::ClipTextModel> text;  // SDXL: CLIP-L and OpenCLIP-bigG
   models::AutoencoderKL vae{nullptr};
   int64_t native = 512, context = 768, adm = 0;
 };
+
+// A network of random weights N(0, 0.02) made on the device itself: built without filling its
+// weights on the host (models/nn/layers.h), each weight then drawn where it runs (a 12B Flux
+// would take minutes and 48 GB of host memory the ordinary way).
+template <class Network, class Config>
+Network random_on(const Config& config, torch::Device device, torch::ScalarType dtype) {
+  auto net = models::build_uninitialised<Network>(config);
+  torch::NoGradGuard no_grad;
+  for (auto& p : net->parameters()) p.set_data(torch::empty(p.sizes(), torch::TensorOptions().device(device).dtype(dtype)).normal_(0, 0.02));
+  for (auto& b : net->buffers()) b.set_data(b.to(device));
+  net->eval();
+  return net;
+}
+
+// Flux.1 dev at its published sizes (12B transformer, T5-XXL, CLIP-L, the 16-channel VAE).
+Networks random_flux(torch::Device device, torch::ScalarType dtype) {
+  Networks n;
+  n.family = "flux";
+  n.flux = random_on<models::FluxTransformer>(models::FluxConfig{}, device, dtype);
+  n.t5 = random_on<models::T5Encoder>(models::T5Config{}, device, dtype);
+  n.text.push_back(random_on<models::ClipTextModel>(models::ClipTextConfig{}, device, dtype));
+  models::VaeConfig vae;
+  vae.z_channels = 16;
+  vae.quant_convs = false;
+  vae.scaling_factor = 0.3611;
+  n.vae = random_on<models::AutoencoderKL>(vae, device, dtype);
+  n.native = 1024, n.context = 4096;
+  return n;
+}
 
 Networks random_networks(const std::string& family) {
   Networks n;
@@ -76,7 +110,7 @@ Networks random_networks(const std::string& family) {
     vae.scaling_factor = 0.13025;
     n.native = 1024, n.context = 2048, n.adm = 2816;
   } else {
-    throw std::invalid_argument("--random-weights must be sd15, sd2 or sdxl, got '" + family + "'");
+    throw std::invalid_argument("--random-weights must be sd15, sd2, sdxl or flux, got '" + family + "'");
   }
   n.unet = models::UNet(u);
   n.vae = models::AutoencoderKL(vae);
@@ -177,6 +211,10 @@ void profile_runs(const torch::Device& device, const std::string& path, int64_t 
 // the Engine (then `engine` holds it, for --lowvram's visits and the whole-image part).
 Networks bench_networks(const BenchArgs& a, const ModelSpec& spec, torch::Device device, std::shared_ptr<Engine>& engine) {
   Networks n;
+  if (a.random_weights == "flux") {
+    if (!a.save.empty()) throw std::invalid_argument("--save: only --random-weights sd15 can be written as a checkpoint");
+    return random_flux(device, spec.dtype);
+  }
   if (!a.random_weights.empty()) {
     n = random_networks(a.random_weights);
     if (!a.save.empty()) save_checkpoint(n, a.save);
@@ -188,13 +226,18 @@ Networks bench_networks(const BenchArgs& a, const ModelSpec& spec, torch::Device
   }
   engine = Engine::load(spec);
   n.family = models::to_string(engine->checkpoint().family);
-  // The bench times the UNet families' step; another network would need its own inputs.
-  auto* unet = dynamic_cast<models::UNetImpl*>(&engine->diffusion_model());
-  if (!unet) throw std::invalid_argument("sigma bench: " + spec.model + ": only UNet models (SD 1.x, 2.x, SDXL) can be timed");
-  n.unet = models::UNet(std::shared_ptr<models::UNetImpl>(engine->diffusion_module(), unet));
   n.vae = engine->vae();
   n.text.push_back(engine->text_encoder(0));
   n.native = engine->native_size();
+  if (auto* flux = dynamic_cast<models::FluxTransformerImpl*>(&engine->diffusion_model())) {
+    n.flux = models::FluxTransformer(std::shared_ptr<models::FluxTransformerImpl>(engine->diffusion_module(), flux));
+    n.t5 = engine->t5(1);
+    n.context = flux->config.context_in;
+    return n;
+  }
+  auto* unet = dynamic_cast<models::UNetImpl*>(&engine->diffusion_model());
+  if (!unet) throw std::invalid_argument("sigma bench: " + spec.model + ": a network the bench has no inputs for");
+  n.unet = models::UNet(std::shared_ptr<models::UNetImpl>(engine->diffusion_module(), unet));
   n.context = n.unet->config.context_dim;
   n.adm = n.unet->config.adm_in_channels;
   return n;
@@ -206,7 +249,7 @@ void time_parts(const BenchArgs& a, Networks& n, Engine* engine, torch::Device d
                 int64_t W, int64_t H, nlohmann::json& j) {
   const int64_t B = a.batch;
   const auto opt = torch::TensorOptions().device(device).dtype(dtype);
-  auto latents = torch::randn({B, 4, H / 8, W / 8}, opt);
+  auto latents = torch::randn({B, n.vae->config.z_channels, H / 8, W / 8}, opt);
   auto x_cfg = torch::cat({latents, latents});                   // [uncond; cond]
   auto t = torch::full({2 * B}, 500.0, torch::TensorOptions().device(device).dtype(torch::kFloat32));
   auto ctx = torch::randn({2 * B, 77, n.context}, opt);
@@ -228,23 +271,44 @@ void time_parts(const BenchArgs& a, Networks& n, Engine* engine, torch::Device d
   // --lowvram: each network visits the GPU for its call, as in generation (Engine::visit).
   auto visit = [&](torch::nn::Module& m) { return engine ? engine->visit(m) : nullptr; };
   const bool graphs_on = !engine || !engine->lowvram();
+  // Flux: T5-XXL on a short prompt padded to 256 tokens, as generation runs it (models/families/family.cpp).
+  const int64_t t5_vocab = n.t5 ? std::min<int64_t>(32000, n.t5->config.vocab_size) : 1;
+  const auto t5_ids = torch::randint(0, t5_vocab, {1, 256}, torch::TensorOptions().device(device).dtype(torch::kLong));
   part("text_encoder_eager", a.warmup, a.runs, [&] {
     for (auto& enc : n.text) {
       const auto on_device = visit(*enc);
       enc->forward(ids);
     }
+    if (n.t5) n.t5->forward(t5_ids);
   });
   // Both parts as generation makes them: through CUDA graphs where those are on (models/runtime/cuda_graph.h).
   std::optional<models::GraphCache> graphs(std::in_place);
-  if (graphs_on) part("text_encoder", a.warmup, a.runs, [&] {
+  if (graphs_on && !n.t5) part("text_encoder", a.warmup, a.runs, [&] {
     for (size_t e = 0; e < n.text.size(); ++e)
       graphs->run_all({ids}, [&](const std::vector<torch::Tensor>& in) { return std::vector<torch::Tensor>{n.text[e]->forward(in[0])}; },
                       "encoder " + std::to_string(e));
   });
-  part("unet_cfg_step_eager", a.warmup, a.runs, [&] { n.unet->forward(x_cfg, t, ctx, nullptr, y); });
-  if (graphs_on) part("unet_cfg_step", a.warmup, a.runs, [&] {
-    graphs->run({x_cfg, t, ctx, y}, [&](const std::vector<torch::Tensor>& in) { return n.unet->forward(in[0], in[1], in[2], nullptr, in[3]); });
-  });
+  if (n.flux) {
+    // One step as Flux dev runs it: CFG 1 (batch B), the distilled guidance, 256 T5 tokens.
+    models::DiffusionConditioning c;
+    c.context = torch::randn({B, 256, n.context}, opt);
+    c.y = torch::randn({B, n.flux->config.vec_in}, opt);
+    if (n.flux->config.guidance_embed) c.guidance = torch::full({B}, 3.5, torch::TensorOptions().device(device));
+    auto t1 = torch::full({B}, 500.0, torch::TensorOptions().device(device).dtype(torch::kFloat32));
+    part("flux_step_eager", a.warmup, a.runs, [&] { n.flux->forward(latents, t1, c); });
+    if (graphs_on) part("flux_step", a.warmup, a.runs, [&] {
+      graphs->run({latents, t1, c.context, c.y, c.guidance}, [&](const std::vector<torch::Tensor>& in) {
+        models::DiffusionConditioning captured;
+        captured.context = in[2], captured.y = in[3], captured.guidance = in[4];
+        return n.flux->forward(in[0], in[1], captured);
+      });
+    });
+  } else {
+    part("unet_cfg_step_eager", a.warmup, a.runs, [&] { n.unet->forward(x_cfg, t, ctx, nullptr, y); });
+    if (graphs_on) part("unet_cfg_step", a.warmup, a.runs, [&] {
+      graphs->run({x_cfg, t, ctx, y}, [&](const std::vector<torch::Tensor>& in) { return n.unet->forward(in[0], in[1], in[2], nullptr, in[3]); });
+    });
+  }
   j["cuda_graphs"] = graphs->captured() > 0;
   part("vae_decode", a.warmup, a.runs, [&] {
     const auto on_device = visit(*n.vae);
@@ -288,7 +352,7 @@ void print_report(const BenchArgs& a, const nlohmann::json& j, torch::ScalarType
               j["width"].get<long long>(), j["height"].get<long long>(), static_cast<long long>(a.batch),
               static_cast<long long>(2 * a.batch), static_cast<long long>(a.runs), static_cast<long long>(a.warmup));
   std::printf("  %-26s %10.2f s\n", a.random_weights.empty() ? "load" : "build (random weights)", j["load_s"].get<double>());
-  for (const std::string k : {"text_encoder_eager", "text_encoder", "unet_cfg_step_eager", "unet_cfg_step", "vae_decode", "vae_encode", "vae_decode_tiled", "vae_decode_tiled_offload", "image"}) {
+  for (const std::string k : {"text_encoder_eager", "text_encoder", "unet_cfg_step_eager", "unet_cfg_step", "flux_step_eager", "flux_step", "vae_decode", "vae_encode", "vae_decode_tiled", "vae_decode_tiled_offload", "image"}) {
     if (!j.contains(k + "_ms")) continue;
     std::printf("  %-26s %10.2f ms", (k + "_ms").c_str(), j[k + "_ms"].get<double>());
     if (j.contains(k + "_peak_gb")) std::printf("   (allocator peak %.2f GB)", j[k + "_peak_gb"].get<double>());
@@ -306,14 +370,15 @@ void print_report(const BenchArgs& a, const nlohmann::json& j, torch::ScalarType
 
 int run_bench(const BenchArgs& a) {
   if (a.random_weights.empty() == a.model.empty())
-    throw std::invalid_argument("sigma bench: give exactly one of --random-weights sd15|sd2|sdxl and -m MODEL");
+    throw std::invalid_argument("sigma bench: give exactly one of --random-weights sd15|sd2|sdxl|flux and -m MODEL");
   if (a.lowvram && a.model.empty()) throw std::invalid_argument("sigma bench: --lowvram needs -m MODEL");
   if (!a.profile.empty() && !std::filesystem::is_directory(a.profile))
     throw std::invalid_argument("sigma bench --profile " + a.profile + ": not a folder; create it first (one trace per part is written into it)");
   Request req;
   req.device = a.device;
   req.dtype = a.dtype;
-  req.model = a.model;
+  // Random weights load no file: a placeholder name keeps model_spec from asking for the bundled model.
+  req.model = a.random_weights.empty() ? a.model : "random-weights:" + a.random_weights;
   req.tokenizer = a.tokenizer;
   req.lowvram = a.lowvram;
   const ModelSpec spec = model_spec(req);
@@ -352,8 +417,8 @@ int run_bench(const BenchArgs& a) {
 
 void register_bench(CLI::App& app, CliState& state) {
   auto a = std::make_shared<BenchArgs>();
-  auto* b = app.add_subcommand("bench", "time the text encoder, one CFG step of the UNet, VAE decode/encode (medians)");
-  b->add_option("--random-weights", a->random_weights, "sd15 | sd2 | sdxl: a full-size network with random weights");
+  auto* b = app.add_subcommand("bench", "time the text encoders, one step of the UNet (CFG) or the Flux transformer, VAE decode/encode (medians)");
+  b->add_option("--random-weights", a->random_weights, "sd15 | sd2 | sdxl | flux: a full-size network with random weights");
   b->add_option("-m,--model", a->model, "a checkpoint to time instead");
   b->add_option("--tokenizer", a->tokenizer, "tokenizer folder for -m single files");
   b->add_option("-W,--width", a->width, "image width (default: the family's native size)");

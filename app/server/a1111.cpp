@@ -83,7 +83,7 @@ T get(const json& body, const std::string& key, T fallback) {
 
 std::string a1111_field(const std::string& flag) {
   static const std::map<std::string, std::string> m = {
-      {"--steps", "steps"}, {"--cfg", "cfg_scale"}, {"--width", "width"}, {"--height", "height"},
+      {"--steps", "steps"}, {"--cfg", "cfg_scale"}, {"--guidance", "distilled_cfg_scale"}, {"--width", "width"}, {"--height", "height"},
       {"--batch-size", "batch_size"}, {"--batch-count", "n_iter"}, {"--strength", "denoising_strength"},
       {"--eta", "eta"}, {"--seed", "seed"}, {"--clip-skip", "override_settings.CLIP_stop_at_last_layers"},
       {"--mask-blur", "mask_blur"}, {"--prompt", "prompt"}, {"--negative", "negative_prompt"},
@@ -184,7 +184,7 @@ A1111Request a1111_request(const json& body, bool img2img, AdmitContext& ctx) {
   app::Request& r = out.request;
   static const std::vector<std::string> honoured = {
       "prompt", "negative_prompt", "seed", "sampler_name", "sampler_index", "scheduler", "batch_size", "n_iter", "steps",
-      "cfg_scale", "width", "height", "eta", "override_settings", "send_images", "alwayson_scripts"};
+      "cfg_scale", "distilled_cfg_scale", "width", "height", "eta", "override_settings", "send_images", "alwayson_scripts"};
   static const std::vector<std::string> honoured_i2i = {"init_images", "mask", "mask_blur", "denoising_strength"};
   const auto& ign = ignorable(img2img);
   for (auto it = body.begin(); it != body.end(); ++it) {
@@ -205,6 +205,7 @@ A1111Request a1111_request(const json& body, bool img2img, AdmitContext& ctx) {
   r.seed = get<int64_t>(body, "seed", -1);
   r.steps = get<int64_t>(body, "steps", 50);
   r.cfg = get<double>(body, "cfg_scale", 7.0);
+  r.guidance = get<double>(body, "distilled_cfg_scale", 3.5);  // Forge's field for Flux dev's guidance
   r.width = get<int64_t>(body, "width", 512);
   r.height = get<int64_t>(body, "height", 512);
   r.batch_size = get<int64_t>(body, "batch_size", 1);

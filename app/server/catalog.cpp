@@ -82,19 +82,27 @@ std::vector<CatalogEntry> ModelCatalog::bundled_entries(Kind kind) const {
 
 std::vector<CatalogEntry> ModelCatalog::list(Kind kind) const {
   auto out = bundled_entries(kind);
-  const fs::path dir = folder(kind);
-  std::error_code ec;
-  if (root_canonical_.empty() || !fs::is_directory(dir, ec)) return out;
+  if (root_canonical_.empty()) return out;
   std::vector<CatalogEntry> found;
   const app::Confinement confine{confinement()};
-  // The walk every part shares (app/model_files.h): folder symlinks followed once each, loops
-  // and files outside the allowed folders left out.
-  for (const auto& p : app::scan_folder(dir.string(), {".safetensors"}, confine).files) {
-    const auto rel = fs::relative(p, dir, ec);
-    if (ec) continue;
-    found.push_back({(rel.parent_path() / rel.stem()).string(), fs::relative(p, root_, ec).string(), p.string(), false});
-  }
-  if (kind != Kind::lora) {  // diffusers folders: model_index.json (a pipeline) or a component's weights
+  // A model folder and what its entries are named after: checkpoints/ by their own path; a
+  // transformer file alone (Flux) in ComfyUI's diffusion_models/ or unet/ by "diffusion_models/NAME",
+  // its text encoders and VAE found by name in the root's text_encoders/ and vae/.
+  std::vector<std::pair<fs::path, fs::path>> dirs = {{folder(kind), folder(kind)}};
+  if (kind == Kind::checkpoint)
+    for (const char* sub : {"diffusion_models", "unet"}) dirs.emplace_back(fs::path(root_) / sub, root_);
+  std::error_code ec;
+  for (const auto& [dir, base] : dirs) {
+    if (!fs::is_directory(dir, ec)) continue;
+    // The walk every part shares (app/model_files.h): folder symlinks followed once each, loops
+    // and files outside the allowed folders left out.
+    for (const auto& p : app::scan_folder(dir.string(), {".safetensors"}, confine).files) {
+      const auto rel = fs::relative(p, base, ec);
+      if (ec) continue;
+      found.push_back({(rel.parent_path() / rel.stem()).string(), fs::relative(p, root_, ec).string(), p.string(), false});
+    }
+    if (kind == Kind::lora) continue;
+    // diffusers folders: model_index.json (a pipeline) or a component's weights
     for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied, ec);
          !ec && it != fs::recursive_directory_iterator() && found.size() < app::kMaxScanEntries; it.increment(ec)) {
       if (it.depth() > 4) it.disable_recursion_pending();
@@ -103,7 +111,7 @@ std::vector<CatalogEntry> ModelCatalog::list(Kind kind) const {
       if (!allowed(it->path().string())) continue;  // a symlink out of the root is not offered
       found.erase(std::remove_if(found.begin(), found.end(), [&](const auto& e) { return inside(e.path, it->path().string()); }),
                   found.end());  // the folder's weights files are parts of it
-      found.push_back({fs::relative(it->path(), dir, ec).string(), fs::relative(it->path(), root_, ec).string(), it->path().string(), false});
+      found.push_back({fs::relative(it->path(), base, ec).string(), fs::relative(it->path(), root_, ec).string(), it->path().string(), false});
     }
   }
   std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.name < b.name; });

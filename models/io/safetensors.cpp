@@ -1,5 +1,7 @@
 #include "models/io/safetensors.h"
 
+#include "models/runtime/fp8.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -40,22 +42,6 @@ const DTypeSpec* find_dtype(const std::string& name) {
 
 [[noreturn]] void fail(const std::string& path, const std::string& what) {
   throw SafetensorsError(path + ": " + what);
-}
-
-// OCP 8-bit floats (E4M3FN: bias 7, no infinities, S.1111.111 is NaN;
-// E5M2: the top byte of an IEEE half) decoded to float32.
-float decode_f8(uint8_t b, bool e4m3) {
-  const int sign = (b & 0x80) ? -1 : 1;
-  if (e4m3) {
-    const int e = (b >> 3) & 0xF, m = b & 0x7;
-    if (e == 0xF && m == 0x7) return std::nanf("");
-    if (e == 0) return static_cast<float>(sign * std::ldexp(m / 8.0, -6));
-    return static_cast<float>(sign * std::ldexp(1.0 + m / 8.0, e - 7));
-  }
-  const int e = (b >> 2) & 0x1F, m = b & 0x3;
-  if (e == 0x1F) return m ? std::nanf("") : sign * INFINITY;
-  if (e == 0) return static_cast<float>(sign * std::ldexp(m / 4.0, -14));
-  return static_cast<float>(sign * std::ldexp(1.0 + m / 4.0, e - 15));
 }
 
 int64_t mtime_ns(const struct stat& st) { return int64_t(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec; }

@@ -1,5 +1,7 @@
 #include "models/nn/layers.h"
 
+#include "models/runtime/fp8.h"
+
 #include <cmath>
 
 #include "models/kernels/cuda_ops.h"
@@ -87,10 +89,26 @@ void LinearImpl::reset() {
 // broadcast bias add that CUDA does not vectorise (0.68 ms of SD 1.5's 7.5 ms H200 step);
 // addmm folds the bias into the GEMM.
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
-  if (x.dim() <= 2 || !bias.defined() || !x.is_cuda()) return F::linear(x, weight, bias);
+  const auto w = dense_weight();
+  if (x.dim() <= 2 || !bias.defined() || !x.is_cuda()) return F::linear(x, w, bias);
   auto sizes = x.sizes().vec();
-  sizes.back() = weight.size(0);
-  return torch::addmm(bias, x.reshape({-1, x.size(-1)}), weight.t()).view(sizes);
+  sizes.back() = w.size(0);
+  return torch::addmm(bias, x.reshape({-1, x.size(-1)}), w.t()).view(sizes);
+}
+
+void LinearImpl::keep_fp8(torch::Tensor bytes, bool e4m3, torch::Tensor scale) {
+  TORCH_CHECK(bytes.scalar_type() == torch::kByte && bytes.dim() == 2, "keep_fp8: [out, in] bytes expected");
+  fp8_bytes = register_buffer("fp8_bytes", std::move(bytes));
+  fp8_scale = scale.defined() ? register_buffer("fp8_scale", scale.to(fp8_bytes.device(), torch::kFloat32)) : scale;
+  fp8_e4m3 = e4m3;
+  torch::NoGradGuard no_grad;
+  weight.set_data(torch::empty({0}, weight.options()));
+}
+
+torch::Tensor LinearImpl::dense_weight() const {
+  if (!fp8_bytes.defined()) return weight;
+  auto w = decode_fp8(fp8_bytes, fp8_e4m3, weight.scalar_type());
+  return fp8_scale.defined() ? w * fp8_scale.to(w.scalar_type()) : w;
 }
 
 EmbeddingImpl::EmbeddingImpl(EmbeddingOptions options_) : options(std::move(options_)) { reset(); }

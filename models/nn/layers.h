@@ -58,8 +58,16 @@ class LinearImpl : public torch::nn::Cloneable<LinearImpl> {
   explicit LinearImpl(LinearOptions options);
   void reset() override;
   torch::Tensor forward(const torch::Tensor& x);
+  // A weight kept as its file stores it in fp8 (a 12B Flux is 12 GB, not 24): `weight` is then
+  // empty (its dtype the compute dtype) and each call dequantizes the bytes, times the
+  // per-tensor scale (ComfyUI's scaled fp8), into that dtype (models/runtime/fp8.h).
+  void keep_fp8(torch::Tensor bytes, bool e4m3, torch::Tensor scale);
+  bool is_fp8() const { return fp8_bytes.defined(); }
+  torch::Tensor dense_weight() const;  // the weight in the compute dtype, as the call uses it
   LinearOptions options;
   torch::Tensor weight, bias;
+  torch::Tensor fp8_bytes, fp8_scale;  // kByte [out, in] and a scalar (undefined: 1)
+  bool fp8_e4m3 = true;
 };
 TORCH_MODULE(Linear);
 
