@@ -216,7 +216,8 @@ std::map<std::string, std::pair<std::string, std::string>> adapter_key_map(const
       if (!ends_with(name, ".weight")) continue;  // adapters change weights, not biases or norms' shifts
       const std::string module = name.substr(0, name.size() - 7);
       if (component == kUnet) {
-        add("lora_unet_" + underscores(module), component, name);  // SGM/LDM spelling (SDXL kohya)
+        add("lora_unet_" + underscores(module), component, name);  // SGM/LDM spelling (SDXL kohya; Flux's BFL names)
+        add("diffusion_model." + module, component, name);        // ComfyUI's own (its LoraSave; BFL's Flux LoRAs)
         const auto d = unet_names->to_diffusers(name);
         if (!d.empty()) {
           const std::string dm = d.substr(0, d.size() - 7);
@@ -426,13 +427,17 @@ std::shared_ptr<const Adapter> load_adapter(const std::string& path, const Adapt
     const auto& shape = comp.weights.at(target);
     if (shape.empty() || shape[0] != m.delta_shape[0] || product(shape) != product(m.delta_shape)) {
       mismatched.push_back(source + " (" + component + " " + target + "): delta " + shape_string(m.delta_shape) +
-                           " vs weight " + shape_string(shape));
+                           " vs weight " + shape_string(shape) +
+                           (shape == std::vector<int64_t>{0}
+                                ? " (kept in fp8 as the file stores it: LoRA on fp8 weights is not supported yet; use a "
+                                  "bf16/fp16 file of the model)"
+                                : ""));
       continue;
     }
     kinds.insert(m.kind == AdapterKind::LoRA && m.delta_shape.size() == 4 && m.delta_shape[2] * m.delta_shape[3] > 1
                      ? "LoCon"
                      : to_string(m.kind));
-    spellings.insert(starts_with(source, "lora_") ? "kohya" : "diffusers/PEFT");
+    spellings.insert(starts_with(source, "lora_") ? "kohya" : starts_with(source, "diffusion_model.") ? "ComfyUI/BFL" : "diffusers/PEFT");
     adapter->modules.push_back(std::move(m));
   }
   check_unfitted(*f, path, model, modules, unmatched, mismatched, options);
