@@ -1,17 +1,19 @@
 // The OCP 8-bit floats that fp8 checkpoints store (safetensors F8_E4M3 = float8_e4m3fn: bias 7,
 // no infinities, S.1111.111 is NaN; F8_E5M2 = float8_e5m2: the top byte of an IEEE half), and
 // weights kept in that form in memory, dequantized per layer (models/nn/layers.h's Linear):
-// LibTorch 2.x converts its own fp8 types; 1.13 (Debian) has none and reads a 256-entry table.
+// LibTorch 2.x converts its own fp8 types (torch_compat.h); 1.13 (Debian) has none and reads
+// a 256-entry table.
 #pragma once
 
 #include <torch/torch.h>
-#include <torch/version.h>
 
 #include <cmath>
 #include <cstdint>
 #include <map>
 #include <mutex>
 #include <tuple>
+
+#include "models/runtime/torch_compat.h"
 
 namespace sigma::models {
 
@@ -32,9 +34,7 @@ inline float decode_f8(uint8_t b, bool e4m3) {
 // Stored fp8 bytes (kByte, any device) -> `dtype` on the same device, exactly (every fp8 value
 // is a bfloat16, float16 and float32 value).
 inline torch::Tensor decode_fp8(const torch::Tensor& bytes, bool e4m3, torch::ScalarType dtype) {
-#if TORCH_VERSION_MAJOR >= 2
-  return bytes.view(e4m3 ? torch::kFloat8_e4m3fn : torch::kFloat8_e5m2).to(dtype);
-#else
+  if (auto native = compat::fp8_bytes_to(bytes, e4m3, dtype); native.defined()) return native;
   static std::mutex m;
   static std::map<std::tuple<bool, std::string, int>, torch::Tensor> tables;
   torch::Tensor table;
@@ -49,7 +49,6 @@ inline torch::Tensor decode_fp8(const torch::Tensor& bytes, bool e4m3, torch::Sc
     table = t;
   }
   return table.index_select(0, bytes.flatten().to(torch::kInt32)).view(bytes.sizes());
-#endif
 }
 
 }  // namespace sigma::models

@@ -34,6 +34,17 @@ inline torch::Tensor fused_sdpa(const torch::Tensor& q, const torch::Tensor& k, 
 #endif
 }
 
+// Stored fp8 bytes (kByte) -> `dtype` through LibTorch 2.x's own fp8 types; 1.13 has none:
+// an undefined tensor there, and models/runtime/fp8.h decodes through a table.
+inline torch::Tensor fp8_bytes_to(const torch::Tensor& bytes, bool e4m3, torch::ScalarType dtype) {
+#if TORCH_VERSION_MAJOR >= 2
+  return bytes.view(e4m3 ? torch::kFloat8_e4m3fn : torch::kFloat8_e5m2).to(dtype);
+#else
+  (void)bytes, (void)e4m3, (void)dtype;
+  return {};
+#endif
+}
+
 // TF32 silently lowers float32 matmul/conv precision on Ampere+ GPUs; the conformance
 // suite needs it off, production runs may turn it on.
 inline void set_allow_tf32(bool allow) {
