@@ -13,12 +13,14 @@ namespace {
 
 bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
 
+// Blocks 0..n-1 of `prefix`N. (the index is sorted: the first name at or after "prefixN." tells).
 int64_t count_blocks(const TensorIndex& index, const std::string& prefix) {
   int64_t n = 0;
-  while (index.lower_bound(prefix + std::to_string(n) + ".") != index.end() &&
-         starts_with(index.lower_bound(prefix + std::to_string(n) + ".")->first, prefix + std::to_string(n) + "."))
-    ++n;
-  return n;
+  for (;; ++n) {
+    const std::string block = prefix + std::to_string(n) + ".";
+    const auto it = index.lower_bound(block);
+    if (it == index.end() || !starts_with(it->first, block)) return n;
+  }
 }
 
 // A part as stored: float32 for the F8 formats (no LibTorch type), else its own dtype.
