@@ -237,6 +237,33 @@ std::map<std::string, std::pair<std::string, std::string>> adapter_key_map(const
   return map;
 }
 
+std::map<std::string, SliceTarget> flux_diffusers_key_map(const AdapterModel& model) {
+  std::map<std::string, SliceTarget> map;
+  const auto it = model.components.find(kUnet);
+  if (it == model.components.end() || !it->second.weights.count("double_blocks.0.img_attn.qkv.weight")) return map;
+  const auto& weights = it->second.weights;
+  auto count = [&](const std::string& prefix, const std::string& suffix) {
+    int64_t n = 0;
+    while (weights.count(prefix + std::to_string(n) + suffix)) ++n;
+    return n;
+  };
+  for (const auto& row : flux_module_map(count("double_blocks.", ".img_attn.qkv.weight"), count("single_blocks.", ".linear1.weight"))) {
+    const auto w = weights.find(row.bfl + ".weight");
+    // Norm scales take no LoRA; the final modulation's halves are swapped between the spellings.
+    if (row.norm || row.swap_halves || w == weights.end() || w->second.size() != 2) continue;
+    const int64_t out = w->second[0], in = w->second[1];
+    // Fused rows: q, k, v of the attention width (the input width here), then the MLP's rest.
+    int64_t offset = 0;
+    for (size_t i = 0; i < row.diffusers.size(); ++i) {
+      const bool last = i + 1 == row.diffusers.size();
+      const int64_t rows = row.diffusers.size() == 1 ? 0 : row.diffusers.size() == 3 ? out / 3 : last ? out - offset : in;
+      map["transformer." + row.diffusers[i]] = {kUnet, row.bfl + ".weight", offset, rows};
+      offset += rows;
+    }
+  }
+  return map;
+}
+
 torch::Tensor AdapterModule::delta(const std::vector<int64_t>& weight_shape, torch::Device device) const {
   auto g = [&](const char* role) { return factors.at(role).to(device, torch::kFloat32); };
   auto has = [&](const char* role) { return factors.count(role) > 0; };
@@ -280,7 +307,8 @@ torch::Tensor AdapterModule::delta(const std::vector<int64_t>& weight_shape, tor
   return scale == 1.0 ? d : d.mul_(scale);  // the formula's result is a fresh tensor: scale it in place
 }
 
-void AdapterModule::add_to(torch::Tensor& weight, double strength) const {
+void AdapterModule::add_to(torch::Tensor& whole, double strength) const {
+  torch::Tensor weight = rows > 0 ? whole.narrow(0, row_offset, rows) : whole;  // a view: the adds land in `whole`
   if (kind == AdapterKind::LoRA && !factors.count("mid") && weight.is_contiguous()) {
     auto up = factors.at("up").to(weight.device(), torch::kFloat32).flatten(1);
     auto down = factors.at("down").to(weight.device(), torch::kFloat32).flatten(1);
@@ -407,15 +435,18 @@ std::shared_ptr<const Adapter> load_adapter(const std::string& path, const Adapt
   adapter->path = path;
   adapter->metadata = f->metadata();
   const auto keys = adapter_key_map(model);
+  const auto slices = flux_diffusers_key_map(model);
   std::vector<std::string> unmatched, mismatched;
   std::set<std::string> kinds, spellings;
   for (const auto& [source, fm] : modules) {
     auto it = keys.find(source);
-    if (it == keys.end()) {
+    const auto slice = slices.find(source);
+    if (it == keys.end() && slice == slices.end()) {
       unmatched.push_back(source);
       continue;
     }
-    const auto& [component, target] = it->second;
+    const auto& component = it != keys.end() ? it->second.first : slice->second.component;
+    const auto& target = it != keys.end() ? it->second.second : slice->second.target;
     const auto& comp = model.components.at(component);
     if (comp.skipped.count(target)) {
       adapter->skipped.push_back(source);
@@ -424,7 +455,12 @@ std::shared_ptr<const Adapter> load_adapter(const std::string& path, const Adapt
     AdapterModule m = read_module(*f, path, source, fm);
     m.component = component;
     m.target = target;
-    const auto& shape = comp.weights.at(target);
+    auto shape = comp.weights.at(target);
+    if (it == keys.end() && slice->second.rows > 0) {
+      m.row_offset = slice->second.row_offset;
+      m.rows = slice->second.rows;
+      if (!shape.empty()) shape[0] = m.rows;  // the delta's rows of the fused weight
+    }
     if (shape.empty() || shape[0] != m.delta_shape[0] || product(shape) != product(m.delta_shape)) {
       mismatched.push_back(source + " (" + component + " " + target + "): delta " + shape_string(m.delta_shape) +
                            " vs weight " + shape_string(shape) +
@@ -481,7 +517,8 @@ bool ModelPatcher::apply(const PatchSet& patches) {
     if (!params.count(m.component)) params[m.component] = c->second->named_parameters(true);
     const auto* w = params[m.component].find(m.target);
     if (!w) throw AdapterError(p.adapter->path + ": " + m.source + " patches " + m.target + ", which the " + m.component + " does not have");
-    if (w->size(0) != m.delta_shape[0] || w->numel() != product(m.delta_shape))
+    const int64_t rows = m.rows > 0 ? m.rows : w->size(0);  // a fused weight's slice, or all of it
+    if (m.row_offset + rows > w->size(0) || rows != m.delta_shape[0] || w->numel() / std::max<int64_t>(w->size(0), 1) * rows != product(m.delta_shape))
       throw AdapterError(p.adapter->path + ": " + m.source + ": delta " + shape_string(m.delta_shape) + " vs weight " +
                          shape_string(w->sizes().vec()));
     const auto key = std::make_pair(m.component, m.target);

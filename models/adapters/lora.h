@@ -64,6 +64,9 @@ struct AdapterModule {
   std::string source;     // module name in the file: "lora_unet_down_blocks_0_attentions_0_proj_in"
   std::string component;  // kUnet, kTextEncoder, kTextEncoder2
   std::string target;     // canonical weight name: "input_blocks.1.1.proj_in.weight"
+  // rows > 0: the delta lands on rows [row_offset, row_offset + rows) of the target (a
+  // diffusers/PEFT LoRA on Flux's to_q, to_k, to_v, proj_mlp, fused in BFL's qkv and linear1).
+  int64_t row_offset = 0, rows = 0;
   AdapterKind kind = AdapterKind::LoRA;
   // Factors as stored (CPU, file dtype), by role: up, down, mid (LoRA); w1_a, w1_b, w2_a,
   // w2_b, t1, t2 (LoHa); w1, w1_a, w1_b, w2, w2_a, w2_b, t2 (LoKr); diff.
@@ -105,6 +108,14 @@ std::shared_ptr<const Adapter> load_adapter(const std::string& path, const Adapt
 // (text_encoder) or `lora_te2_` + the HF path with _, and `text_encoder[_2].<HF path>`.
 // Value: (component, canonical weight name).
 std::map<std::string, std::pair<std::string, std::string>> adapter_key_map(const AdapterModel& model);
+// Flux's diffusers/PEFT module names (`transformer.<diffusers path>`) on a BFL-named model:
+// each to its BFL weight and, for the parts of a fused weight, the rows it covers
+// (models/io/keymaps.h's flux_module_map; rows from the fused weight's shape).
+struct SliceTarget {
+  std::string component, target;
+  int64_t row_offset = 0, rows = 0;  // rows 0: the whole weight
+};
+std::map<std::string, SliceTarget> flux_diffusers_key_map(const AdapterModel& model);
 
 // ---- Patching ----------------------------------------------------------------------
 
