@@ -247,11 +247,10 @@ std::shared_ptr<Engine> Engine::load(const ModelSpec& spec) {
                                                            : models::load_vae_file(spec.vae, ck.vae_config.scaling_factor, vae_opt);
   models::trace_time("weights on " + e->device_.str());
   if (e->unet_) models::apply_channels_last(*e->unet_, *e->vae_, e->device_);  // models/nn/channels_last.h
-  if (lowvram) {
-    for (auto& t : e->text_encoders_) models::park_in_host_memory(t.model ? static_cast<torch::nn::Module&>(*t.model) : *t.t5);
+  if (lowvram) {  // (a UNet family: refused above for the others)
+    for (auto& t : e->text_encoders_) models::park_in_host_memory(*t.model);
     models::park_in_host_memory(*e->vae_);
-    if (e->unet_) e->unet_->stream_blocks(e->device_);  // embeddings and `out` to the GPU, the blocks parked
-    else models::park_in_host_memory(*e->flux_);  // visits whole for its calls (Flux's block streaming: not yet)
+    e->unet_->stream_blocks(e->device_);  // embeddings and `out` to the GPU, the blocks parked
   }
   const auto& family = ck.description;
   e->native_size_ = ck.metadata.count("sigma.native_size") ? std::stoll(ck.metadata.at("sigma.native_size"))
