@@ -119,16 +119,17 @@ models::ClipTokenizer find_tokenizer(const ModelSpec& spec, const models::Checkp
       " diffusers model) in one of these folders, or pass --tokenizer DIR. Looked in:" + where);
 }
 
-// T5's SentencePiece model: --t5-tokenizer, the diffusers folder's tokenizer_2/spiece.model,
+// T5's tokenizer: --t5-tokenizer, the diffusers folder's tokenizer_2/spiece.model (or tokenizer.json),
 // else T5's own vocabulary bundled in assets/t5-tokenizer (real T5 files carry none). A T5
 // whose embedding table is smaller than the tokenizer's ids would index past it.
 models::T5Tokenizer find_t5_tokenizer(const ModelSpec& spec, const models::Checkpoint& ck, size_t role) {
   const auto& te = ck.text_encoders.at(role);
   std::string path = spec.t5_tokenizer, source = "--t5-tokenizer";
-  if (path.empty() && !te.tokenizer_dir.empty() && fs::exists(fs::path(te.tokenizer_dir) / "spiece.model")) {
-    path = (fs::path(te.tokenizer_dir) / "spiece.model").string();
-    source = "the folder's tokenizer";
-  }
+  for (const char* name : {"spiece.model", "tokenizer.json"})
+    if (path.empty() && !te.tokenizer_dir.empty() && fs::exists(fs::path(te.tokenizer_dir) / name)) {
+      path = (fs::path(te.tokenizer_dir) / name).string();
+      source = "the folder's tokenizer";
+    }
   if (path.empty()) {
     path = (fs::path(assets_dir()) / "t5-tokenizer" / "spiece.model").string();
     source = "the bundled T5 vocabulary";

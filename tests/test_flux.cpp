@@ -76,6 +76,13 @@ TEST_SUITE("conformance.t5_tokenizer") {
       same += ok;
     }
     std::printf("t5 tokenizer: %d/%d strings give the reference ids\n", same, static_cast<int>(cases.size()));
+    // The same vocabulary as Hugging Face's tokenizer.json (--t5-tokenizer takes either file).
+    const auto json_tok = models::T5Tokenizer::from_file(test::fixtures() + "/../t5-tokenizer/tokenizer.json");
+    CHECK(json_tok.vocab_size() == 32100);
+    int same_json = 0;
+    for (const auto& c : cases) same_json += json_tok.encode(c["text"].get<std::string>()) == c["ids"].get<std::vector<int>>();
+    CHECK(same_json == static_cast<int>(cases.size()));
+    std::printf("t5 tokenizer from tokenizer.json: %d/%d strings give the reference ids\n", same_json, static_cast<int>(cases.size()));
     // Truncated to the length with </s> kept last, or padded with <pad>.
     CHECK(tok.encode_padded("a photograph of an astronaut riding a horse", 16) ==
           std::vector<int>{3, 9, 6419, 13, 46, 30059, 7494, 3, 9, 4952, 1, 0, 0, 0, 0, 0});

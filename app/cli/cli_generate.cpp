@@ -49,7 +49,7 @@ struct RequestFlags {
     add(c, "--clip_l,--clip-l", &Request::clip_l, "Flux: CLIP-L text encoder file (clip_l.safetensors)");
     add(c, "--t5xxl", &Request::t5xxl, "Flux: T5-XXL encoder file (t5xxl_fp16.safetensors, t5xxl_fp8_e4m3fn.safetensors)");
     add(c, "--tokenizer", &Request::tokenizer, "folder with vocab.json + merges.txt (single-file checkpoints carry none)");
-    add(c, "--t5-tokenizer", &Request::t5_tokenizer, "T5's SentencePiece model (spiece.model) instead of the bundled one");
+    add(c, "--t5-tokenizer", &Request::t5_tokenizer, "T5's tokenizer instead of the bundled one: spiece.model or Hugging Face's tokenizer.json");
     add(c, "--vae", &Request::vae, "VAE file to use instead of the checkpoint's (Flux: ae.safetensors)");
     add(c, "--prediction", &Request::prediction, "override the model's prediction type: eps | v | flow");
     add(c, "-p,--prompt", &Request::prompt, "prompt; AUTOMATIC1111 syntax: (word) x1.1, [word] /1.1, (word:1.3), BREAK");

@@ -1,13 +1,55 @@
 #include "models/text/t5_tokenizer.h"
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <iterator>
 #include <limits>
+#include <set>
 #include <stdexcept>
+
+#include "models/io/json_text.h"
 
 namespace sigma::models {
 namespace {
+
+// Standard base64 (tokenizer.json's precompiled_charsmap); throws on a character outside it.
+std::string base64_decode(const std::string& in) {
+  std::string out;
+  uint32_t acc = 0;
+  int bits = 0;
+  for (char c : in) {
+    int v;
+    if (c >= 'A' && c <= 'Z') v = c - 'A';
+    else if (c >= 'a' && c <= 'z') v = c - 'a' + 26;
+    else if (c >= '0' && c <= '9') v = c - '0' + 52;
+    else if (c == '+') v = 62;
+    else if (c == '/') v = 63;
+    else if (c == '=') break;
+    else throw std::runtime_error("bad base64 in precompiled_charsmap");
+    acc = (acc << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((acc >> bits) & 0xFF));
+    }
+  }
+  return out;
+}
+
+// The "Precompiled" normalizer's table anywhere in tokenizer.json's normalizer (alone or in a Sequence).
+std::string find_charsmap(const nlohmann::json& n) {
+  if (n.is_object()) {
+    if (n.value("type", std::string()) == "Precompiled" && n.contains("precompiled_charsmap") && n["precompiled_charsmap"].is_string())
+      return base64_decode(n["precompiled_charsmap"].get<std::string>());
+    for (const auto& [k, v] : n.items())
+      if (auto found = find_charsmap(v); !found.empty()) return found;
+  } else if (n.is_array()) {
+    for (const auto& v : n)
+      if (auto found = find_charsmap(v); !found.empty()) return found;
+  }
+  return {};
+}
 
 constexpr int kSentinels = 100;                   // <extra_id_0> .. <extra_id_99>: the last 100 ids
 constexpr float kUnkPenalty = 10;                 // sentencepiece: unk scores min_score − 10
@@ -115,7 +157,40 @@ T5Tokenizer T5Tokenizer::from_bytes(const std::string& bytes, const std::string&
   t.path_ = path;
   std::string charsmap;
   float min_score = std::numeric_limits<float>::max();
-  try {
+  const size_t first = bytes.find_first_not_of(" \t\r\n");
+  if (first != std::string::npos && bytes[first] == '{') {
+    // Hugging Face's tokenizer.json of T5 (a Unigram model): the same pieces and scores, the
+    // 100 <extra_id_N> sentinels last, the specials (<pad>, </s>, <unk>) matching no text.
+    try {
+      const auto j = parse_json(bytes, path);
+      const auto& model = j.at("model");
+      if (model.value("type", std::string()) != "Unigram") throw std::runtime_error("its model is not Unigram");
+      std::set<int> specials;
+      if (j.contains("added_tokens") && j["added_tokens"].is_array())
+        for (const auto& a : j["added_tokens"])
+          if (a.value("special", false) && a.contains("id") && a["id"].is_number_integer()) specials.insert(a["id"].get<int>());
+      const auto& vocab = model.at("vocab");
+      size_t count = vocab.size();
+      while (count > 0 && vocab[count - 1].at(0).get<std::string>().rfind("<extra_id_", 0) == 0) --count;
+      if (vocab.size() - count != static_cast<size_t>(kSentinels))
+        throw std::runtime_error("T5's vocabulary ends with its 100 <extra_id_N> pieces, this one with " + std::to_string(vocab.size() - count));
+      for (size_t id = 0; id < count; ++id) {
+        const auto piece = vocab[id].at(0).get<std::string>();
+        const float score = vocab[id].at(1).get<float>();
+        t.scores_.push_back(score);
+        if (specials.count(static_cast<int>(id))) continue;
+        t.pieces_.emplace(piece, static_cast<int>(id));
+        t.max_piece_bytes_ = std::max(t.max_piece_bytes_, piece.size());
+        min_score = std::min(min_score, score);
+      }
+      charsmap = find_charsmap(j.value("normalizer", nlohmann::json()));
+      const auto pre = j.value("pre_tokenizer", nlohmann::json());
+      if (pre.is_object() && pre.contains("add_prefix_space") && pre["add_prefix_space"].is_boolean())
+        t.add_dummy_prefix_ = pre["add_prefix_space"].get<bool>();
+    } catch (const std::exception& e) {
+      throw std::runtime_error(path + ": not a T5 tokenizer.json (" + e.what() + "); give T5's spiece.model or tokenizer.json with --t5-tokenizer");
+    }
+  } else try {
     Wire model{bytes, 0, bytes.size()};
     model.fields([&](int field, int type) {
       if (field == 1 && type == 2) {  // SentencePiece { 1: piece, 2: score, 3: type }

@@ -21,9 +21,10 @@ namespace sigma::models {
 class T5Tokenizer {
  public:
   static constexpr int kPad = 0, kEos = 1, kUnk = 2;
-  // A SentencePiece model file (T5's spiece.model); throws std::runtime_error naming it.
+  // A SentencePiece model file (T5's spiece.model) or Hugging Face's tokenizer.json of the same
+  // Unigram vocabulary; throws std::runtime_error naming it.
   static T5Tokenizer from_file(const std::string& path);
-  // The same from the file's bytes; `what` names the file in errors.
+  // The same from the file's bytes (JSON when they start with '{'); `what` names the file in errors.
   static T5Tokenizer from_bytes(const std::string& bytes, const std::string& what);
 
   // The ids of `text`, ending with </s>, unpadded.
