@@ -302,6 +302,10 @@ void scan_models(AppState& s) {
   };
   const fs::path root = s.settings.models_root;
   scan(root / "checkpoints", s.checkpoints);
+  // A Flux transformer alone (ComfyUI's folders): its text encoders and VAE are found by name
+  // in the root's text_encoders/ and vae/ when it loads.
+  scan(root / "diffusion_models", s.checkpoints);
+  scan(root / "unet", s.checkpoints);
   scan(root / "controlnet", s.controlnets);
   scan(root / "vae", s.vaes);
   scan(root / "loras", s.loras);
