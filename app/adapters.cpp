@@ -115,7 +115,9 @@ RequestAdapters prepare_adapters(Engine& engine, const Request& r, const Request
     const bool listed = std::any_of(out.lora_hashes.begin(), out.lora_hashes.end(), [&](const auto& p) { return p.first == name; });
     if (!listed) out.lora_hashes.emplace_back(name, lora_short_hash(*it->second));
   }
+  const bool had_on_the_fly = state.patcher.patched_on_the_fly() > 0;
   out.merged = state.patcher.apply(set);
+  if (out.merged && (had_on_the_fly || state.patcher.patched_on_the_fly() > 0)) engine.forget_network_graphs();
   if (out.merged) ++state.merges;
   out.embeddings = prompt_embeddings(engine, r, prompts);
   return out;

@@ -99,6 +99,9 @@ class Engine {
   // input signature (models/runtime/cuda_graph.h); eager with ControlNet residuals, with
   // streamed weights (--lowvram) or on the CPU.
   torch::Tensor denoise(const torch::Tensor& x, const torch::Tensor& t, const models::DiffusionConditioning& c);
+  // Forgets the network's captured graphs: adapters changed weights that are patched per call
+  // (fp8 weights, models/runtime/weight_patches.h), which a graph captured before would replay without.
+  void forget_network_graphs() { network_graphs_.clear(); }
   // Text encoder i on token ids [n, 77] (on the device) as the conditioning calls it: the
   // hidden state at clip skip `skip` and, with `pooled`, the pooled vector (else undefined).
   // On CUDA through a CUDA graph per signature: the encoder's ~200 small kernels take longer

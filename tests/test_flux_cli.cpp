@@ -51,6 +51,17 @@ TEST_SUITE("e2e.flux") {
       REQUIRE(rerun.code == 0);
       CHECK(app::load_image(again) == img);
     }
+    // A LoRA on the all-in-one file's fp8 transformer: added per call to the fp8 weights, named
+    // in the metadata, and made again from it.
+    const auto lora = (dir / "lora.png").string(), lora_again = (dir / "lora-again.png").string();
+    const auto with_lora = sigma_cli("generate -q " + layouts[1].flags + " --lora-dir " + test::fixtures() +
+                                     "/flux-tiny/lora -p \"a red circle on the left <lora:flux-tiny-lora-bfl:0.8>\" -W 64 -H 80 -s 7 -o " + lora);
+    INFO(with_lora.output);
+    REQUIRE(with_lora.code == 0);
+    CHECK_FALSE(app::load_image(lora) == app::load_image((dir / "all-in-one.png").string()));
+    CHECK(has(app::read_png_text(lora).at("parameters"), "Lora hashes: \"flux-tiny-lora-bfl: "));
+    REQUIRE(sigma_cli("generate -q --from-png " + lora + " --lora-dir " + test::fixtures() + "/flux-tiny/lora -o " + lora_again).code == 0);
+    CHECK(app::load_image(lora_again) == app::load_image(lora));
     // The guidance value is part of the picture.
     const auto g = (dir / "guidance.png").string();
     REQUIRE(sigma_cli("generate -q " + layouts[1].flags + " -p \"a red circle on the left\" -W 64 -H 80 -s 7 --guidance 1.5 -o " + g).code == 0);

@@ -192,6 +192,9 @@ std::string to_string(AdapterKind kind) {
 AdapterTarget adapter_target(const torch::nn::Module& module) {
   AdapterTarget t;
   for (const auto& p : module.named_parameters(true)) t.weights[p.key()] = p.value().sizes().vec();
+  for (const auto& m : module.named_modules("", /*include_self=*/false))  // fp8 weights: their stored shape
+    if (const auto* w = dynamic_cast<const PatchedOnTheFly*>(m.value().get()); w && !w->on_the_fly_shape().empty())
+      t.weights[m.key() + ".weight"] = w->on_the_fly_shape();
   return t;
 }
 
@@ -506,34 +509,66 @@ bool ModelPatcher::apply(const PatchSet& patches) {
   c10::InferenceMode guard;  // in-place on parameters, whether or not they were made in inference mode
 
   // Plan and check everything before the first weight changes.
-  std::map<std::pair<std::string, std::string>, std::vector<const Patch*>> by_weight;  // deltas of one weight add up
-  std::map<std::pair<std::string, std::string>, torch::Tensor> live;
+  struct Target {
+    torch::Tensor live;                 // the parameter merged into
+    PatchedOnTheFly* on_the_fly = nullptr;  // or the layer that adds the deltas per call (an fp8 weight)
+    std::shared_ptr<torch::nn::Module> owner;
+    std::vector<const Patch*> patches;  // deltas of one weight add up
+  };
+  std::map<std::pair<std::string, std::string>, Target> targets;
   std::map<std::string, torch::OrderedDict<std::string, torch::Tensor>> params;
+  std::map<std::string, torch::OrderedDict<std::string, std::shared_ptr<torch::nn::Module>>> modules;
   for (const auto& p : patches) {
     const auto& m = *p.module;
     auto c = components_.find(m.component);
     if (c == components_.end())
       throw AdapterError(p.adapter->path + ": patches the " + m.component + ", which the model does not have");
-    if (!params.count(m.component)) params[m.component] = c->second->named_parameters(true);
+    if (!params.count(m.component)) {
+      params[m.component] = c->second->named_parameters(true);
+      modules[m.component] = c->second->named_modules("", /*include_self=*/false);
+    }
     const auto* w = params[m.component].find(m.target);
     if (!w) throw AdapterError(p.adapter->path + ": " + m.source + " patches " + m.target + ", which the " + m.component + " does not have");
-    const int64_t rows = m.rows > 0 ? m.rows : w->size(0);  // a fused weight's slice, or all of it
-    if (m.row_offset + rows > w->size(0) || rows != m.delta_shape[0] || w->numel() / std::max<int64_t>(w->size(0), 1) * rows != product(m.delta_shape))
+    auto& t = targets[{m.component, m.target}];
+    t.live = *w;
+    auto shape = w->sizes().vec();
+    if (const auto* owner = ends_with(m.target, ".weight") ? modules[m.component].find(m.target.substr(0, m.target.size() - 7)) : nullptr) {
+      auto* lazy = dynamic_cast<PatchedOnTheFly*>(owner->get());
+      if (lazy && !lazy->on_the_fly_shape().empty()) {
+        t.on_the_fly = lazy;
+        t.owner = *owner;
+        shape = lazy->on_the_fly_shape();
+      }
+    }
+    const int64_t rows = m.rows > 0 ? m.rows : shape.at(0);  // a fused weight's slice, or all of it
+    if (m.row_offset + rows > shape.at(0) || rows != m.delta_shape[0] ||
+        product(shape) / std::max<int64_t>(shape.at(0), 1) * rows != product(m.delta_shape))
       throw AdapterError(p.adapter->path + ": " + m.source + ": delta " + shape_string(m.delta_shape) + " vs weight " +
-                         shape_string(w->sizes().vec()));
-    const auto key = std::make_pair(m.component, m.target);
-    by_weight[key].push_back(&p);
-    live[key] = *w;
+                         shape_string(shape));
+    t.patches.push_back(&p);
   }
 
   try {
-    for (const auto& [key, list] : by_weight) {
-      auto& w = live[key];
+    for (auto& [key, t] : targets) {
+      if (t.on_the_fly) {
+        // Each delta with its factors in float32 on the weight's device, ready for every call
+        // (and for a CUDA graph capture, which cannot copy from the host).
+        std::vector<PatchedOnTheFly::WeightPatch> list;
+        for (const Patch* p : t.patches) {
+          auto ready = std::make_shared<AdapterModule>(*p->module);
+          for (auto& [role, factor] : ready->factors) factor = factor.to(t.on_the_fly->on_the_fly_device(), torch::kFloat32);
+          list.push_back([ready, strength = p->strength](torch::Tensor& w) { ready->add_to(w, strength); });
+        }
+        t.on_the_fly->set_weight_patches(std::move(list));
+        on_the_fly_.push_back(OnTheFly{t.owner, t.on_the_fly});
+        continue;
+      }
+      auto& w = t.live;
       backups_.push_back(Backup{w, w.clone()});
       // float32 weights merge in place; others through a float32 copy, cast back once.
       const bool fp32 = w.scalar_type() == torch::kFloat32;
       auto merged = fp32 ? w : w.to(torch::kFloat32);
-      for (const Patch* p : list) p->module->add_to(merged, p->strength);
+      for (const Patch* p : t.patches) p->module->add_to(merged, p->strength);
       if (!fp32) w.copy_(merged);  // back to the weight's dtype, in place: the module sees it
     }
   } catch (...) {
@@ -547,7 +582,9 @@ bool ModelPatcher::apply(const PatchSet& patches) {
 void ModelPatcher::restore() {
   c10::InferenceMode guard;
   for (auto& b : backups_) b.live.copy_(b.base);
+  for (auto& o : on_the_fly_) o.weight->set_weight_patches({});
   backups_.clear();
+  on_the_fly_.clear();
   applied_.clear();
 }
 

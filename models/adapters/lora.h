@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "models/io/weights.h"
+#include "models/runtime/weight_patches.h"
 
 namespace sigma::models {
 
@@ -137,7 +138,9 @@ PatchSet adapter_patches(const std::shared_ptr<const Adapter>& adapter, double u
 
 // Merges a PatchSet into live modules and takes it out again. The modules stay the
 // caller's (the engine's); only the touched tensors are backed up (same device and dtype),
-// and restore() copies them back, so the base weights return bit for bit. Not thread-safe:
+// and restore() copies them back, so the base weights return bit for bit. A weight kept in
+// fp8 is not merged into: it gets the deltas (factors in float32 on its device) and adds them
+// as each call dequantizes it (models/runtime/weight_patches.h); restore() takes them off. Not thread-safe:
 // apply and restore on the thread that runs the model, and restore before moving a module
 // to another device or dtype (the backups hold the parameters of the time of apply).
 class ModelPatcher {
@@ -151,13 +154,21 @@ class ModelPatcher {
   void restore();
   const PatchSet& applied() const { return applied_; }
   size_t backed_up() const { return backups_.size(); }  // tensors changed by the applied set
+  // Weights patched on the fly by the applied set (fp8 weights: models/runtime/weight_patches.h).
+  // Their deltas are added per call, so a CUDA graph captured without them is stale.
+  size_t patched_on_the_fly() const { return on_the_fly_.size(); }
 
  private:
   struct Backup {
     torch::Tensor live, base;  // the module's parameter, and its copy from before the merge
   };
+  struct OnTheFly {
+    std::shared_ptr<torch::nn::Module> module;  // keeps `weight` alive
+    PatchedOnTheFly* weight = nullptr;
+  };
   std::map<std::string, std::shared_ptr<torch::nn::Module>> components_;
   std::vector<Backup> backups_;
+  std::vector<OnTheFly> on_the_fly_;
   PatchSet applied_;
 };
 

@@ -107,8 +107,20 @@ void LinearImpl::keep_fp8(torch::Tensor bytes, bool e4m3, torch::Tensor scale) {
 
 torch::Tensor LinearImpl::dense_weight() const {
   if (!fp8_bytes.defined()) return weight;
-  auto w = decode_fp8(fp8_bytes, fp8_e4m3, weight.scalar_type());
-  return fp8_scale.defined() ? w * fp8_scale.to(w.scalar_type()) : w;
+  if (fp8_patches.empty()) {
+    auto w = decode_fp8(fp8_bytes, fp8_e4m3, weight.scalar_type());
+    return fp8_scale.defined() ? w * fp8_scale.to(w.scalar_type()) : w;
+  }
+  // With adapters: dequantized and patched in float32, cast once, as a merge into a
+  // float32 copy would be (the ModelPatcher's rule for every other weight).
+  auto w = decode_fp8(fp8_bytes, fp8_e4m3, torch::kFloat32);
+  if (fp8_scale.defined()) w = w * fp8_scale;
+  for (const auto& patch : fp8_patches) patch(w);
+  return w.to(weight.scalar_type());
+}
+
+std::vector<int64_t> LinearImpl::on_the_fly_shape() const {
+  return fp8_bytes.defined() ? fp8_bytes.sizes().vec() : std::vector<int64_t>{};
 }
 
 EmbeddingImpl::EmbeddingImpl(EmbeddingOptions options_) : options(std::move(options_)) { reset(); }

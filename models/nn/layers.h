@@ -12,6 +12,8 @@
 
 #include <torch/torch.h>
 
+#include "models/runtime/weight_patches.h"
+
 namespace sigma::models {
 
 // While one lives on this thread, new Conv2d/Linear/Embedding weights are left
@@ -52,7 +54,7 @@ class Conv2dImpl : public torch::nn::Cloneable<Conv2dImpl> {
 };
 TORCH_MODULE(Conv2d);
 
-class LinearImpl : public torch::nn::Cloneable<LinearImpl> {
+class LinearImpl : public torch::nn::Cloneable<LinearImpl>, public PatchedOnTheFly {
  public:
   LinearImpl(int64_t in, int64_t out) : LinearImpl(LinearOptions(in, out)) {}
   explicit LinearImpl(LinearOptions options);
@@ -64,10 +66,16 @@ class LinearImpl : public torch::nn::Cloneable<LinearImpl> {
   void keep_fp8(torch::Tensor bytes, bool e4m3, torch::Tensor scale);
   bool is_fp8() const { return fp8_bytes.defined(); }
   torch::Tensor dense_weight() const;  // the weight in the compute dtype, as the call uses it
+  // An fp8 weight takes adapters' deltas on the fly (models/runtime/weight_patches.h).
+  std::vector<int64_t> on_the_fly_shape() const override;
+  torch::Device on_the_fly_device() const override { return fp8_bytes.defined() ? fp8_bytes.device() : weight.device(); }
+  void set_weight_patches(std::vector<WeightPatch> patches) override { fp8_patches = std::move(patches); }
+  size_t weight_patches() const override { return fp8_patches.size(); }
   LinearOptions options;
   torch::Tensor weight, bias;
   torch::Tensor fp8_bytes, fp8_scale;  // kByte [out, in] and a scalar (undefined: 1)
   bool fp8_e4m3 = true;
+  std::vector<WeightPatch> fp8_patches;
 };
 TORCH_MODULE(Linear);
 

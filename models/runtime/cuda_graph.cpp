@@ -110,4 +110,9 @@ size_t GraphCache::captured() const {
   return entries_.size();
 }
 
+void GraphCache::clear() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  entries_.clear();
+}
+
 }  // namespace sigma::models

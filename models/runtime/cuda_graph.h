@@ -33,6 +33,7 @@ class GraphCache {
   std::vector<torch::Tensor> run_all(const std::vector<torch::Tensor>& inputs, const MultiFn& fn,
                                      const std::string& variant = {});
   size_t captured() const;
+  void clear();  // forgets every graph (what they bake in changed: adapters patching fp8 weights per call)
 
   static bool enabled();  // compiled with CUDA graphs and not turned off by SIGMA_CUDA_GRAPHS=0
 
