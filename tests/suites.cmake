@@ -27,7 +27,7 @@ sigma_add_suite(unit.jobrunner unit)
 # fixture model, one CTest entry per scenario.
 if(TARGET sigma-studio)
   add_dependencies(sigma_tests sigma-studio)
-  foreach(case generate cancel errors controlnet img2img lora soak)
+  foreach(case generate cancel errors controlnet img2img lora flux soak)
     set(_filter "${case}*")
     if(case STREQUAL "controlnet")
       set(_filter "ControlNet*")

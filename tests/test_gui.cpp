@@ -427,6 +427,56 @@ TEST_SUITE("gui.studio") {
     CHECK(params.find("Lora hashes: \"tiny-sd15-loha: ") != std::string::npos);
   }
 
+  TEST_CASE("flux: a transformer alone with its text encoders picked from the models root" * doctest::skip(no_studio())) {
+    const auto dir = test::scratch("gui-flux");
+    const auto out = dir / "out";
+    const auto root = dir / "models";
+    const std::string m = test::fixtures() + "/flux-tiny/models/";
+    for (const auto* d : {"diffusion_models", "text_encoders", "vae"}) fs::create_directories(root / d);
+    fs::create_symlink(m + "flux-tiny.safetensors", root / "diffusion_models" / "flux-tiny.safetensors");
+    fs::create_symlink(m + "clip_l.safetensors", root / "text_encoders" / "clip_l.safetensors");
+    fs::create_symlink(m + "t5xxl.safetensors", root / "text_encoders" / "t5xxl.safetensors");
+    fs::create_symlink(m + "flux-tiny-ae.safetensors", root / "vae" / "ae.safetensors");
+    const json request = {{"model", (root / "diffusion_models" / "flux-tiny.safetensors").string()},
+                          {"clip-l", (root / "text_encoders" / "clip_l.safetensors").string()},
+                          {"t5xxl", (root / "text_encoders" / "t5xxl.safetensors").string()},
+                          {"vae", (root / "vae" / "ae.safetensors").string()},
+                          {"t5-tokenizer", m + "t5-spiece.model"},
+                          {"prompt", "a red circle"}, {"seed", 5}, {"width", 64}, {"height", 48}, {"steps", 3}};
+    const json steps = json::array({
+        {{"settings", {{"output_dir", out.string()}, {"models_root", root.string()}}}},
+        {{"set", request}},
+        {{"ui", {{"random_seed", false}}}},
+        {{"click", "generate"}},
+        {{"wait", "idle"}, {"timeout", 600}},
+        {{"expect", {{"results", 1}, {"no_error", true}, {"files_in_output", 1}}}},
+        {{"tab", "model"}},
+        {{"frames", 2}},
+        {{"screenshot", (dir / "model-tab.png").string()}},
+        {{"dump", (dir / "state.json").string()}},
+        {{"quit", true}},
+    });
+    const auto run = run_script(dir, steps);
+    INFO(run.log);
+    REQUIRE(run.status == 0);
+    const auto state = read_json(dir / "state.json");
+    CHECK(state["checkpoints"] == json::array({(root / "diffusion_models" / "flux-tiny.safetensors").string()}));
+    CHECK(state["text_encoders"] == json::array({(root / "text_encoders" / "clip_l.safetensors").string(),
+                                                 (root / "text_encoders" / "t5xxl.safetensors").string()}));
+    for (const char* w : {"clip_l_combo", "t5xxl_combo", "vae_combo"}) CHECK(state["widgets"].contains(w));
+    const auto files = pngs(out);
+    REQUIRE(files.size() == 1);
+    CHECK(app::load_image(files[0].string()).width == 64);
+    const auto params = app::read_png_text(files[0].string()).at("parameters");
+    INFO(params);
+    // The family's defaults the fields took (Euler, CFG 1, guidance 3.5) and the parts used.
+    CHECK(params.find("Sampler: Euler, Schedule type: Simple, CFG scale: 1, Distilled CFG Scale: 3.5") != std::string::npos);
+    CHECK(params.find("Module 1: ae, Module 2: clip_l, Module 3: t5xxl") != std::string::npos);
+    const auto back = app::request_from_png(files[0].string());
+    CHECK(back.clip_l == (root / "text_encoders" / "clip_l.safetensors").string());
+    CHECK(back.t5xxl == (root / "text_encoders" / "t5xxl.safetensors").string());
+  }
+
   // The issue 25 scenarios below are named "errors: ..." so CTest's gui.studio.errors entry
   // (tests/suites.cmake) runs them with the other error cases.
   //

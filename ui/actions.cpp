@@ -57,6 +57,9 @@ app::Request load_request(const ModelFields& f) {
   r.model = f.model;
   r.tokenizer = f.tokenizer;
   r.vae = f.vae;
+  r.clip_l = f.clip_l;
+  r.t5xxl = f.t5xxl;
+  r.t5_tokenizer = f.t5_tokenizer;
   r.prediction = f.prediction;
   r.device = f.device;
   r.dtype = f.dtype;
@@ -80,6 +83,9 @@ void select_model(AppState& s, const std::optional<ModelFields>& f) {
   s.request.model = m.model;
   s.request.tokenizer = m.tokenizer;
   s.request.vae = m.vae;
+  s.request.clip_l = m.clip_l;
+  s.request.t5xxl = m.t5xxl;
+  s.request.t5_tokenizer = m.t5_tokenizer;
   s.request.prediction = m.prediction;
   s.settings.device = m.device;
   s.settings.dtype = m.dtype;
@@ -126,6 +132,7 @@ void load_ended(AppState& s, const JobInbox::Ended& e) {
     if (!restoring) s.error.clear();  // a success ends the last model error, except the one it repairs
     s.loads.loaded = s.loads.target;
     for (const auto& r : waiting) s.runner->submit(r);
+    if (s.message.rfind("Generates once ", 0) == 0) s.message.clear();  // it does now
     return;
   }
   if (e.type == T::cancelled) return;  // dropped unstarted by Cancel (which dropped `waiting` too)

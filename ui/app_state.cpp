@@ -268,13 +268,15 @@ std::string model_path_problem(const std::string& path) {
 
 ModelFields model_fields(const AppState& s) {
   const auto& r = s.request;
-  return {r.model, r.tokenizer, r.vae, r.prediction, s.settings.device, s.settings.dtype, s.settings.lowvram};
+  return {r.model,          r.tokenizer,      r.vae,    r.prediction, s.settings.device, s.settings.dtype,
+          r.clip_l,         r.t5xxl,          r.t5_tokenizer, s.settings.lowvram};
 }
 
 void scan_models(AppState& s) {
   s.checkpoints.clear();
   s.controlnets.clear();
   s.vaes.clear();
+  s.text_encoders.clear();
   s.loras.clear();
   if (s.settings.models_root.empty()) return;
   // A model is a safetensors file or a diffusers folder; at most 3 levels deep and 10,000
@@ -308,6 +310,8 @@ void scan_models(AppState& s) {
   scan(root / "unet", s.checkpoints);
   scan(root / "controlnet", s.controlnets);
   scan(root / "vae", s.vaes);
+  scan(root / "text_encoders", s.text_encoders);
+  scan(root / "clip", s.text_encoders);
   scan(root / "loras", s.loras);
   if (std::find(s.loras.begin(), s.loras.end(), s.lora_pick) == s.loras.end()) s.lora_pick.clear();
 }

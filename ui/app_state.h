@@ -70,6 +70,7 @@ struct MaskState {
 // settings (a change of either loads the model again).
 struct ModelFields {
   std::string model, tokenizer, vae, prediction, device, dtype;
+  std::string clip_l, t5xxl, t5_tokenizer;  // a Flux transformer's separate parts (empty: found by name)
   bool lowvram = false;
   bool operator==(const ModelFields&) const = default;
 };
@@ -124,6 +125,7 @@ struct AppState {
   std::vector<app::CatalogEntry> samplers, schedules;
   std::vector<app::PreprocessorEntry> preprocessors;
   std::vector<std::string> checkpoints, controlnets, vaes, loras;  // scanned under models_root
+  std::vector<std::string> text_encoders;  // <models root>/text_encoders and clip/ (Flux's CLIP-L and T5-XXL files)
   std::string lora_pick;           // the LoRA chosen in the prompt panel's LoRA row (a path)
   float lora_weight = 0.8f;        // the strength its Insert button writes
 

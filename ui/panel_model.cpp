@@ -113,11 +113,33 @@ void draw_model_tab(AppState& s) {
   ImGui::TextColored(kDimV, "VAE");
   ImGui::SetNextItemWidth(-1);
   path_combo("##vae", s.request.vae, s.vaes, "the checkpoint's own VAE", "no VAEs under <models root>/vae");
+  mark(s, "vae_combo");
   ImGui::SetNextItemWidth(140 * k);
   std::string prediction = s.request.prediction.empty() ? "auto" : s.request.prediction;
   string_combo("Prediction", prediction, {"auto", "eps", "v"});
   s.request.prediction = prediction == "auto" ? "" : prediction;
   tooltip("auto: read from the checkpoint. Override only for a v-prediction SD 2.x file that is detected wrongly.");
+
+  // A Flux transformer file alone takes its text encoders from separate files (sd.cpp's
+  // --clip_l/--t5xxl): found by name beside it or in <root>/text_encoders when left empty.
+  section("Text encoders (a Flux transformer alone)");
+  ImGui::TextColored(kDimV, "CLIP-L");
+  ImGui::SetNextItemWidth(-1);
+  path_combo("##clip_l", s.request.clip_l, s.text_encoders, "found by name (clip_l*)",
+             "no files under <models root>/text_encoders or clip");
+  mark(s, "clip_l_combo");
+  tooltip("Flux's first text encoder (its pooled vector), e.g. clip_l.safetensors. Empty: the all-in-one file's own, or "
+          "found by name beside the transformer or in <models root>/text_encoders.");
+  ImGui::TextColored(kDimV, "T5-XXL");
+  ImGui::SetNextItemWidth(-1);
+  path_combo("##t5xxl", s.request.t5xxl, s.text_encoders, "found by name (t5xxl*: fp16 first, then fp8)",
+             "no files under <models root>/text_encoders or clip");
+  mark(s, "t5xxl_combo");
+  tooltip("Flux's second text encoder, e.g. t5xxl_fp16.safetensors or t5xxl_fp8_e4m3fn.safetensors (kept in fp8).");
+  ImGui::TextColored(kDimV, "T5 tokenizer");
+  ImGui::SetNextItemWidth(-1);
+  ImGui::InputTextWithHint("##t5_tokenizer", "empty: the diffusers folder's, else T5's bundled vocabulary", &s.request.t5_tokenizer);
+  tooltip("A spiece.model or tokenizer.json, for a T5 with its own vocabulary; real T5-XXL files need none.");
 
   section("Runtime");
   ImGui::SetNextItemWidth(140 * k);

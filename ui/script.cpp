@@ -256,6 +256,7 @@ nlohmann::json Script::dump(const AppState& s) const {
           {"message", s.message},
           {"error", s.error},
           {"checkpoints", s.checkpoints},
+          {"text_encoders", s.text_encoders},
           {"loaded_model", s.loads.loaded ? nlohmann::json(s.loads.loaded->model) : nlohmann::json(nullptr)},
           {"request", app::to_json(s.request)},
           {"runner",
