@@ -384,6 +384,26 @@ TEST_SUITE("conformance.flux") {
     int sliced = 0;
     for (const auto& mod : peft->modules) sliced += mod.rows > 0;
     CHECK(sliced >= 4);
+    // diffusers' norm_out.linear keeps (scale, shift), BFL's final modulation (shift, scale):
+    // a PEFT LoRA there lands with its rows' halves swapped.
+    {
+      const std::string final_mod = "final_layer.adaLN_modulation.1.weight";
+      const auto shape = model.components[models::kUnet].weights.at(final_mod);
+      const int64_t rank = 2, half = shape[0] / 2;
+      const auto a = torch::randn({rank, shape[1]}), b = torch::randn({shape[0], rank});
+      const auto file = (test::scratch("flux-lora-norm-out") / "norm-out.safetensors").string();
+      models::save_safetensors(file, {{"transformer.norm_out.linear.lora_A.weight", a}, {"transformer.norm_out.linear.lora_B.weight", b}});
+      const auto adapter = models::load_adapter(file, model);
+      REQUIRE(adapter->modules.size() == 1);
+      CHECK(adapter->modules[0].target == final_mod);
+      const auto w = tr->named_parameters()[final_mod];
+      const auto before = w.to(torch::kFloat32).clone();
+      patcher.apply(models::adapter_patches(adapter, 0.5, 0.5));
+      const auto delta = torch::mm(b, a) * 0.5;  // diffusers' row order
+      const auto expected = torch::cat({delta.narrow(0, half, half), delta.narrow(0, 0, half)});
+      CHECK(test::rel_error(w.to(torch::kFloat32) - before, expected) <= test::tolerance(1e-5));
+      patcher.apply({});
+    }
     report.close();
     CHECK(report.passed == report.total);
   }

@@ -252,8 +252,11 @@ std::map<std::string, SliceTarget> flux_diffusers_key_map(const AdapterModel& mo
   };
   for (const auto& row : flux_module_map(count("double_blocks.", ".img_attn.qkv.weight"), count("single_blocks.", ".linear1.weight"))) {
     const auto w = weights.find(row.bfl + ".weight");
-    // Norm scales take no LoRA; the final modulation's halves are swapped between the spellings.
-    if (row.norm || row.swap_halves || w == weights.end() || w->second.size() != 2) continue;
+    if (row.norm || w == weights.end() || w->second.size() != 2) continue;  // norm scales take no LoRA
+    if (row.swap_halves) {
+      map["transformer." + row.diffusers[0]] = {kUnet, row.bfl + ".weight", 0, 0, true};
+      continue;
+    }
     const int64_t out = w->second[0], in = w->second[1];
     // Fused rows: q, k, v of the attention width (the input width here), then the MLP's rest.
     int64_t offset = 0;
@@ -388,6 +391,33 @@ AdapterModule read_module(const SafeTensors& f, const std::string& path, const s
   return m;
 }
 
+// A module written for diffusers' norm_out.linear, whose output rows are (scale, shift), made
+// into one for BFL's final_layer.adaLN_modulation.1, (shift, scale): the factors that carry the
+// delta's rows have their halves swapped, so ΔW comes out in BFL's order.
+void swap_row_halves(AdapterModule& m, const std::string& path) {
+  auto swap = [&](const char* role) {
+    auto& t = m.factors.at(role);
+    if (t.size(0) % 2 != 0)
+      throw AdapterError(path + ": " + m.source + ": " + std::to_string(t.size(0)) + " output rows cannot be halves of a modulation");
+    t = torch::cat({t.narrow(0, t.size(0) / 2, t.size(0) / 2), t.narrow(0, 0, t.size(0) / 2)});
+  };
+  switch (m.kind) {
+    case AdapterKind::LoRA: swap("up"); return;
+    case AdapterKind::Diff: swap("diff"); return;
+    case AdapterKind::LoHa:
+      if (!m.factors.count("t1")) {
+        swap("w1_a");  // ΔW = (w1_a@w1_b)⊙(w2_a@w2_b): rows come from w1_a and w2_a
+        swap("w2_a");
+        return;
+      }
+      break;
+    case AdapterKind::LoKr: break;
+  }
+  throw AdapterError(path + ": " + m.source + ": a " + to_string(m.kind) +
+                     " on norm_out.linear (whose rows BFL's weight keeps in the other order) is not supported; "
+                     "a LoRA there is");
+}
+
 // Modules that fit no weight: one error that says why (another family's LoRA, wrong widths,
 // unknown names), unless the caller allows unmatched names.
 void check_unfitted(const SafeTensors& f, const std::string& path, const AdapterModel& model,
@@ -456,6 +486,7 @@ std::shared_ptr<const Adapter> load_adapter(const std::string& path, const Adapt
       continue;
     }
     AdapterModule m = read_module(*f, path, source, fm);
+    if (it == keys.end() && slice->second.swap_halves) swap_row_halves(m, path);
     m.component = component;
     m.target = target;
     auto shape = comp.weights.at(target);

@@ -115,6 +115,7 @@ std::map<std::string, std::pair<std::string, std::string>> adapter_key_map(const
 struct SliceTarget {
   std::string component, target;
   int64_t row_offset = 0, rows = 0;  // rows 0: the whole weight
+  bool swap_halves = false;          // norm_out.linear: diffusers' (scale, shift) rows are BFL's (shift, scale)
 };
 std::map<std::string, SliceTarget> flux_diffusers_key_map(const AdapterModel& model);
 
