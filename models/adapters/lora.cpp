@@ -497,11 +497,7 @@ std::shared_ptr<const Adapter> load_adapter(const std::string& path, const Adapt
     }
     if (shape.empty() || shape[0] != m.delta_shape[0] || product(shape) != product(m.delta_shape)) {
       mismatched.push_back(source + " (" + component + " " + target + "): delta " + shape_string(m.delta_shape) +
-                           " vs weight " + shape_string(shape) +
-                           (shape == std::vector<int64_t>{0}
-                                ? " (kept in fp8 as the file stores it: LoRA on fp8 weights is not supported yet; use a "
-                                  "bf16/fp16 file of the model)"
-                                : ""));
+                           " vs weight " + shape_string(shape));
       continue;
     }
     kinds.insert(m.kind == AdapterKind::LoRA && m.delta_shape.size() == 4 && m.delta_shape[2] * m.delta_shape[3] > 1
