@@ -3,10 +3,13 @@
 // diffusers (leading/trailing/linspace timestep spacings), including their rounding.
 #include "samplers/schedules.h"
 
+#include "samplers/schedules_gits.h"
+
 #include <algorithm>
 #include <cmath>
 #include <functional>
 #include <stdexcept>
+#include <string>
 
 namespace sigma::samplers {
 
@@ -102,6 +105,101 @@ std::vector<double> diffusers(std::string_view spacing, const ModelSampling& m, 
   return s;
 }
 
+// Lee et al.'s beta as AUTOMATIC1111 1.10 has it: the quantiles 1 − i/(n−1) of Beta(α, β)
+// placed linearly between σmin and σmax (not on the model's table), then 0.
+std::vector<double> beta_a1111(const ModelSampling& m, int steps, double a, double b) {
+  std::vector<double> s;
+  for (double x : linspace(0, 1, steps)) s.push_back(m.sigma_min() + beta_ppf(1 - x, a, b) * (m.sigma_max() - m.sigma_min()));
+  return with_zero(s);
+}
+
+// ComfyUI's linear_quadratic_schedule (from Mochi's sampler): 1 − σ/σmax rises linearly to
+// the threshold over the first steps, then quadratically to 1.
+std::vector<double> linear_quadratic(const ModelSampling& m, int steps, const ScheduleOptions& o) {
+  std::vector<double> rise;
+  if (steps == 1) {
+    rise = {0.0, 1.0};
+  } else {
+    const int lin = o.linear_steps > 0 ? o.linear_steps : steps / 2;
+    const double th = o.threshold_noise;
+    for (int i = 0; i < lin; ++i) rise.push_back(i * th / lin);
+    const double diff = lin - th * steps;
+    const int quad = steps - lin;
+    const double qc = diff / (double(lin) * quad * quad);
+    const double lc = th / lin - 2 * diff / (double(quad) * quad);
+    const double c = qc * double(lin) * lin;
+    for (int i = lin; i < steps; ++i) rise.push_back(qc * double(i) * i + lc * i + c);
+    rise.push_back(1.0);
+  }
+  std::vector<double> s;
+  for (double r : rise) s.push_back((1.0 - r) * m.sigma_max());
+  return s;
+}
+
+// ComfyUI's kl_optimal_scheduler (Sabour et al. 2024, "Align Your Steps", eq. 19: the
+// schedule that is optimal for a single Gaussian): σ = tan of arctan σ evenly spaced.
+std::vector<double> kl_optimal(const ModelSampling& m, int steps) {
+  std::vector<double> s;
+  for (int i = 0; i < steps; ++i) {
+    const double w = steps == 1 ? 0.0 : double(i) / (steps - 1);
+    s.push_back(std::tan(w * std::atan(m.sigma_min()) + (1 - w) * std::atan(m.sigma_max())));
+  }
+  return with_zero(s);
+}
+
+// Align Your Steps (Sabour et al. 2024): NVIDIA's optimized 10-step σ lists, log-linearly
+// interpolated to other counts (their how-to's loglinear_interp).
+// AUTOMATIC1111 1.10 keeps the tables rounded to 3 decimals.
+const std::vector<double>& ays_table(const std::string& model, bool a1111) {
+  static const std::vector<double> sd1_a1111 = {14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029};
+  static const std::vector<double> sdxl_a1111 = {14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029};
+  if (a1111) return model == "SDXL" ? sdxl_a1111 : sd1_a1111;
+  static const std::vector<double> sd1 = {14.6146412293, 6.4745760956, 3.8636745985, 2.6946151520, 1.8841921177, 1.3943805092,
+                                          0.9642583904,  0.6523686016, 0.3977456272, 0.1515232662, 0.0291671582};
+  static const std::vector<double> sdxl = {14.6146412293, 6.3184485287, 3.7681790315, 2.1811480769, 1.3405244945, 0.8620721141,
+                                           0.5550693289,  0.3798540708, 0.2332364134, 0.1114188177, 0.0291671582};
+  if (model == "SD1") return sd1;
+  if (model == "SDXL") return sdxl;
+  throw std::invalid_argument("schedule 'align_your_steps' has tables for SD1 and SDXL models, not '" + model + "'");
+}
+
+// numpy's interp of log σ (descending table, read ascending) at n evenly spaced points.
+std::vector<double> loglinear_interp(const std::vector<double>& table, int n) {
+  std::vector<double> ys(table.rbegin(), table.rend());
+  for (auto& y : ys) y = std::log(y);
+  const auto xs = linspace(0, 1, static_cast<int>(ys.size()));
+  std::vector<double> out;
+  for (double x : linspace(0, 1, n)) {
+    size_t j = 1;
+    while (j + 1 < xs.size() && xs[j] < x) ++j;
+    const double w = (x - xs[j - 1]) / (xs[j] - xs[j - 1]);
+    out.push_back(std::exp(ys[j - 1] + w * (ys[j] - ys[j - 1])));
+  }
+  std::reverse(out.begin(), out.end());
+  return out;
+}
+
+// ComfyUI's AlignYourStepsScheduler: steps + 1 points (the table's 11 as they are), the last
+// made 0. AUTOMATIC1111's keeps `steps` points down to σmin and appends 0.
+std::vector<double> align_your_steps(int steps, const ScheduleOptions& o, bool a1111) {
+  const auto& table = ays_table(o.ays_model, a1111);
+  const int points = a1111 ? steps : steps + 1;
+  auto s = points == static_cast<int>(table.size()) ? table : loglinear_interp(table, points);
+  if (a1111) return with_zero(s);
+  s.back() = 0.0;
+  return s;
+}
+
+// GITS (Chen et al. 2024): the searched list for this step count, log-linearly interpolated
+// from the 20-step one above 20 (ComfyUI's GITSScheduler), the last made 0.
+std::vector<double> gits(int steps, const ScheduleOptions& o) {
+  if (steps < 2) throw std::invalid_argument("schedule 'gits' needs at least 2 steps, got " + std::to_string(steps));
+  const auto& rows = gits_rows(o.gits_coeff);
+  auto s = steps <= 20 ? rows[static_cast<size_t>(steps - 2)] : loglinear_interp(rows.back(), steps + 1);
+  s.back() = 0.0;
+  return s;
+}
+
 std::vector<double> custom(const ScheduleOptions& o) {
   if (o.custom.empty()) throw std::invalid_argument("schedule 'custom' needs ScheduleOptions::custom (a σ list)");
   for (size_t i = 0; i < o.custom.size(); ++i)
@@ -145,6 +243,22 @@ const std::vector<Entry>& entries() {
        [](const ModelSampling& m, int n, const ScheduleOptions&) { return ddim_uniform(m, n); }},
       {{"beta", "timesteps at the quantiles 1 − i/n of Beta(α, β), α = β = 0.6", "Lee et al. 2024"},
        [](const ModelSampling& m, int n, const ScheduleOptions& o) { return beta_schedule(m, n, o.alpha, o.beta); }},
+      {{"beta_a1111", "AUTOMATIC1111's beta: Beta(α, β) quantiles placed linearly between σmin and σmax",
+        "Lee et al. 2024; AUTOMATIC1111 1.10"},
+       [](const ModelSampling& m, int n, const ScheduleOptions& o) { return beta_a1111(m, n, o.alpha, o.beta); }},
+      {{"linear_quadratic", "1 − σ/σmax linear to 0.025 over the first half, then quadratic", "Genmo Mochi; ComfyUI"},
+       [](const ModelSampling& m, int n, const ScheduleOptions& o) { return linear_quadratic(m, n, o); }},
+      {{"kl_optimal", "σ = tan(arctan σ evenly spaced from σmax to σmin)", "Sabour et al. 2024, eq. 19"},
+       [](const ModelSampling& m, int n, const ScheduleOptions&) { return kl_optimal(m, n); }},
+      {{"align_your_steps", "NVIDIA's optimized 10-step list (SD1 or SDXL), log-linearly interpolated; ComfyUI's rule",
+        "Sabour et al. 2024 (Align Your Steps)"},
+       [](const ModelSampling&, int n, const ScheduleOptions& o) { return align_your_steps(n, o, false); }},
+      {{"align_your_steps_a1111", "Align Your Steps as AUTOMATIC1111 1.10 interpolates it: n points down to σmin, then 0",
+        "Sabour et al. 2024; AUTOMATIC1111 1.10"},
+       [](const ModelSampling&, int n, const ScheduleOptions& o) { return align_your_steps(n, o, true); }},
+      {{"gits", "the σ list GITS searched per step count (coefficient 1.20), interpolated above 20 steps",
+        "Chen et al. 2024 (GITS)"},
+       [](const ModelSampling&, int n, const ScheduleOptions& o) { return gits(n, o); }},
       {{"leading", "diffusers 'leading': t = i·(N // n) + steps_offset", "diffusers; Lin et al. 2023, Table 2"},
        [](const ModelSampling& m, int n, const ScheduleOptions& o) { return diffusers("leading", m, n, o); }},
       {{"trailing", "diffusers 'trailing': t = round(N − i·N/n) − 1", "diffusers; Lin et al. 2023, Table 2"},

@@ -20,6 +20,10 @@ struct ScheduleOptions {
   bool set_alpha_to_one = true;              // leading/trailing/linspace: end at σ = 0 (true) or at σ(ᾱ_0)
   bool fractional_timesteps = false;         // linspace: EulerDiscrete's unrounded t, σ interpolated linearly
   std::vector<double> custom;                // custom: the list itself (descending, ≥ 0)
+  std::string ays_model = "SD1";             // align_your_steps: the table ("SD1", "SDXL"), from the model family
+  double threshold_noise = 0.025;            // linear_quadratic: σ/σmax where the linear part ends
+  int linear_steps = 0;                      // linear_quadratic: steps of the linear part (0: steps / 2)
+  double gits_coeff = 1.2;                   // gits: the table's coefficient (0.80 .. 1.50 by 0.05)
 };
 
 struct ScheduleInfo {

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <stdexcept>
 
@@ -99,10 +100,14 @@ Plan plan_diffusers(const json& c, const std::vector<double>& alphas_cumprod, co
   return p;
 }
 
+// Python's json writes -Infinity (diffusers' lambda_min_clipped default), which JSON lacks:
+// read as the lowest double.
 json read_json(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw std::runtime_error("cannot open " + path);
-  return json::parse(in);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  for (size_t at; (at = text.find("-Infinity")) != std::string::npos;) text.replace(at, 9, "-1.7976931348623157e308");
+  return json::parse(text);
 }
 
 }  // namespace
@@ -195,6 +200,120 @@ void run_unet_sampler_cases(CaseReport& report, const std::string& refs_dir, con
       report.add_exact(key, false, e.what());
     }
   }
+}
+
+namespace {
+
+// Largest |ours − ref| / |ref| over the entries (|ours| where ref is 0).
+double max_rel(const std::vector<double>& ours, const torch::Tensor& ref_t) {
+  const auto ref = to_vector(ref_t);
+  if (ours.size() != ref.size()) return INFINITY;
+  double worst = 0;
+  for (size_t i = 0; i < ours.size(); ++i)
+    worst = std::max(worst, ref[i] == 0 ? std::abs(ours[i]) : std::abs(ours[i] - ref[i]) / std::abs(ref[i]));
+  return worst;
+}
+
+sm::ScheduleOptions schedule_options(const json& options) {
+  sm::ScheduleOptions so;
+  for (const auto& [key, value] : options.items()) {
+    if (key == "model_type") so.ays_model = value.get<std::string>();
+    else if (key == "coeff") so.gits_coeff = value.get<double>();
+    else throw std::invalid_argument("unsupported schedule option '" + key + "'");
+  }
+  return so;
+}
+
+// Why a case cannot run in this build ("" when it can): a name the registries do not know.
+std::string not_built(const json& c) {
+  if (c.contains("sampler")) {
+    const auto name = c.at("sampler").get<std::string>();
+    const auto& all = sm::all_samplers();
+    if (std::none_of(all.begin(), all.end(), [&](const sm::SamplerInfo& s) { return s.name == name; }))
+      return "sampler '" + name + "' is not built yet";
+  }
+  if (c.contains("schedule")) {
+    const auto name = c.at("schedule").get<std::string>();
+    const auto& all = sm::all_schedules();
+    if (std::none_of(all.begin(), all.end(), [&](const sm::ScheduleInfo& s) { return s.name == name; }))
+      return "schedule '" + name + "' is not built yet";
+  }
+  return "";
+}
+
+}  // namespace
+
+Samplers2Report run_samplers2_cases(const EpsNetwork& eps, const std::string& dir) {
+  Samplers2Report out;
+  auto& report = out.report;
+  const auto manifest = read_json(dir + "/manifest.json");
+  auto f = sigma::models::SafeTensors::open(dir + "/samplers2.safetensors");
+  const auto device = test_device();
+  const auto dtype = test_dtype();
+  const auto x_T = f->load("x_T").to(device, dtype);
+  const auto tape = f->load("noise_tape").to(device, dtype);
+  const auto cond = f->load("cond").to(device, dtype), uncond = f->load("uncond").to(device, dtype);
+  const double tol = tolerance(1e-3);
+  // ComfyUI's discrete ε sampling for SD 1.x: LDM's linear betas in float64 (the README).
+  auto comfy_sampling = [](bool quantize) {
+    sm::DiscreteOptions o;
+    o.quantize = quantize;
+    return std::make_shared<sm::ModelSampling>(sm::ModelSampling::discrete(sm::Prediction::eps, o));
+  };
+
+  for (const auto& c : manifest.at("cases")) {
+    const auto key = c.at("key").get<std::string>();
+    try {
+      if (const auto why = not_built(c); !why.empty()) {
+        ++out.not_built;
+        report.add_exact(key, false, "(" + why + ")");
+        continue;
+      }
+      if (c.value("kind", std::string()) == "sigmas") {
+        const auto ms = comfy_sampling(true);
+        const auto sigmas = sm::make_sigmas(c.at("schedule").get<std::string>(), *ms, c.at("steps").get<int>(),
+                                            schedule_options(c.at("options")));
+        report.add(key, max_rel(sigmas, f->load(key)), 1e-6);  // float32 references
+        continue;
+      }
+      if (!starts_with(key, "comfy.")) {
+        ++out.not_built;
+        report.add_exact(key, false, "(this case family is not built yet)");
+        continue;
+      }
+      // comfy.<sampler>.<schedule>.<steps>: ComfyUI's sampler functions, noise from the tape.
+      const auto ms = comfy_sampling(c.at("quantize").get<bool>());
+      const auto sigmas = sm::make_sigmas(c.at("schedule").get<std::string>(), *ms, c.at("steps").get<int>());
+      const auto& sampler = sm::find_sampler(c.at("sampler").get<std::string>());
+      sm::SamplerOptions options;
+      options.eta = sampler.default_eta;
+      apply_options(c.at("options"), options);
+      ms->configure(options);
+      auto draws = std::make_shared<int>(0);
+      options.noise = sm::replay_noise(tape, draws);
+      const sm::Network network = [&](const sm::NetworkCall& call) {
+        return eps(call.x_in, call.c_noise, call.with_uncond ? torch::cat({uncond, cond}) : cond);
+      };
+      sm::Guidance guidance;
+      guidance.scale = c.at("cfg_scale").get<double>();
+      const auto denoiser = sm::make_denoiser(*ms, network, guidance);
+      if (c.at("init").get<std::string>() != "x_T * sigmas[0]") throw std::invalid_argument("unsupported init");
+      torch::NoGradGuard no_grad;
+      auto x = sampler.fn(denoiser, ms->noise_scaling(sigmas.front(), x_T, torch::zeros_like(x_T), false), sigmas, options);
+      x = ms->inverse_noise_scaling(sigmas.back(), x);
+      const double err = rel_error(x, f->load(key));
+      const int expected_draws = c.value("noise_draws", 0);
+      if (*draws != expected_draws)
+        report.add_exact(key, false, "took " + std::to_string(*draws) + " noise draws, the reference took " +
+                                         std::to_string(expected_draws) + " (rel err " + std::to_string(err) + ")");
+      else
+        report.add(key, err, tol);
+    } catch (const std::exception& e) {
+      report.add_exact(key, false, e.what());
+    }
+  }
+  report.close();
+  return out;
 }
 
 CaseReport run_sampler_conformance(const EpsNetwork& eps, const std::string& refs_dir) {

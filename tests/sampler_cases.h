@@ -25,6 +25,17 @@ void run_gauss_sampler_cases(CaseReport& report, const std::string& refs_dir);
 // Runs on test_device()/test_dtype().
 void run_unet_sampler_cases(CaseReport& report, const std::string& refs_dir, const EpsNetwork& eps);
 
+// ../shared/fixtures/sd15-tiny/samplers2 (its README): ComfyUI's schedules (comfy.sigmas.*) and
+// samplers (comfy.*), k-diffusion's DPM-Solver (kdiff2.*), ComfyUI's seed rules (comfy_seed.*),
+// torchsde's Brownian tree (brownian.*) and diffusers' schedulers (diffusers2.*), each run from
+// the case's fields. A case whose sampler, schedule or family this build does not have yet is
+// reported as such and counted in `not_built`, so the report's N/M stays the fixture's.
+struct Samplers2Report {
+  CaseReport report{"samplers2"};
+  int not_built = 0;
+};
+Samplers2Report run_samplers2_cases(const EpsNetwork& eps, const std::string& dir = sd15() + "/samplers2");
+
 // Both of the above into one report, closed with "samplers: N/M cases within tolerance".
 CaseReport run_sampler_conformance(const EpsNetwork& eps, const std::string& refs_dir = sd15() + "/refs");
 
