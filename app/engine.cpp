@@ -210,6 +210,7 @@ std::shared_ptr<Engine> Engine::load(const ModelSpec& spec) {
   e->sampling_ = make_sampling(ck, spec.prediction);
   e->schedule_options_.steps_offset = 1;
   e->schedule_options_.set_alpha_to_one = false;
+  e->schedule_options_.ays_model = ck.description.align_your_steps;
   const auto sched_cfg = std::filesystem::path(ck.path) / "scheduler" / "scheduler_config.json";
   if (ck.layout == models::Layout::Diffusers && std::filesystem::exists(sched_cfg)) {
     const auto j = models::read_json_file(sched_cfg.string());

@@ -20,7 +20,8 @@ const std::vector<std::pair<std::string, std::string>>& sampler_names() {
       {"dpmpp_2s_ancestral", "DPM++ 2S a"}, {"dpmpp_sde", "DPM++ SDE"}, {"dpmpp_2m", "DPM++ 2M"},
       {"dpmpp_2m_sde", "DPM++ 2M SDE"}, {"dpmpp_3m_sde", "DPM++ 3M SDE"}, {"ddim", "DDIM"},
       {"ddpm", "DDPM"},             {"dopri5", "Adaptive ODE (DOPRI5)"}, {"reverse_sde", "Reverse SDE"},
-      {"flow_euler", "Euler (flow)"}, {"flow_euler_ancestral", "Euler a (flow)"}};
+      {"flow_euler", "Euler (flow)"}, {"flow_euler_ancestral", "Euler a (flow)"},
+      {"dpmpp_2m_sde_heun", "DPM++ 2M SDE Heun"}, {"lcm", "LCM"}};
   return n;
 }
 
@@ -28,7 +29,12 @@ const std::vector<std::pair<std::string, std::string>>& schedule_names() {
   static const std::vector<std::pair<std::string, std::string>> n = {
       {"karras", "Karras"}, {"exponential", "Exponential"}, {"polyexponential", "Polyexponential"},
       {"discrete", "Uniform"}, {"normal", "Normal"},        {"simple", "Simple"},
-      {"sgm_uniform", "SGM Uniform"}, {"ddim_uniform", "DDIM"}, {"beta", "Beta"}};
+      {"sgm_uniform", "SGM Uniform"}, {"ddim_uniform", "DDIM"}, {"kl_optimal", "KL Optimal"},
+      // A1111's Beta and Align Your Steps are its own variants (samplers/schedules.h); ComfyUI's
+      // keep their names with the tool's in brackets, so either reads back as what made it.
+      {"beta_a1111", "Beta"}, {"beta", "Beta (ComfyUI)"},
+      {"align_your_steps_a1111", "Align Your Steps"}, {"align_your_steps", "Align Your Steps (ComfyUI)"},
+      {"linear_quadratic", "Linear Quadratic"}, {"gits", "GITS"}};
   return n;
 }
 
@@ -133,12 +139,11 @@ std::pair<std::string, std::string> sampler_from_a1111(const std::string& sample
   std::string name;
   for (const auto& [ours, theirs] : sampler_names())
     if (theirs == s || ours == s) name = ours;
-  if (s == "DPM++ 2M SDE Heun") name = "dpmpp_2m_sde";
   if (sched.empty() || schedule == "Automatic") {
     // A1111's "Automatic" (and names from before it wrote a schedule): each sampler's own default.
     if (name == "dpmpp_2m" || name == "dpmpp_sde" || name == "dpmpp_2s_ancestral" || name == "dpm_2" || name == "dpm_2_ancestral")
       sched = "karras";
-    else if (name == "dpmpp_2m_sde" || name == "dpmpp_3m_sde")
+    else if (name == "dpmpp_2m_sde" || name == "dpmpp_2m_sde_heun" || name == "dpmpp_3m_sde")
       sched = "exponential";
     else if (!name.empty())
       sched = "discrete";  // k-diffusion's own grid, A1111's "Uniform"

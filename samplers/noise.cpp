@@ -1,6 +1,8 @@
 // Noise sources (see noise.h): drawing on the CPU keeps seeds portable across devices.
 #include "samplers/noise.h"
 
+#include "samplers/brownian.h"
+
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <stdexcept>
@@ -17,6 +19,11 @@ NoiseSource make_noise_source(std::vector<int64_t> shape, torch::TensorOptions o
 
 NoiseSource make_noise_source(const torch::Tensor& like, uint64_t seed) {
   return make_noise_source(like.sizes().vec(), like.options(), at::make_generator<at::CPUGeneratorImpl>(seed));
+}
+
+NoiseSource comfy_noise(const SamplerInfo& sampler, const torch::Tensor& like, const std::vector<double>& sigmas,
+                        uint64_t seed) {
+  return sampler.brownian ? brownian_noise(like, sigmas, seed) : make_noise_source(like, seed);
 }
 
 NoiseSource replay_noise(torch::Tensor tape, std::shared_ptr<int> draws) {

@@ -2,6 +2,7 @@
 // vocabulary, the model sampling, σ lists, guidance, noise and the registry together.
 #pragma once
 
+#include "samplers/brownian.h"
 #include "samplers/guidance.h"
 #include "samplers/model_sampling.h"
 #include "samplers/noise.h"

@@ -153,14 +153,16 @@ std::vector<double> kl_optimal(const ModelSampling& m, int steps) {
 const std::vector<double>& ays_table(const std::string& model, bool a1111) {
   static const std::vector<double> sd1_a1111 = {14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029};
   static const std::vector<double> sdxl_a1111 = {14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029};
-  if (a1111) return model == "SDXL" ? sdxl_a1111 : sd1_a1111;
+  if (a1111 && (model == "SD1" || model == "SDXL")) return model == "SDXL" ? sdxl_a1111 : sd1_a1111;
   static const std::vector<double> sd1 = {14.6146412293, 6.4745760956, 3.8636745985, 2.6946151520, 1.8841921177, 1.3943805092,
                                           0.9642583904,  0.6523686016, 0.3977456272, 0.1515232662, 0.0291671582};
   static const std::vector<double> sdxl = {14.6146412293, 6.3184485287, 3.7681790315, 2.1811480769, 1.3405244945, 0.8620721141,
                                            0.5550693289,  0.3798540708, 0.2332364134, 0.1114188177, 0.0291671582};
   if (model == "SD1") return sd1;
   if (model == "SDXL") return sdxl;
-  throw std::invalid_argument("schedule 'align_your_steps' has tables for SD1 and SDXL models, not '" + model + "'");
+  throw std::invalid_argument("schedule 'align_your_steps' has lists for SD 1.x/2.x and SDXL models only" +
+                              (model.empty() ? std::string() : " (asked for '" + model + "')") +
+                              "; pick another schedule, e.g. karras or simple");
 }
 
 // numpy's interp of log σ (descending table, read ascending) at n evenly spaced points.

@@ -31,12 +31,31 @@ torch::Tensor flow_euler_ancestral(const Denoiser&, torch::Tensor x, const std::
 // SDE and classic discrete-time samplers (solvers_sde.cpp).
 torch::Tensor dpmpp_2m_sde(const Denoiser&, torch::Tensor x, const std::vector<double>& sigmas,
                            const SamplerOptions&);
+torch::Tensor dpmpp_2m_sde_heun(const Denoiser&, torch::Tensor x, const std::vector<double>& sigmas,
+                                const SamplerOptions&);
 torch::Tensor dpmpp_3m_sde(const Denoiser&, torch::Tensor x, const std::vector<double>& sigmas,
                            const SamplerOptions&);
 torch::Tensor ddim(const Denoiser&, torch::Tensor x, const std::vector<double>& sigmas, const SamplerOptions&);
 torch::Tensor ddpm(const Denoiser&, torch::Tensor x, const std::vector<double>& sigmas, const SamplerOptions&);
 torch::Tensor reverse_sde(const Denoiser&, torch::Tensor x, const std::vector<double>& sigmas,
                           const SamplerOptions&);
+
+// Multistep ODE solvers reusing earlier slopes (solvers_multistep.cpp).
+torch::Tensor ipndm(const Denoiser&, torch::Tensor x, const std::vector<double>& sigmas, const SamplerOptions&);
+torch::Tensor ipndm_v(const Denoiser&, torch::Tensor x, const std::vector<double>& sigmas, const SamplerOptions&);
+torch::Tensor deis(const Denoiser&, torch::Tensor x, const std::vector<double>& sigmas, const SamplerOptions&);
+torch::Tensor res_multistep(const Denoiser&, torch::Tensor x, const std::vector<double>& sigmas, const SamplerOptions&);
+torch::Tensor res_multistep_ancestral(const Denoiser&, torch::Tensor x, const std::vector<double>& sigmas,
+                                      const SamplerOptions&);
+torch::Tensor gradient_estimation(const Denoiser&, torch::Tensor x, const std::vector<double>& sigmas,
+                                  const SamplerOptions&);
+torch::Tensor heunpp2(const Denoiser&, torch::Tensor x, const std::vector<double>& sigmas, const SamplerOptions&);
+
+// Stochastic exponential integrators in λ and LCM (solvers_exponential.cpp).
+torch::Tensor er_sde(const Denoiser&, torch::Tensor x, const std::vector<double>& sigmas, const SamplerOptions&);
+torch::Tensor seeds_2(const Denoiser&, torch::Tensor x, const std::vector<double>& sigmas, const SamplerOptions&);
+torch::Tensor seeds_3(const Denoiser&, torch::Tensor x, const std::vector<double>& sigmas, const SamplerOptions&);
+torch::Tensor lcm(const Denoiser&, torch::Tensor x, const std::vector<double>& sigmas, const SamplerOptions&);
 
 // Adaptive probability-flow ODE (solvers_adaptive.cpp): Dormand–Prince 5(4) in ln σ with
 // rtol/atol, passing through every listed σ; a final σ = 0 is reached by x = D(x; σ_last).

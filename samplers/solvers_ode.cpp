@@ -82,6 +82,37 @@ Tensor heun(const Denoiser& model, Tensor x, const std::vector<double>& sigmas, 
   return x;
 }
 
+// Heun++ (ComfyUI's sample_heunpp2): Heun with a third slope two grid points ahead, the
+// slopes weighted by their σ over 3·σ_0 (2·σ_0 on the second-to-last step, Euler on the last).
+Tensor heunpp2(const Denoiser& model, Tensor x, const std::vector<double>& sigmas, const SamplerOptions& o) {
+  detail::check_sigmas("heunpp2", sigmas);
+  const int n = static_cast<int>(sigmas.size()) - 1;
+  const double s_end = sigmas.back();
+  for (int i = 0; i < n; ++i) {
+    const double sigma_hat = churn(o, x, sigmas, i, "heunpp2");
+    auto denoised = model(x, sigma_hat);
+    report(o, i, n, sigma_hat, sigmas[i + 1], x, denoised);
+    auto d = to_d(x, sigma_hat, denoised);
+    const double dt = sigmas[i + 1] - sigma_hat;
+    if (sigmas[i + 1] == s_end) {
+      x = x + d * dt;
+      continue;
+    }
+    auto x_2 = x + d * dt;
+    auto d_2 = to_d(x_2, sigmas[i + 1], model(x_2, sigmas[i + 1]));
+    if (sigmas[i + 2] == s_end) {
+      const double w2 = sigmas[i + 1] / (2 * sigmas[0]), w1 = 1 - w2;
+      x = x + (d * w1 + d_2 * w2) * dt;
+    } else {
+      auto x_3 = x_2 + d_2 * (sigmas[i + 2] - sigmas[i + 1]);
+      auto d_3 = to_d(x_3, sigmas[i + 2], model(x_3, sigmas[i + 2]));
+      const double w = 3 * sigmas[0], w2 = sigmas[i + 1] / w, w3 = sigmas[i + 2] / w, w1 = 1 - w2 - w3;
+      x = x + (w1 * d + w2 * d_2 + w3 * d_3) * dt;
+    }
+  }
+  return x;
+}
+
 // DPM-Solver-2 (Lu et al. 2022) in Karras' σ form: midpoint at the geometric mean of σ̂, σ_next.
 Tensor dpm_2(const Denoiser& model, Tensor x, const std::vector<double>& sigmas, const SamplerOptions& o) {
   detail::check_sigmas("dpm_2", sigmas);

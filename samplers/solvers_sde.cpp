@@ -52,6 +52,13 @@ Tensor dpmpp_2m_sde(const Denoiser& model, Tensor x, const std::vector<double>& 
   return x;
 }
 
+// ComfyUI's sample_dpmpp_2m_sde_heun: the same solver with the Heun-type second-order term.
+Tensor dpmpp_2m_sde_heun(const Denoiser& model, Tensor x, const std::vector<double>& sigmas, const SamplerOptions& o) {
+  auto heun = o;
+  heun.solver_type = "heun";
+  return dpmpp_2m_sde(model, std::move(x), sigmas, heun);
+}
+
 // DPM-Solver++(3M) SDE (Lu et al. 2022b; k-diffusion's sample_dpmpp_3m_sde).
 Tensor dpmpp_3m_sde(const Denoiser& model, Tensor x, const std::vector<double>& sigmas_in, const SamplerOptions& o) {
   detail::check_sigmas("dpmpp_3m_sde", sigmas_in);

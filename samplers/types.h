@@ -53,6 +53,7 @@ struct SamplerOptions {
   std::string solver_type = "midpoint";            // dpmpp_2m_sde: "midpoint" | "heun"
   double rtol = 1e-4, atol = 1e-4;                 // adaptive ODE (dopri5)
   int lms_order = 4;                               // lms
+  double ge_gamma = 2;                             // gradient_estimation's γ
   Renoising renoising;                             // from ModelSampling::renoising(); empty = VE
   NoiseSource noise;                               // required by stochastic solvers
   std::function<bool(const StepInfo&)> on_step;    // return false to stop (see Cancelled)
@@ -75,6 +76,7 @@ struct SamplerInfo {
   Sampler fn;
   bool stochastic;         // draws from SamplerOptions::noise with its default η
   double default_eta = 1;  // the η a caller should start from (ddim: 0, deterministic DDIM)
+  bool brownian = false;   // k-diffusion/ComfyUI draw its noise from a Brownian tree (the SDE samplers)
 };
 
 }  // namespace sigma::samplers

@@ -241,6 +241,40 @@ std::string not_built(const json& c) {
   return "";
 }
 
+// comfy_seed.*: ComfyUI's KSampler seed rules end to end on the CPU (README): the initial
+// noise from a CPU generator seeded with the seed, scaled by √(1 + σ₀²); the in-run noise
+// from samplers::comfy_noise.
+double comfy_seed_case(const json& c, const sigma::models::SafeTensors& f, const EpsNetwork& eps) {
+  const auto seed = c.at("seed").get<uint64_t>();
+  sm::DiscreteOptions mo;
+  mo.quantize = c.at("quantize").get<bool>();
+  const auto ms = sm::ModelSampling::discrete(sm::Prediction::eps, mo);
+  const auto sigmas = sm::make_sigmas(c.at("schedule").get<std::string>(), ms, c.at("steps").get<int>());
+  const auto& sampler = sm::find_sampler(c.at("sampler").get<std::string>());
+  auto gen = at::detail::createCPUGenerator(seed);
+  const auto noise = torch::randn(f.load("comfy_seed.noise").sizes(), gen, torch::kFloat32);
+  if (!torch::equal(noise, f.load("comfy_seed.noise", torch::kFloat32)))
+    throw std::runtime_error("the initial noise differs from the reference's randn(seed)");
+  sm::SamplerOptions options;
+  options.eta = sampler.default_eta;
+  ms.configure(options);
+  const auto x0 = ms.noise_scaling(sigmas.front(), noise, torch::zeros_like(noise), true);
+  options.noise = sm::comfy_noise(sampler, x0, sigmas, seed);
+  // The run is on the CPU in float32; the network on the suite's device and dtype.
+  const auto device = test_device();
+  const auto dtype = test_dtype();
+  const auto cond = f.load("cond").to(device, dtype), uncond = f.load("uncond").to(device, dtype);
+  const sm::Network network = [&](const sm::NetworkCall& call) {
+    return eps(call.x_in.to(device, dtype), call.c_noise.to(device), call.with_uncond ? torch::cat({uncond, cond}) : cond)
+        .to(torch::kCPU, torch::kFloat32);
+  };
+  sm::Guidance guidance;
+  guidance.scale = c.at("cfg_scale").get<double>();
+  torch::NoGradGuard no_grad;
+  auto x = sampler.fn(sm::make_denoiser(ms, network, guidance), x0, sigmas, options);
+  return rel_error(ms.inverse_noise_scaling(sigmas.back(), x), f.load(c.at("key").get<std::string>()));
+}
+
 }  // namespace
 
 Samplers2Report run_samplers2_cases(const EpsNetwork& eps, const std::string& dir) {
@@ -274,6 +308,10 @@ Samplers2Report run_samplers2_cases(const EpsNetwork& eps, const std::string& di
         const auto sigmas = sm::make_sigmas(c.at("schedule").get<std::string>(), *ms, c.at("steps").get<int>(),
                                             schedule_options(c.at("options")));
         report.add(key, max_rel(sigmas, f->load(key)), 1e-6);  // float32 references
+        continue;
+      }
+      if (starts_with(key, "comfy_seed.")) {
+        out.report.add(key, comfy_seed_case(c, *f, eps), tol);
         continue;
       }
       if (!starts_with(key, "comfy.")) {

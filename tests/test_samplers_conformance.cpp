@@ -99,6 +99,36 @@ TEST_SUITE("conformance.samplers") {
     CHECK(report.passed == report.total);
   }
 
+  TEST_CASE("torchsde's Brownian tree as ComfyUI queries it: values, reversed queries, additivity") {
+    auto f = SafeTensors::open(sigma::test::sd15() + "/samplers2/samplers2.safetensors");
+    const auto queries = f->load("brownian.queries", torch::kFloat32);
+    const auto samples = f->load("brownian.samples", torch::kFloat32);
+    std::vector<double> sigmas;
+    for (int64_t i = 0; i < queries.size(0); ++i)
+      for (int64_t j = 0; j < 2; ++j) sigmas.push_back(queries[i][j].item<double>());
+    const auto like = f->load("x_T", torch::kFloat32);
+    CaseReport report("samplers2.brownian");
+    for (const bool reversed : {false, true}) {
+      auto noise = sm::brownian_noise(like, sigmas, 42);  // a fresh tree: values do not depend on query order
+      for (int64_t k = 0; k < queries.size(0); ++k) {
+        const int64_t i = reversed ? queries.size(0) - 1 - k : k;
+        const auto got = noise(queries[i][0].item<double>(), queries[i][1].item<double>());
+        report.add("brownian.samples[" + std::to_string(i) + "]" + (reversed ? " (queried in reverse)" : ""),
+                   sigma::test::rel_error(got, samples[i]), 1e-6);
+      }
+    }
+    // torchsde.BrownianTree(t0=0, w0=zeros(3), t1=1, entropy=7) and its increments' sum.
+    sm::BrownianTree tree(0.0, 1.0, {3}, 7);
+    const auto a = tree.increment(0, 0.5), b = tree.increment(0.5, 1), whole = tree.increment(0, 1);
+    report.add("brownian.unit.w_0_0.5", sigma::test::rel_error(a, f->load("brownian.unit.w_0_0.5")), 1e-6);
+    report.add("brownian.unit.w_0.5_1", sigma::test::rel_error(b, f->load("brownian.unit.w_0.5_1")), 1e-6);
+    report.add("brownian.unit.w_0_1", sigma::test::rel_error(whole, f->load("brownian.unit.w_0_1")), 1e-6);
+    report.add("W(0, 0.5) + W(0.5, 1) = W(0, 1)", sigma::test::rel_error(a + b, whole), 1e-6);
+    report.close();
+    CHECK(report.total == 26);
+    CHECK(report.passed == report.total);
+  }
+
   TEST_CASE("SD's scaled-linear betas reproduce the fixture's alphas_cumprod") {
     auto f = SafeTensors::open(refs() + "/samplers.safetensors");
     const auto ours = sm::ModelSampling::discrete(sm::Prediction::eps).alphas_cumprod();

@@ -87,6 +87,7 @@ FamilyDescription sdxl() {
   d.latent_rgb = sdxl_latent_rgb();
   d.native_size = 1024;
   d.default_prediction = "eps";
+  d.align_your_steps = "SDXL";
   d.unet.num_heads = -1;
   d.unet.head_dim = 64;
   // SDXL's training buckets, about one megapixel each.
@@ -123,6 +124,7 @@ FamilyDescription flux() {
                   -0.0522f, -0.1103f, -0.0280f, -0.0881f, -0.0499f, -0.1262f, -0.0982f, -0.0778f};
   d.native_size = 1024;
   d.default_prediction = "flow";
+  d.align_your_steps = "";  // its lists are for SD's ε σ range
   d.defaults = {.steps = 28, .steps_distilled = 4, .cfg = 1.0, .sampler = "euler", .scheduler = "simple"};
   // Flux's usual buckets (multiples of 16, about one megapixel).
   d.size_presets = {{1024, 1024, "square"}, {1152, 896, "9:7"}, {896, 1152, "7:9"}, {1216, 832, "3:2"},

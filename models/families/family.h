@@ -76,6 +76,8 @@ struct FamilyDescription {
   int64_t native_size = 512;      // default canvas
   int64_t native_size_v = 0;      // the canvas of the family's v-prediction models when it differs (SD 2.x-768)
   std::string default_prediction = "eps";  // of single files; diffusers folders say so in scheduler/ ("flow": the flow transformers)
+  // Which of NVIDIA's Align Your Steps lists fits its σ range ("SD1", "SDXL"; "": none).
+  std::string align_your_steps = "SD1";
   // What only the family's UNet needs (a transformer family fills its own network's rules):
   // attention heads of a fixed count (SD 1.x: 8) or a fixed width (SD 2.x, SDXL: 64).
   struct UNetRules {
