@@ -300,7 +300,11 @@ torch::Tensor sample_batch(Engine& engine, const Request& r, const std::vector<d
   samplers::SamplerOptions options;
   ms.configure(options);
   options.eta = r.eta >= 0 ? r.eta : solver.default_eta;
-  options.noise = stream_noise(gens, shape, device, dtype);
+  // In-run noise: ComfyUI's rule (a fresh generator, or the SDE samplers' Brownian tree),
+  // or the initial generator(s) going on (batch, per-image).
+  options.noise = r.seed_mode == "comfy"
+                      ? samplers::comfy_noise(solver, x, sigmas, static_cast<uint64_t>(r.seed + k * shape[0]))
+                      : stream_noise(gens, shape, device, dtype);
   const int64_t steps = static_cast<int64_t>(sigmas.size()) - 1;
   auto at_step = [&](int64_t done) {
     stage = "sampling step " + std::to_string(std::min(done + 1, steps)) + " of " + std::to_string(steps) +

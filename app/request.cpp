@@ -316,7 +316,8 @@ void validate(const Request& r) {
   // Image i of batch k has seed + k·batch-size + i: it must stay a 64-bit number.
   if (r.seed > std::numeric_limits<int64_t>::max() - r.batch_count * r.batch_size)
     fail("--seed " + std::to_string(r.seed) + " is too large: the seeds of the request's images must stay below 2^63");
-  if (r.seed_mode != "batch" && r.seed_mode != "per-image") fail("--seed-mode must be 'batch' or 'per-image', got '" + r.seed_mode + "'");
+  if (r.seed_mode != "comfy" && r.seed_mode != "batch" && r.seed_mode != "per-image")
+    fail("--seed-mode must be 'comfy', 'batch' or 'per-image', got '" + r.seed_mode + "'");
   if (r.emphasis != "original" && r.emphasis != "no-norm" && r.emphasis != "none")
     fail("--emphasis must be original, no-norm or none, got '" + r.emphasis + "'");
   if (!r.prediction.empty() && r.prediction != "eps" && r.prediction != "v" && r.prediction != "flow")

@@ -65,7 +65,11 @@ struct Request {
   std::vector<double> sigmas;       // scheduler "custom": the σ list itself, descending, ending where sampling stops
   double eta = -1;                  // < 0: the solver's default
   int64_t seed = -1;                // -1: random, recorded in the output
-  std::string seed_mode = "batch";  // batch: one draw of the batch shape (ComfyUI); per-image: seed + i (A1111)
+  // comfy: ComfyUI's KSampler rule (one draw of the batch shape; in-run noise from a fresh
+  // generator seeded again, or a Brownian tree for the SDE samplers); batch: the same first
+  // draw, in-run noise continuing its generator (this project's rule before comfy); per-image:
+  // image i drawn alone from seed + i (A1111).
+  std::string seed_mode = "comfy";
   int64_t batch_size = 1, batch_count = 1;
   // image-to-image and inpainting
   std::string init_image;

@@ -285,8 +285,10 @@ void draw_advanced_section(AppState& s, float field) {
     tooltip("Noise added by ancestral / SDE solvers (and DDIM's eta). Below 0: the solver's default.");
     ImGui::SetNextItemWidth(field);
     if (ImGui::BeginCombo("Seed mode", r.seed_mode.c_str())) {
+      if (ImGui::Selectable("comfy", r.seed_mode == "comfy")) r.seed_mode = "comfy";
+      tooltip("ComfyUI's rule: the same seed makes the same picture as ComfyUI's KSampler, ancestral and SDE samplers included.");
       if (ImGui::Selectable("batch", r.seed_mode == "batch")) r.seed_mode = "batch";
-      tooltip("One noise draw of the whole batch (ComfyUI).");
+      tooltip("One noise draw of the whole batch; ancestral/SDE noise continues that generator (pictures made before 'comfy').");
       if (ImGui::Selectable("per-image", r.seed_mode == "per-image")) r.seed_mode = "per-image";
       tooltip("Image i uses seed + i (AUTOMATIC1111).");
       ImGui::EndCombo();

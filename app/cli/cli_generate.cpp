@@ -70,8 +70,10 @@ struct RequestFlags {
         ->delimiter(',');
     add(c, "--eta", &Request::eta, "noise amount of ancestral/SDE solvers (default: the solver's)");
     add(c, "-s,--seed", &Request::seed, "seed; -1 picks a random one (recorded in the image)")->default_val(-1);
-    add(c, "--seed-mode", &Request::seed_mode, "batch: one noise draw for the batch (ComfyUI) | per-image: seed+i (A1111)")
-        ->default_val("batch");
+    add(c, "--seed-mode", &Request::seed_mode,
+        "comfy: ComfyUI's noise for the seed, in-run noise included | batch: one draw for the batch, in-run noise "
+        "continuing it (before comfy) | per-image: seed+i (A1111)")
+        ->default_val("comfy");
     add(c, "-b,--batch-size", &Request::batch_size, "images per batch (one forward pass)")->default_val(1);
     add(c, "--batch-count", &Request::batch_count, "batches, run one after the other")->default_val(1);
     add(c, "-i,--init-img", &Request::init_image, "image-to-image: the starting image");
