@@ -18,6 +18,13 @@ double lerp(double a, double b, double w) { return std::abs(w) < 0.5 ? a + w * (
 double phi_1(double h) { return std::expm1(h); }             // h·φ₁(h)
 double phi_2(double h) { return (std::expm1(h) - h) / h; }   // h·φ₂(h)
 
+// SEEDS keeps its noise coherent across sub-steps: the earlier draw decays by e^{segment}
+// (segment = (r_a − r_b)·h·η < 0) and a fresh draw over [σ_a, σ_b] tops the variance up.
+Tensor carry_noise(const Tensor& sde_noise, double segment, const SamplerOptions& o, const char* name, double sigma_a,
+                   double sigma_b, const Tensor& x) {
+  return sde_noise * std::exp(segment) + std::sqrt(-std::expm1(2 * segment)) * detail::noise(o, name, sigma_a, sigma_b, x);
+}
+
 }  // namespace
 
 // ER-SDE-Solver-3 (Cui et al. 2023, "Elucidating the solution space of extended reverse-time
@@ -99,9 +106,7 @@ Tensor seeds_2(const Denoiser& model, Tensor x, const std::vector<double>& sigma
     auto denoised_d = torch::lerp(denoised, denoised_2, fac);
     x = sigmas[i + 1] / sigmas[i] * std::exp(-h * eta) * x - alpha_t * phi_1(-h_eta) * denoised_d;
     if (inject) {
-      const double segment = (r - 1) * h * eta;
-      sde_noise = sde_noise * std::exp(segment) +
-                  std::sqrt(-std::expm1(2 * segment)) * detail::noise(o, "seeds_2", sigma_s_1, sigmas[i + 1], x);
+      sde_noise = carry_noise(sde_noise, (r - 1) * h * eta, o, "seeds_2", sigma_s_1, sigmas[i + 1], x);
       x = x + sde_noise * (sigmas[i + 1] * o.s_noise);
     }
   }
@@ -138,18 +143,14 @@ Tensor seeds_3(const Denoiser& model, Tensor x, const std::vector<double>& sigma
     const double a3_2 = r_2 / r_1 * phi_2(-r_2 * h_eta), a3_1 = phi_1(-r_2 * h_eta) - a3_2;
     auto x_3 = sigma_s_2 / sigmas[i] * std::exp(-r_2 * h * eta) * x - alpha_s_2 * (a3_1 * denoised + a3_2 * denoised_2);
     if (inject) {
-      const double segment = (r_1 - r_2) * h * eta;
-      sde_noise = sde_noise * std::exp(segment) +
-                  std::sqrt(-std::expm1(2 * segment)) * detail::noise(o, "seeds_3", sigma_s_1, sigma_s_2, x);
+      sde_noise = carry_noise(sde_noise, (r_1 - r_2) * h * eta, o, "seeds_3", sigma_s_1, sigma_s_2, x);
       x_3 = x_3 + sde_noise * (sigma_s_2 * o.s_noise);
     }
     auto denoised_3 = model(x_3, sigma_s_2);
     const double b3 = phi_2(-h_eta) / r_2, b1 = phi_1(-h_eta) - b3;
     x = sigmas[i + 1] / sigmas[i] * std::exp(-h * eta) * x - alpha_t * (b1 * denoised + b3 * denoised_3);
     if (inject) {
-      const double segment = (r_2 - 1) * h * eta;
-      sde_noise = sde_noise * std::exp(segment) +
-                  std::sqrt(-std::expm1(2 * segment)) * detail::noise(o, "seeds_3", sigma_s_2, sigmas[i + 1], x);
+      sde_noise = carry_noise(sde_noise, (r_2 - 1) * h * eta, o, "seeds_3", sigma_s_2, sigmas[i + 1], x);
       x = x + sde_noise * (sigmas[i + 1] * o.s_noise);
     }
   }

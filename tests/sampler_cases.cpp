@@ -100,6 +100,15 @@ Plan plan_diffusers(const json& c, const std::vector<double>& alphas_cumprod, co
   return p;
 }
 
+// A sampling case counts only when it also took the reference's number of noise draws.
+void add_with_draws(CaseReport& report, const std::string& key, double err, int draws, int expected, double tol) {
+  if (draws != expected)
+    report.add_exact(key, false, "took " + std::to_string(draws) + " noise draws, the reference took " +
+                                     std::to_string(expected) + " (rel err " + std::to_string(err) + ")");
+  else
+    report.add(key, err, tol);
+}
+
 // Python's json writes -Infinity (diffusers' lambda_min_clipped default), which JSON lacks:
 // read as the lowest double.
 json read_json(const std::string& path) {
@@ -189,13 +198,7 @@ void run_unet_sampler_cases(CaseReport& report, const std::string& refs_dir, con
       torch::NoGradGuard no_grad;
       x = p.sampler->fn(denoiser, x, p.sigmas, p.options);
       x = p.ms->inverse_noise_scaling(p.sigmas.back(), x);
-      const double err = rel_error(x, f->load(key));
-      const int expected_draws = c.value("noise_draws", 0);
-      if (*draws != expected_draws)
-        report.add_exact(key, false, "took " + std::to_string(*draws) + " noise draws, the reference took " +
-                                         std::to_string(expected_draws) + " (rel err " + std::to_string(err) + ")");
-      else
-        report.add(key, err, tol);
+      add_with_draws(report, key, rel_error(x, f->load(key)), *draws, c.value("noise_draws", 0), tol);
     } catch (const std::exception& e) {
       report.add_exact(key, false, e.what());
     }
@@ -339,13 +342,7 @@ Samplers2Report run_samplers2_cases(const EpsNetwork& eps, const std::string& di
       torch::NoGradGuard no_grad;
       auto x = sampler.fn(denoiser, ms->noise_scaling(sigmas.front(), x_T, torch::zeros_like(x_T), false), sigmas, options);
       x = ms->inverse_noise_scaling(sigmas.back(), x);
-      const double err = rel_error(x, f->load(key));
-      const int expected_draws = c.value("noise_draws", 0);
-      if (*draws != expected_draws)
-        report.add_exact(key, false, "took " + std::to_string(*draws) + " noise draws, the reference took " +
-                                         std::to_string(expected_draws) + " (rel err " + std::to_string(err) + ")");
-      else
-        report.add(key, err, tol);
+      add_with_draws(report, key, rel_error(x, f->load(key)), *draws, c.value("noise_draws", 0), tol);
     } catch (const std::exception& e) {
       report.add_exact(key, false, e.what());
     }
