@@ -21,7 +21,8 @@ const std::vector<std::pair<std::string, std::string>>& sampler_names() {
       {"dpmpp_2m_sde", "DPM++ 2M SDE"}, {"dpmpp_3m_sde", "DPM++ 3M SDE"}, {"ddim", "DDIM"},
       {"ddpm", "DDPM"},             {"dopri5", "Adaptive ODE (DOPRI5)"}, {"reverse_sde", "Reverse SDE"},
       {"flow_euler", "Euler (flow)"}, {"flow_euler_ancestral", "Euler a (flow)"},
-      {"dpmpp_2m_sde_heun", "DPM++ 2M SDE Heun"}, {"lcm", "LCM"}};
+      {"dpmpp_2m_sde_heun", "DPM++ 2M SDE Heun"}, {"lcm", "LCM"}, {"dpm_fast", "DPM fast"},
+      {"dpm_adaptive", "DPM adaptive"}};
   return n;
 }
 

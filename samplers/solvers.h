@@ -57,6 +57,10 @@ torch::Tensor seeds_2(const Denoiser&, torch::Tensor x, const std::vector<double
 torch::Tensor seeds_3(const Denoiser&, torch::Tensor x, const std::vector<double>& sigmas, const SamplerOptions&);
 torch::Tensor lcm(const Denoiser&, torch::Tensor x, const std::vector<double>& sigmas, const SamplerOptions&);
 
+// DPM-Solver on its own grid from the list's σ_max to its last positive σ (solvers_dpm_solver.cpp).
+torch::Tensor dpm_fast(const Denoiser&, torch::Tensor x, const std::vector<double>& sigmas, const SamplerOptions&);
+torch::Tensor dpm_adaptive(const Denoiser&, torch::Tensor x, const std::vector<double>& sigmas, const SamplerOptions&);
+
 // Adaptive probability-flow ODE (solvers_adaptive.cpp): Dormand–Prince 5(4) in ln σ with
 // rtol/atol, passing through every listed σ; a final σ = 0 is reached by x = D(x; σ_last).
 torch::Tensor dopri5(const Denoiser&, torch::Tensor x, const std::vector<double>& sigmas, const SamplerOptions&);

@@ -28,8 +28,11 @@ constexpr int kMaxSteps = 100000;
 }  // namespace
 
 // Dormand & Prince 1980 with the standard error-per-step controller (Hairer et al. II.4).
-Tensor dopri5(const Denoiser& model, Tensor x, const std::vector<double>& sigmas, const SamplerOptions& o) {
+Tensor dopri5(const Denoiser& model, Tensor x, const std::vector<double>& sigmas, const SamplerOptions& options) {
   detail::check_sigmas("dopri5", sigmas);
+  auto o = options;
+  if (std::isnan(o.rtol)) o.rtol = 1e-4;
+  if (std::isnan(o.atol)) o.atol = 1e-4;
   if (!(o.rtol > 0) || !(o.atol > 0))
     throw std::invalid_argument("sampler dopri5: rtol and atol must be > 0");
   const int n = static_cast<int>(sigmas.size()) - 1;

@@ -51,7 +51,8 @@ struct SamplerOptions {
   double s_churn = 0, s_tmin = 0, s_tmax = INFINITY, s_noise = 1;  // EDM Algorithm 2 churn
   double r = 0.5;                                  // dpmpp_sde's intermediate step fraction
   std::string solver_type = "midpoint";            // dpmpp_2m_sde: "midpoint" | "heun"
-  double rtol = 1e-4, atol = 1e-4;                 // adaptive ODE (dopri5)
+  // Adaptive solvers' tolerances; NaN: the solver's own (dopri5 1e-4, 1e-4; dpm_adaptive 0.05, 0.0078).
+  double rtol = NAN, atol = NAN;
   int lms_order = 4;                               // lms
   double ge_gamma = 2;                             // gradient_estimation's γ
   Renoising renoising;                             // from ModelSampling::renoising(); empty = VE
