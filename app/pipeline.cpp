@@ -104,10 +104,10 @@ Request resolve_request(const Request& in, const Engine& engine) {
   if (r.height == 0) r.height = engine.native_size();
   // The model's defaults for what the request leaves out (Request: "0 / negative / empty").
   const auto& defaults = engine.family().defaults;
+  if (r.scheduler.empty()) r.scheduler = r.sigmas.empty() ? defaults.scheduler : "custom";  // --sigmas alone
   if (r.steps == 0 && r.scheduler != "custom") r.steps = engine.default_steps();
   if (r.cfg < 0) r.cfg = defaults.cfg;
   if (r.sampler.empty()) r.sampler = defaults.sampler;
-  if (r.scheduler.empty()) r.scheduler = defaults.scheduler;
   validate(r);
   const int64_t f = engine.size_multiple();
   if (r.width % f || r.height % f)

@@ -326,12 +326,12 @@ void validate(const Request& r) {
   if (r.dtype != "auto" && r.dtype != "fp32" && r.dtype != "fp16" && r.dtype != "bf16")
     fail("--dtype must be auto, fp32, fp16 or bf16, got '" + r.dtype + "'");
   if (!r.mask.empty() && r.init_image.empty()) fail("--mask needs --init-img (the image to inpaint)");
-  if (r.scheduler == "custom") {
+  if (r.scheduler == "custom" || (r.scheduler.empty() && !r.sigmas.empty())) {  // empty: resolved to custom
     if (r.sigmas.size() < 2) fail("--scheduler custom needs --sigmas with at least two values, e.g. --sigmas 14.6,5,1.5,0.3,0");
     for (size_t i = 0; i + 1 < r.sigmas.size(); ++i)
       if (!(r.sigmas[i] > r.sigmas[i + 1]) || r.sigmas[i + 1] < 0) fail("--sigmas must be strictly decreasing and not negative");
   } else if (!r.sigmas.empty()) {
-    fail("--sigmas is the list of --scheduler custom; add --scheduler custom or drop --sigmas");
+    fail("--sigmas is the list of --scheduler custom; drop --scheduler " + r.scheduler + " or --sigmas");
   }
   for (const auto& l : r.lora)
     for (double w : {l.unet, l.text})

@@ -58,6 +58,15 @@ TEST_SUITE("e2e.cli") {
     REQUIRE(sigma_cli("generate -q --from-png " + out + " -s 43 -o " + out3).code == 0);
     CHECK(app::load_image(out3) != img);
     CHECK(app::request_from_png(out3).prompt == "a red circle on the left");
+    // --sigmas alone runs that list (it is --scheduler custom) and the metadata records it.
+    const auto out4 = (dir / "d.png").string();
+    const auto custom = sigma_cli("generate " + model_flags() + "-p x -s 42 --sigmas 14.6,3,0.8,0 -o " + out4);
+    INFO(custom.output);
+    REQUIRE(custom.code == 0);
+    CHECK(has(app::read_png_text(out4).at("parameters"), "Sigmas: 14.6 3 0.8 0"));
+    CHECK(app::request_from_png(out4).scheduler == "custom");
+    CHECK(has(sigma_cli("generate " + model_flags() + "-p x --scheduler karras --sigmas 14.6,0 -o " + (dir / "e.png").string()).output,
+              "drop --scheduler karras or --sigmas"));
   }
 
   TEST_CASE("img2img and a ControlNet with canny from an image run from the CLI") {

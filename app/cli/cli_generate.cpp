@@ -66,7 +66,7 @@ struct RequestFlags {
     add(c, "--cfg-sigma-high", &Request::cfg_sigma_high, "guidance only for sigma <= this (0 = no upper bound)");
     add(c, "--sampler,--sampling-method", &Request::sampler, "solver; `sigma samplers` lists them (default: SD dpmpp_2m, Flux euler)");
     add(c, "--scheduler,--schedule", &Request::scheduler, "sigma schedule; `sigma samplers` lists them (default: SD karras, Flux simple)");
-    add(c, "--sigmas", &Request::sigmas, "with --scheduler custom: the sigma list, comma-separated, e.g. 14.6,5,1.5,0.3,0")
+    add(c, "--sigmas", &Request::sigmas, "the sigma list to run (implies --scheduler custom), comma-separated, e.g. 14.6,5,1.5,0.3,0")
         ->delimiter(',');
     add(c, "--eta", &Request::eta, "noise amount of ancestral/SDE solvers (default: the solver's)");
     add(c, "-s,--seed", &Request::seed, "seed; -1 picks a random one (recorded in the image)")->default_val(-1);
