@@ -26,6 +26,19 @@ std::vector<double> to_vector(const torch::Tensor& t) {
   return std::vector<double>(d.data_ptr<double>(), d.data_ptr<double>() + d.numel());
 }
 
+}  // namespace
+
+double max_rel(const std::vector<double>& ours, const torch::Tensor& ref_t) {
+  const auto ref = to_vector(ref_t);
+  if (ours.size() != ref.size()) return INFINITY;
+  double worst = 0;
+  for (size_t i = 0; i < ours.size(); ++i)
+    worst = std::max(worst, ref[i] == 0 ? std::abs(ours[i]) : std::abs(ours[i] - ref[i]) / std::abs(ref[i]));
+  return worst;
+}
+
+namespace {
+
 bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
 
 // The case's solver keyword arguments; an unknown key is an error, never silently ignored.
@@ -109,6 +122,17 @@ void add_with_draws(CaseReport& report, const std::string& key, double err, int 
     report.add(key, err, tol);
 }
 
+// D(x; σ) with CFG on [uncond, cond] through the ε-network, as every UNet case runs it.
+sm::Denoiser cfg_denoiser(const sm::ModelSampling& ms, const EpsNetwork& eps, const torch::Tensor& cond,
+                          const torch::Tensor& uncond, double scale) {
+  const sm::Network network = [eps, cond, uncond](const sm::NetworkCall& call) {
+    return eps(call.x_in, call.c_noise, call.with_uncond ? torch::cat({uncond, cond}) : cond);
+  };
+  sm::Guidance guidance;
+  guidance.scale = scale;
+  return sm::make_denoiser(ms, network, guidance);
+}
+
 // Python's json writes -Infinity (diffusers' lambda_min_clipped default), which JSON lacks:
 // read as the lowest double.
 json read_json(const std::string& path) {
@@ -178,13 +202,7 @@ void run_unet_sampler_cases(CaseReport& report, const std::string& refs_dir, con
       auto cond = f->load("cond").to(device, dtype), uncond = f->load("uncond").to(device, dtype);
       if (cond.size(0) != batch || uncond.size(0) != batch || x_T.size(0) != batch)
         throw std::invalid_argument("batch " + std::to_string(batch) + " does not match cond/uncond/x_T rows");
-      const sm::Network network = [&](const sm::NetworkCall& call) {
-        auto context = call.with_uncond ? torch::cat({uncond, cond}) : cond;
-        return eps(call.x_in, call.c_noise, context);
-      };
-      sm::Guidance guidance;
-      guidance.scale = c.at("cfg_scale").get<double>();
-      auto denoiser = sm::make_denoiser(*p.ms, network, guidance);
+      const auto denoiser = cfg_denoiser(*p.ms, eps, cond, uncond, c.at("cfg_scale").get<double>());
 
       // The start: "x_T * sigmas[0]" (k-diffusion) or "x_T * init_noise_sigma" (diffusers:
       // √(1+σ²)·x_T for VP models, x_T for flow): noise_scaling without / with max_denoise.
@@ -207,14 +225,11 @@ void run_unet_sampler_cases(CaseReport& report, const std::string& refs_dir, con
 
 namespace {
 
-// Largest |ours − ref| / |ref| over the entries (|ours| where ref is 0).
-double max_rel(const std::vector<double>& ours, const torch::Tensor& ref_t) {
-  const auto ref = to_vector(ref_t);
-  if (ours.size() != ref.size()) return INFINITY;
-  double worst = 0;
-  for (size_t i = 0; i < ours.size(); ++i)
-    worst = std::max(worst, ref[i] == 0 ? std::abs(ours[i]) : std::abs(ours[i] - ref[i]) / std::abs(ref[i]));
-  return worst;
+// ComfyUI's discrete ε sampling for SD 1.x: LDM's linear betas in float64 (samplers2's README).
+sm::ModelSampling comfy_sampling(bool quantize) {
+  sm::DiscreteOptions o;
+  o.quantize = quantize;
+  return sm::ModelSampling::discrete(sm::Prediction::eps, o);
 }
 
 sm::ScheduleOptions schedule_options(const json& options) {
@@ -249,9 +264,7 @@ std::string not_built(const json& c) {
 // from samplers::comfy_noise.
 double comfy_seed_case(const json& c, const sigma::models::SafeTensors& f, const EpsNetwork& eps) {
   const auto seed = c.at("seed").get<uint64_t>();
-  sm::DiscreteOptions mo;
-  mo.quantize = c.at("quantize").get<bool>();
-  const auto ms = sm::ModelSampling::discrete(sm::Prediction::eps, mo);
+  const auto ms = comfy_sampling(c.at("quantize").get<bool>());
   const auto sigmas = sm::make_sigmas(c.at("schedule").get<std::string>(), ms, c.at("steps").get<int>());
   const auto& sampler = sm::find_sampler(c.at("sampler").get<std::string>());
   auto gen = at::detail::createCPUGenerator(seed);
@@ -266,15 +279,13 @@ double comfy_seed_case(const json& c, const sigma::models::SafeTensors& f, const
   // The run is on the CPU in float32; the network on the suite's device and dtype.
   const auto device = test_device();
   const auto dtype = test_dtype();
-  const auto cond = f.load("cond").to(device, dtype), uncond = f.load("uncond").to(device, dtype);
-  const sm::Network network = [&](const sm::NetworkCall& call) {
-    return eps(call.x_in.to(device, dtype), call.c_noise.to(device), call.with_uncond ? torch::cat({uncond, cond}) : cond)
-        .to(torch::kCPU, torch::kFloat32);
+  const EpsNetwork on_device = [&](const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& context) {
+    return eps(x.to(device, dtype), t.to(device), context).to(torch::kCPU, torch::kFloat32);
   };
-  sm::Guidance guidance;
-  guidance.scale = c.at("cfg_scale").get<double>();
+  const auto denoiser = cfg_denoiser(ms, on_device, f.load("cond").to(device, dtype), f.load("uncond").to(device, dtype),
+                                     c.at("cfg_scale").get<double>());
   torch::NoGradGuard no_grad;
-  auto x = sampler.fn(sm::make_denoiser(ms, network, guidance), x0, sigmas, options);
+  auto x = sampler.fn(denoiser, x0, sigmas, options);
   return rel_error(ms.inverse_noise_scaling(sigmas.back(), x), f.load(c.at("key").get<std::string>()));
 }
 
@@ -291,12 +302,6 @@ Samplers2Report run_samplers2_cases(const EpsNetwork& eps, const std::string& di
   const auto tape = f->load("noise_tape").to(device, dtype);
   const auto cond = f->load("cond").to(device, dtype), uncond = f->load("uncond").to(device, dtype);
   const double tol = tolerance(1e-3);
-  // ComfyUI's discrete ε sampling for SD 1.x: LDM's linear betas in float64 (the README).
-  auto comfy_sampling = [](bool quantize) {
-    sm::DiscreteOptions o;
-    o.quantize = quantize;
-    return std::make_shared<sm::ModelSampling>(sm::ModelSampling::discrete(sm::Prediction::eps, o));
-  };
 
   for (const auto& c : manifest.at("cases")) {
     const auto key = c.at("key").get<std::string>();
@@ -307,8 +312,7 @@ Samplers2Report run_samplers2_cases(const EpsNetwork& eps, const std::string& di
         continue;
       }
       if (c.value("kind", std::string()) == "sigmas") {
-        const auto ms = comfy_sampling(true);
-        const auto sigmas = sm::make_sigmas(c.at("schedule").get<std::string>(), *ms, c.at("steps").get<int>(),
+        const auto sigmas = sm::make_sigmas(c.at("schedule").get<std::string>(), comfy_sampling(true), c.at("steps").get<int>(),
                                             schedule_options(c.at("options")));
         report.add(key, max_rel(sigmas, f->load(key)), 1e-6);  // float32 references
         continue;
@@ -334,7 +338,7 @@ Samplers2Report run_samplers2_cases(const EpsNetwork& eps, const std::string& di
         for (int i = 0; i <= steps; ++i)
           sigmas.push_back(i == steps ? lo : std::exp(std::log(hi) + (std::log(lo) - std::log(hi)) * i / steps));
       } else {
-        sigmas = sm::make_sigmas(c.at("schedule").get<std::string>(), *ms, c.at("steps").get<int>());
+        sigmas = sm::make_sigmas(c.at("schedule").get<std::string>(), ms, c.at("steps").get<int>());
       }
       const auto init = c.at("init").get<std::string>();
       if (init != (kdiff2 ? "x_T * sigma_max" : "x_T * sigmas[0]")) throw std::invalid_argument("unsupported init '" + init + "'");
@@ -342,15 +346,10 @@ Samplers2Report run_samplers2_cases(const EpsNetwork& eps, const std::string& di
       sm::SamplerOptions options;
       options.eta = sampler.default_eta;
       apply_options(c.value("options", json::object()), options);
-      ms->configure(options);
+      ms.configure(options);
       auto draws = std::make_shared<int>(0);
       options.noise = sm::replay_noise(tape, draws);
-      const sm::Network network = [&](const sm::NetworkCall& call) {
-        return eps(call.x_in, call.c_noise, call.with_uncond ? torch::cat({uncond, cond}) : cond);
-      };
-      sm::Guidance guidance;
-      guidance.scale = c.at("cfg_scale").get<double>();
-      const auto guided = sm::make_denoiser(*ms, network, guidance);
+      const auto guided = cfg_denoiser(ms, eps, cond, uncond, c.at("cfg_scale").get<double>());
       int calls = 0;
       const sm::Denoiser counted = [&](const torch::Tensor& x, double sigma) {
         ++calls;
@@ -358,7 +357,7 @@ Samplers2Report run_samplers2_cases(const EpsNetwork& eps, const std::string& di
       };
       torch::NoGradGuard no_grad;
       auto x = sampler.fn(counted, x_T * sigmas.front(), sigmas, options);
-      if (!kdiff2) x = ms->inverse_noise_scaling(sigmas.back(), x);  // (DPM-Solver's result stays at σ_min)
+      if (!kdiff2) x = ms.inverse_noise_scaling(sigmas.back(), x);  // (DPM-Solver's result stays at σ_min)
       const int expected_calls = c.value("model_calls", calls);
       if (calls != expected_calls)
         report.add_exact(key, false, std::to_string(calls) + " model calls, the reference made " + std::to_string(expected_calls));

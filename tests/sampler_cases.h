@@ -16,6 +16,9 @@ namespace sigma::test {
 using EpsNetwork =
     std::function<torch::Tensor(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& context)>;
 
+// Largest |ours − ref| / |ref| over the entries (|ours| where ref is 0): σ and timestep lists.
+double max_rel(const std::vector<double>& ours, const torch::Tensor& ref);
+
 // gauss.*: every sampler output recorded for the closed-form Gaussian denoiser, plus
 // gauss.exact against the adaptive ODE solver; tolerance 1e-4.
 void run_gauss_sampler_cases(CaseReport& report, const std::string& refs_dir);

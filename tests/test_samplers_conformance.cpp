@@ -10,22 +10,11 @@
 namespace sm = sigma::samplers;
 using sigma::models::SafeTensors;
 using sigma::test::CaseReport;
+using sigma::test::max_rel;
 
 namespace {
 
 std::string refs() { return sigma::test::sd15() + "/refs"; }
-
-// Largest |ours − ref| / ref over the entries (0 where both are 0).
-double max_rel(const std::vector<double>& ours, const torch::Tensor& ref_t) {
-  auto ref = ref_t.to(torch::kFloat64).contiguous();
-  if (static_cast<int64_t>(ours.size()) != ref.numel()) return INFINITY;
-  double worst = 0;
-  for (size_t i = 0; i < ours.size(); ++i) {
-    const double r = ref.data_ptr<double>()[i];
-    worst = std::max(worst, r == 0 ? std::abs(ours[i]) : std::abs(ours[i] - r) / std::abs(r));
-  }
-  return worst;
-}
 
 std::vector<double> fixture_alphas_cumprod(const SafeTensors& f) {
   auto t = f.load("alphas_cumprod", torch::kFloat64).contiguous();
